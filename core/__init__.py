@@ -1,0 +1,1 @@
+"""Shared types, settings, filters and errors: the inward-facing heart every stage imports."""

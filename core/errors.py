@@ -1,0 +1,53 @@
+"""The one error tree of rag-platform.
+
+Every failure a user can cause or meet derives from :class:`RagError`, so the edges (CLI, API) can
+translate it into a one-line message or an HTTP problem response without catching bare exceptions.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class for every error rag-platform raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(RagError):
+    """A setting, flag or config file value is invalid."""
+
+    exit_code = 2
+
+
+class FilterError(ConfigError):
+    """A metadata filter could not be parsed or is malformed."""
+
+
+class IngestError(RagError):
+    """A document could not be loaded, chunked or indexed."""
+
+
+class LoaderError(IngestError):
+    """One file could not be read; ingest reports it and carries on with the rest."""
+
+
+class StoreError(RagError):
+    """The vector store failed or holds data incompatible with the request."""
+
+
+class IndexMismatchError(StoreError):
+    """The index was built with another embedding model or dimension than the one configured."""
+
+
+class IndexNotFoundError(StoreError):
+    """No index exists yet in the data directory."""
+
+
+class RetrievalError(RagError):
+    """A search could not be carried out."""
+
+
+class GenerationError(RagError):
+    """The language model endpoint failed, timed out or is unreachable."""
+
+    exit_code = 3

@@ -1,0 +1,172 @@
+"""One typed settings object for the whole platform.
+
+Precedence, lowest to highest: defaults < ``rag.toml`` < ``RAG_*`` environment variables < CLI flags
+(passed to :class:`Settings` as keyword arguments). Nested fields use ``__`` in the environment::
+
+    RAG_DATA_DIR=/srv/rag  RAG_STORE__KIND=qdrant  RAG_RETRIEVAL__ALPHA=0.6  RAG_LLM__BASE_URL=http://localhost:11434/v1
+
+The config file is ``./rag.toml`` unless ``RAG_CONFIG`` names another; its tables mirror the nested
+models (``[store]``, ``[retrieval]``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rag.core.errors import ConfigError
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class EmbeddingSettings(BaseModel):
+    """Which sentence-transformers model embeds chunks and queries."""
+
+    model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="A local folder or a model name; all-MiniLM-L6-v2 resolves to the packaged copy.",
+    )
+    batch_size: int = Field(64, gt=0)
+    device: str = "cpu"
+
+
+class ChunkingSettings(BaseModel):
+    """Sliding windows, measured in tokens of the embedding model's tokenizer."""
+
+    size: int = Field(200, gt=8, description="Window size in tokens (MiniLM reads at most 256).")
+    overlap: int = Field(40, ge=0, description="Tokens shared by consecutive windows.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap >= self.size:
+            raise ValueError(f"chunking.overlap ({self.overlap}) must be smaller than chunking.size ({self.size})")
+        return self
+
+
+class StoreSettings(BaseModel):
+    """The vector store backend and its options."""
+
+    kind: str = Field("faiss", description="faiss (embedded default), qdrant, or a plugin name.")
+    index: Literal["flat", "hnsw"] = Field("flat", description="FAISS: exact (flat) or approximate (hnsw).")
+    hnsw_m: int = Field(32, gt=1)
+    hnsw_ef_search: int = Field(128, gt=0)
+    url: str | None = Field(None, description="Remote server URL (qdrant); unset means local on-disk mode.")
+    api_key: SecretStr | None = None
+    collection: str = "rag"
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid search defaults; every field can be overridden per query."""
+
+    k: int = Field(5, gt=0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of dense vs BM25: 1 = dense only, 0 = BM25 only.")
+    fusion: Literal["linear", "rrf"] = "linear"
+    candidates: int = Field(100, gt=0, description="Candidates taken from each retriever before fusion.")
+    rrf_k: int = Field(60, gt=0)
+    bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    stemmer: str | None = Field("english", description="PyStemmer language, or empty for none.")
+    stopwords: str | None = Field("en", description="bm25s stopword list, or empty for none.")
+
+
+class LLMSettings(BaseModel):
+    """The OpenAI-compatible chat endpoint; with no ``base_url`` the embedded llama.cpp server is used."""
+
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or http://localhost:11434/v1")
+    model: str = "SmolLM2-135M-Instruct"
+    api_key: SecretStr | None = Field(None, description="Falls back to OPENAI_API_KEY.")
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    temperature: float = Field(0.1, ge=0)
+    max_tokens: int = Field(384, gt=0)
+    context_tokens: int = Field(1500, gt=0, description="Token budget for the numbered context blocks.")
+    structured: bool | None = Field(
+        None, description="Ask for JSON-schema output with validated citations; default: on for the embedded server."
+    )
+    gguf: str | None = Field(None, description="GGUF file for the embedded server; default: packaged SmolLM2.")
+    n_ctx: int = Field(4096, gt=0)
+    threads: int | None = Field(None, gt=0)
+
+
+class Settings(BaseSettings):
+    """Every knob of rag-platform; see the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path(".rag"), description="Where the index lives.")
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    store: StoreSettings = StoreSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = config_path()
+        if config is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    """The config file in force: ``$RAG_CONFIG`` (must exist) or ``./rag.toml`` if present."""
+    named = os.environ.get("RAG_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"RAG_CONFIG points at {path}, which is not a file")
+        return path
+    default = Path("rag.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings with CLI-level overrides on top; nested overrides are dicts.
+
+    Raises:
+        ConfigError: naming each invalid field, whichever source it came from.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed rag.toml
+        raise ConfigError(f"cannot read configuration: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings from file and environment (no CLI overrides)."""
+    return load_settings()

@@ -1,0 +1,109 @@
+"""Typed values that flow between the stages: documents in, chunks stored, hits out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A structural span of a document: a Markdown/HTML section or a PDF page.
+
+    Chunk windows never cross a section boundary, so every chunk has one heading path and one page.
+
+    Attributes:
+        text: the section's text, exactly as it appears in the document text.
+        start: character offset of ``text`` inside :attr:`Document.text`.
+        headings: the heading path that leads to this section, outermost first.
+        page: 1-based page number for paged formats, else ``None``.
+    """
+
+    text: str
+    start: int
+    headings: tuple[str, ...] = ()
+    page: int | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """One loaded document, before chunking.
+
+    Attributes:
+        doc_id: stable identity (a path relative to the project, or a corpus ``_id``).
+        text: the full plain text; section and chunk offsets point into it.
+        source: where it came from (file path), shown in citations.
+        title: human title (front-matter, ``<title>``, first heading, or file name).
+        sections: the spans chunking works within; offsets point into ``text``.
+        metadata: user metadata (front-matter, ``--meta``, JSONL ``metadata``) plus ``modified``.
+    """
+
+    doc_id: str
+    text: str
+    source: str
+    title: str
+    sections: list[Section]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """An indexed window of a document, the unit of retrieval and citation.
+
+    ``metadata`` is flat and filterable. Every chunk carries: ``doc_id``, ``source``, ``title``,
+    ``headings`` (list), ``section`` (the heading path joined by `` > ``), ``page``, ``start`` and
+    ``end`` (character offsets in the document text), ``modified`` (ISO-8601 UTC), ``content_hash``
+    (of the whole document), ``chunk_index``, ``n_tokens`` and any user metadata.
+    """
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", self.doc_id))
+
+    @property
+    def section(self) -> str:
+        return str(self.metadata.get("section") or "")
+
+    def citation_label(self) -> str:
+        """``source § section (p. N)``: what a reader needs to find the passage."""
+        label = self.source
+        if self.section:
+            label += f" § {self.section}"
+        if self.metadata.get("page") is not None:
+            label += f" (p. {self.metadata['page']})"
+        return label
+
+
+@dataclass(slots=True)
+class Hit:
+    """A retrieved chunk with its fused score and the per-retriever scores behind it."""
+
+    chunk: Chunk
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape printed by ``rag search --json``."""
+        return {
+            "doc_id": self.chunk.doc_id,
+            "chunk_id": self.chunk.chunk_id,
+            "score": self.score,
+            "dense_score": self.dense_score,
+            "bm25_score": self.bm25_score,
+            "metadata": self.chunk.metadata,
+            "text": self.chunk.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredId:
+    """A store- or BM25-level result: a chunk id and its raw score, before fusion."""
+
+    chunk_id: str
+    score: float

@@ -1,0 +1,64 @@
+"""The vector store contract every backend honours, and the record it stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rag.core.filters import Filter
+from rag.core.types import ScoredId
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """What a store keeps per chunk: identity, vector, text and filterable metadata."""
+
+    chunk_id: str
+    vector: np.ndarray
+    text: str
+    metadata: dict[str, Any]
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """A persistent, filterable nearest-neighbour index over chunk vectors.
+
+    Scores are inner products of L2-normalised vectors (cosine similarity), higher is better. Chunk ids
+    are strings chosen by the caller; writing an existing id replaces it. Writes become durable on
+    :meth:`flush`; a process killed before it leaves the last flushed state loadable.
+    """
+
+    dimension: int
+
+    def upsert(self, chunks: list[StoredChunk]) -> None:
+        """Insert or replace chunks by id."""
+
+    def delete(self, chunk_ids: list[str]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+
+    def search(self, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` nearest chunks that satisfy ``filter``, best first.
+
+        The filter is applied inside the search, so a selective filter still returns ``k`` results
+        whenever ``k`` matching chunks exist.
+        """
+
+    def get_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of the given ids (unknown ids are left out)."""
+
+    def ids(self) -> set[str]:
+        """Every stored chunk id."""
+
+    def count(self) -> int:
+        """Number of stored chunks."""
+
+    def flush(self) -> None:
+        """Make all writes so far durable, atomically."""
+
+    def close(self) -> None:
+        """Flush and release files, connections and locks."""
+
+    def size_bytes(self) -> int:
+        """Bytes the store occupies on disk (0 for a remote server)."""
