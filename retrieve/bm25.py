@@ -1,0 +1,222 @@
+"""BM25 keyword search over chunks with ``bm25s``, persisted beside the vector index.
+
+``bm25s`` keeps the index as a sparse matrix, so scoring a query is one pass over its terms' postings.
+It has no incremental updates; the ingest pipeline rebuilds the index from the catalog whenever the
+chunk set changes (a few seconds at 100k chunks) and saves it under a generation number, so a stale or
+half-written index is detected and rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.core.errors import ConfigError, StoreError
+from rag.core.filters import Filter
+from rag.core.metadata_index import MetadataIndex
+from rag.core.types import ScoredId
+
+log = logging.getLogger(__name__)
+
+_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+_CURRENT = "CURRENT"
+
+
+class Analyzer:
+    """Lower-case word tokens (two characters or more), minus stopwords, stemmed.
+
+    The same analyzer runs at index and query time; tests feed its output to ``rank_bm25`` too.
+
+    Args:
+        stemmer: a PyStemmer language (``"english"``) or ``None``/``""`` for no stemming.
+        stopwords: a ``bm25s`` stopword list name (``"en"``) or ``None``/``""`` for none.
+    """
+
+    def __init__(self, stemmer: str | None = "english", stopwords: str | None = "en") -> None:
+        self.stemmer_name = stemmer or None
+        self.stopwords_name = stopwords or None
+        self._stopwords: frozenset[str] = frozenset()
+        if self.stopwords_name:
+            import bm25s.stopwords as lists
+
+            # bm25s ships STOPWORDS_<LANGUAGE> tuples; accept "en" and language names.
+            lookup = {n.removeprefix("STOPWORDS_").lower(): getattr(lists, n) for n in dir(lists) if n.startswith("STOPWORDS_")}
+            lookup["english"] = lookup["en"]
+            if self.stopwords_name not in lookup:
+                raise ConfigError(f"unknown stopword list {self.stopwords_name!r}; use one of {sorted(lookup)}")
+            self._stopwords = frozenset(lookup[self.stopwords_name])
+        self._stem: Callable[[list[str]], list[str]] | None = None
+        if self.stemmer_name:
+            import Stemmer
+
+            try:
+                self._stem = Stemmer.Stemmer(self.stemmer_name).stemWords
+            except KeyError:
+                raise ConfigError(
+                    f"unknown stemmer language {self.stemmer_name!r}; use one of {Stemmer.algorithms()}"
+                ) from None
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _TOKEN_RE.findall(text.lower()) if w not in self._stopwords]
+        return self._stem(words) if self._stem else words
+
+    def config(self) -> dict[str, Any]:
+        return {"stemmer": self.stemmer_name, "stopwords": self.stopwords_name}
+
+
+class BM25Index:
+    """A BM25 index over chunk texts, with metadata pre-filtering.
+
+    Args:
+        method: a ``bm25s`` variant: ``lucene`` (default), ``robertson``, ``atire``, ``bm25l``, ``bm25+``.
+        k1: term-frequency saturation.
+        b: length normalisation.
+        analyzer: tokenizer used for documents and queries.
+    """
+
+    def __init__(
+        self, method: str = "lucene", k1: float = 1.2, b: float = 0.75, analyzer: Analyzer | None = None
+    ) -> None:
+        if k1 <= 0 or not 0 <= b <= 1:
+            raise ConfigError(f"BM25 needs k1 > 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.method, self.k1, self.b = method, k1, b
+        self.analyzer = analyzer or Analyzer()
+        self.chunk_ids: list[str] = []
+        self._position: dict[str, int] = {}
+        self._metadata: Sequence[dict[str, Any]] | Callable[[], Sequence[dict[str, Any]]] = []
+        self._model: Any = None
+        self.generation = 0
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def build(self, chunk_ids: list[str], texts: list[str], metadata: Sequence[dict[str, Any]]) -> None:
+        """Index ``texts`` (row ``i`` is chunk ``chunk_ids[i]`` with ``metadata[i]``), replacing any content."""
+        import bm25s
+
+        if not (len(chunk_ids) == len(texts) == len(metadata)):
+            raise ValueError("chunk_ids, texts and metadata must have the same length")
+        model = bm25s.BM25(method=self.method, k1=self.k1, b=self.b)
+        if texts:
+            model.index([self.analyzer(t) for t in texts], show_progress=False)
+        self._model = model
+        self.chunk_ids = list(chunk_ids)
+        self._position = {cid: i for i, cid in enumerate(self.chunk_ids)}
+        self._metadata = list(metadata)
+        self.__dict__.pop("_filter_index", None)
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    # -- searching --------------------------------------------------------------------------------
+
+    @cached_property
+    def _filter_index(self) -> MetadataIndex:
+        metadata = self._metadata() if callable(self._metadata) else self._metadata
+        return MetadataIndex(metadata)
+
+    def score_all(self, query: str, filter: Filter | None = None) -> np.ndarray:
+        """BM25 score of every row for ``query``; rows failing ``filter`` score ``-inf``."""
+        if not self.chunk_ids:
+            return np.zeros(0, dtype=np.float32)
+        tokens = self.analyzer(query)
+        scores = self._model.get_scores(tokens) if tokens else np.zeros(len(self.chunk_ids), dtype=np.float32)
+        scores = np.asarray(scores, dtype=np.float32)
+        if filter:
+            scores = np.where(self._filter_index.mask(filter), scores, np.float32(-np.inf))
+        return scores
+
+    def top_k(self, scores: np.ndarray, k: int) -> list[ScoredId]:
+        """The ``k`` best rows of a :meth:`score_all` result that matched at least one term."""
+        positive = np.flatnonzero(scores > 0)
+        if positive.size > k:
+            # Keep everything tied with the k-th score: identical token bags are common, and which of
+            # them survive the cut must not depend on k or on partition order.
+            kth = np.partition(scores[positive], positive.size - k)[positive.size - k]
+            positive = positive[scores[positive] >= kth]
+        # Ties break by chunk id, as fusion's do, so alpha=0 reproduces this order exactly.
+        order = sorted(positive.tolist(), key=lambda i: (-scores[i], self.chunk_ids[i]))[:k]
+        return [ScoredId(self.chunk_ids[i], float(scores[i])) for i in order]
+
+    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` highest-scoring chunks matching ``filter`` (only chunks sharing a term with the query)."""
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        return self.top_k(self.score_all(query, filter), k)
+
+    def scores_of(self, scores: np.ndarray, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """Look up rows of a :meth:`score_all` result by chunk id (unknown ids are left out)."""
+        out: dict[str, float] = {}
+        for cid in chunk_ids:
+            row = self._position.get(cid)
+            if row is not None and np.isfinite(scores[row]):
+                out[cid] = float(scores[row])
+        return out
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, folder: Path, generation: int) -> None:
+        """Write the index as ``folder/gen-N`` and switch ``folder/CURRENT`` to it atomically."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"gen-{generation:08d}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        if self.chunk_ids:
+            self._model.save(str(target / "bm25s"), show_progress=False)
+        metadata = self._metadata() if callable(self._metadata) else self._metadata
+        with open(target / "rows.jsonl", "w", encoding="utf-8") as fh:
+            for cid, meta in zip(self.chunk_ids, metadata):
+                fh.write(json.dumps([cid, meta], ensure_ascii=False) + "\n")
+        (target / "params.json").write_text(
+            json.dumps({"method": self.method, "k1": self.k1, "b": self.b, **self.analyzer.config()})
+        )
+        tmp = folder / f"{_CURRENT}.tmp"
+        tmp.write_text(target.name)
+        os.replace(tmp, folder / _CURRENT)
+        self.generation = generation
+        for old in folder.glob("gen-*"):
+            if old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path, analyzer: Analyzer, method: str, k1: float, b: float) -> BM25Index | None:
+        """Load the current generation, or ``None`` if absent or built with other parameters."""
+        import bm25s
+
+        try:
+            target = folder / (folder / _CURRENT).read_text().strip()
+            params = json.loads((target / "params.json").read_text())
+        except (OSError, ValueError):
+            return None
+        wanted = {"method": method, "k1": k1, "b": b, **analyzer.config()}
+        if params != wanted:
+            log.info("BM25 parameters changed (%s -> %s); it will be rebuilt", params, wanted)
+            return None
+        index = cls(method, k1, b, analyzer)
+        rows_path = target / "rows.jsonl"
+        try:
+            with open(rows_path, encoding="utf-8") as fh:
+                index.chunk_ids = [json.loads(line)[0] for line in fh]
+            if index.chunk_ids:
+                index._model = bm25s.BM25.load(str(target / "bm25s"), mmap=False, show_progress=False)
+            else:
+                index._model = bm25s.BM25(method=method, k1=k1, b=b)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"BM25 index in {target} is unreadable ({exc}); run `rag ingest --rebuild PATH`") from None
+        index._position = {cid: i for i, cid in enumerate(index.chunk_ids)}
+
+        def read_metadata() -> list[dict[str, Any]]:  # only when a filter is first used
+            with open(rows_path, encoding="utf-8") as fh:
+                return [json.loads(line)[1] for line in fh]
+
+        index._metadata = read_metadata
+        index.generation = int(target.name.removeprefix("gen-"))
+        return index

@@ -1,0 +1,220 @@
+"""Hybrid retrieval: dense and BM25 candidates, fused, post-filtered, hydrated into hits.
+
+Linear fusion scores every candidate in the union of both lists with *both* of its true scores (a
+BM25-only candidate gets its real cosine similarity from the stored vector, a dense-only one its real
+BM25 score), min-max normalises each score over the union, and combines
+``alpha * dense + (1 - alpha) * bm25``. So ``alpha = 1`` ranks exactly as dense search and
+``alpha = 0`` exactly as BM25. Reciprocal-rank fusion (``fusion="rrf"``) is the rank-based alternative,
+weighted by the same ``alpha``.
+
+Pre-filters go *into* both searches (the store and BM25 evaluate them before ranking); post-filters
+(minimum score, chunks per document) run on the fused list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from rag.core.errors import ConfigError
+from rag.core.filters import Filter
+from rag.core.types import Chunk, Hit, ScoredId
+from rag.retrieve.bm25 import BM25Index
+from rag.stores.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+Fusion = Literal["linear", "rrf"]
+
+
+class ChunkLookup(Protocol):
+    """Where hits get their text and metadata (the catalog)."""
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FusedScore:
+    """One candidate after fusion, with the raw scores it was built from."""
+
+    chunk_id: str
+    score: float
+    dense: float | None
+    bm25: float | None
+
+
+def min_max(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scale scores to [0, 1]; a constant list maps to 1 if positive, else 0."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    if high == low:
+        return dict.fromkeys(scores, 1.0 if high > 0 else 0.0)
+    span = high - low
+    return {cid: (s - low) / span for cid, s in scores.items()}
+
+
+def linear_fusion(dense: Mapping[str, float], bm25: Mapping[str, float], alpha: float) -> list[FusedScore]:
+    """Fuse two score maps over the same candidates: ``alpha * norm(dense) + (1 - alpha) * norm(bm25)``.
+
+    A candidate missing from one map scores 0 there after normalisation. Ties are broken by the raw
+    score of the heavier-weighted retriever, then by chunk id, so ``alpha`` in {0, 1} reproduces that
+    retriever's order exactly.
+    """
+    _check_alpha(alpha)
+    nd, nb = min_max(dense), min_max(bm25)
+    primary = dense if alpha >= 0.5 else bm25
+    fused = [
+        FusedScore(cid, alpha * nd.get(cid, 0.0) + (1 - alpha) * nb.get(cid, 0.0), dense.get(cid), bm25.get(cid))
+        for cid in dense.keys() | bm25.keys()
+    ]
+    fused.sort(key=lambda f: (-f.score, -primary.get(f.chunk_id, -np.inf), f.chunk_id))
+    return fused
+
+
+def rrf_fusion(
+    dense: Sequence[ScoredId], bm25: Sequence[ScoredId], alpha: float = 0.5, k: int = 60
+) -> list[FusedScore]:
+    """Weighted reciprocal-rank fusion: ``alpha / (k + rank_dense) + (1 - alpha) / (k + rank_bm25)``.
+
+    Ranks start at 1; a list a candidate is absent from contributes nothing. With ``alpha = 0.5`` this
+    is classic RRF (Cormack et al., 2009) up to a constant factor.
+    """
+    _check_alpha(alpha)
+    if k <= 0:
+        raise ConfigError(f"rrf_k must be positive, got {k}")
+    scores: dict[str, float] = {}
+    for weight, ranked in ((alpha, dense), (1 - alpha, bm25)):
+        for rank, hit in enumerate(ranked, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
+    raw_dense = {h.chunk_id: h.score for h in dense}
+    raw_bm25 = {h.chunk_id: h.score for h in bm25}
+    fused = [FusedScore(cid, s, raw_dense.get(cid), raw_bm25.get(cid)) for cid, s in scores.items()]
+    fused.sort(key=lambda f: (-f.score, f.chunk_id))
+    return fused
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must be within [0, 1], got {alpha}")
+
+
+@dataclass(frozen=True, slots=True)
+class PostFilter:
+    """Rules applied to the fused list: a score floor and a per-document cap."""
+
+    min_score: float | None = None
+    max_per_doc: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_per_doc is not None and self.max_per_doc <= 0:
+            raise ConfigError(f"max_per_doc must be positive, got {self.max_per_doc}")
+
+
+class HybridRetriever:
+    """Dense + BM25 retrieval with fusion, pre-filters inside both searches, and post-filters.
+
+    Args:
+        store: the vector store holding chunk vectors.
+        bm25: the BM25 index over the same chunks.
+        embed_query: turns a query into a normalised vector.
+        lookup: hydrates chunk ids into chunks (ids it lacks are dropped as orphans).
+        candidates: how many candidates each retriever contributes before fusion.
+        rrf_k: the RRF rank constant.
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        bm25: BM25Index,
+        embed_query: Callable[[str], np.ndarray],
+        lookup: ChunkLookup,
+        candidates: int = 100,
+        rrf_k: int = 60,
+    ) -> None:
+        if candidates <= 0:
+            raise ConfigError(f"candidates must be positive, got {candidates}")
+        self.store, self.bm25, self.embed_query, self.lookup = store, bm25, embed_query, lookup
+        self.candidates, self.rrf_k = candidates, rrf_k
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        alpha: float = 0.5,
+        fusion: Fusion = "linear",
+        filter: Filter | None = None,
+        post: PostFilter | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query``.
+
+        Raises:
+            ConfigError: for ``k <= 0``, ``alpha`` outside [0, 1] or an unknown fusion.
+        """
+        if k <= 0:
+            raise ConfigError(f"k must be positive, got {k}")
+        _check_alpha(alpha)
+        if fusion not in ("linear", "rrf"):
+            raise ConfigError(f"unknown fusion {fusion!r}; use 'linear' or 'rrf'")
+        if not query.strip():
+            raise ConfigError("query is empty")
+        depth = max(self.candidates, k)
+        use_dense, use_bm25 = alpha > 0 or fusion == "rrf", alpha < 1 or fusion == "rrf"
+
+        vector = self.embed_query(query) if use_dense else None
+        dense = self.store.search(vector, depth, filter) if vector is not None else []
+        bm25_scores = self.bm25.score_all(query, filter) if use_bm25 else None
+        keyword = self.bm25.top_k(bm25_scores, depth) if bm25_scores is not None else []
+
+        if fusion == "rrf":
+            fused = rrf_fusion(dense, keyword, alpha, self.rrf_k)
+        else:
+            dense_map = {h.chunk_id: h.score for h in dense}
+            bm25_map = {h.chunk_id: h.score for h in keyword}
+            if use_dense and use_bm25:
+                self._complete_scores(vector, bm25_scores, dense_map, bm25_map)
+            fused = linear_fusion(dense_map, bm25_map, alpha)
+        return self._finish(fused, k, post or PostFilter())
+
+    def _complete_scores(
+        self,
+        vector: np.ndarray,
+        bm25_scores: np.ndarray,
+        dense_map: dict[str, float],
+        bm25_map: dict[str, float],
+    ) -> None:
+        """Give every union candidate its true score from the retriever that did not propose it."""
+        need_dense = [cid for cid in bm25_map if cid not in dense_map]
+        if need_dense:
+            for cid, vec in self.store.get_vectors(need_dense).items():
+                dense_map[cid] = float(np.dot(vec, vector))
+        need_bm25 = [cid for cid in dense_map if cid not in bm25_map]
+        bm25_map.update(self.bm25.scores_of(bm25_scores, need_bm25))
+
+    def _finish(self, fused: list[FusedScore], k: int, post: PostFilter) -> list[Hit]:
+        if post.min_score is not None:
+            fused = [f for f in fused if f.score >= post.min_score]
+        # Hydrate lazily in rank order: the per-document cap and orphan vectors can drop candidates.
+        hits: list[Hit] = []
+        per_doc: dict[str, int] = {}
+        window = max(k * 2, 20)
+        for start in range(0, len(fused), window):
+            batch = fused[start : start + window]
+            chunks = self.lookup.get_chunks([f.chunk_id for f in batch])
+            for f in batch:
+                chunk = chunks.get(f.chunk_id)
+                if chunk is None:
+                    continue  # an orphan vector from an interrupted ingest
+                if post.max_per_doc is not None:
+                    if per_doc.get(chunk.doc_id, 0) >= post.max_per_doc:
+                        continue
+                    per_doc[chunk.doc_id] = per_doc.get(chunk.doc_id, 0) + 1
+                hits.append(Hit(chunk, f.score, f.dense, f.bm25))
+                if len(hits) == k:
+                    return hits
+        return hits
