@@ -1,0 +1,129 @@
+"""Shared pieces of the benchmarks: BEIR data, cached indexes built by the real pipeline, metrics, output.
+
+Datasets are read from ``../shared/data/<name>/`` (BEIR layout) and never copied into the project.
+Indexes are ingested with ``rag`` itself into ``benchmarks/.cache/<name>``; incremental ingest makes the
+second run of any benchmark skip the embedding work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rag.core.settings import load_settings  # noqa: E402
+from rag.engine import RagEngine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("RAG_BENCH_DATA", ROOT.parent.parent / "shared" / "data"))
+CACHE = ROOT / ".cache"
+RESULTS = ROOT / "results"
+
+
+def dataset(name: str) -> Path:
+    """The dataset folder, or exit with a clear message when the shared data is absent."""
+    folder = DATA / name
+    if not (folder / "corpus.jsonl").is_file():
+        sys.exit(f"benchmark data not found at {folder}; set RAG_BENCH_DATA to the folder holding {name}/")
+    return folder
+
+
+def read_queries(name: str) -> dict[str, str]:
+    with open(dataset(name) / "queries.jsonl", encoding="utf-8") as fh:
+        return {str(q["_id"]): q["text"] for q in map(json.loads, fh)}
+
+
+def read_qrels(name: str) -> dict[str, dict[str, int]]:
+    """``query id -> {doc id: graded relevance}`` from ``qrels/test.tsv`` (header line skipped)."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(dataset(name) / "qrels" / "test.tsv", encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            qid, did, score = line.rstrip("\n").split("\t")
+            if int(score) > 0:
+                qrels.setdefault(qid, {})[did] = int(score)
+    return qrels
+
+
+def read_corpus(name: str) -> list[dict[str, Any]]:
+    with open(dataset(name) / "corpus.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def engine_for(name: str, **overrides: Any) -> RagEngine:
+    """An engine over ``benchmarks/.cache/<name>``, ingesting the corpus first if needed."""
+    data_dir = CACHE / name
+    engine = RagEngine(load_settings(data_dir=data_dir, **overrides), project_root=dataset(name))
+    started = time.perf_counter()
+    report = engine.ingest([dataset(name) / "corpus.jsonl"])
+    if report.chunks_added:
+        print(f"[{name}] ingested {report.chunks_added} chunks in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return engine
+
+
+# -- metrics (graded nDCG with the exponential-free BEIR/pytrec_eval gain: rel / log2(rank + 1)) ----
+
+
+def ndcg_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(rel / math.log2(rank + 2) for rank, rel in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 100) -> float:
+    return len(set(ranked[:k]) & relevant.keys()) / len(relevant) if relevant else 0.0
+
+
+def mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (prints well in a terminal and pastes into docs)."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = lambda items: "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>.json`` with the machine it ran on."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        **payload,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    return path
