@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,8 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 class EmbeddingSettings(BaseModel):
     """Which sentence-transformers model embeds chunks and queries."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
     model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
         description="A local folder or a model name; all-MiniLM-L6-v2 resolves to the packaged copy.",
@@ -42,6 +44,8 @@ class EmbeddingSettings(BaseModel):
 
 class ChunkingSettings(BaseModel):
     """Sliding windows, measured in tokens of the embedding model's tokenizer."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     size: int = Field(200, gt=8, description="Window size in tokens (MiniLM reads at most 256).")
     overlap: int = Field(40, ge=0, description="Tokens shared by consecutive windows.")
@@ -56,6 +60,8 @@ class ChunkingSettings(BaseModel):
 class StoreSettings(BaseModel):
     """The vector store backend and its options."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
     kind: str = Field("faiss", description="faiss (embedded default), qdrant, or a plugin name.")
     index: Literal["flat", "hnsw"] = Field("flat", description="FAISS: exact (flat) or approximate (hnsw).")
     hnsw_m: int = Field(32, gt=1)
@@ -67,6 +73,8 @@ class StoreSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     """Hybrid search defaults; every field can be overridden per query."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     k: int = Field(5, gt=0)
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of dense vs BM25: 1 = dense only, 0 = BM25 only.")
@@ -82,6 +90,8 @@ class RetrievalSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     """The OpenAI-compatible chat endpoint; with no ``base_url`` the embedded llama.cpp server is used."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or http://localhost:11434/v1")
     model: str = "SmolLM2-135M-Instruct"

@@ -258,12 +258,15 @@ class Ingestor:
             [d.doc_id for d in docs] + [doc_id for item in pending for doc_id in item.stale_doc_ids]
         )
         new_ids = {c.chunk_id for c in chunks}
-        fresh = [c for c in chunks if c.chunk_id not in old_ids]  # unchanged windows keep their vectors
+        # A window whose text and offsets are unchanged keeps its id and its vector (no re-embedding),
+        # but is upserted again all the same: its metadata (front-matter, --meta) may have changed.
+        kept = self.store.get_vectors([c.chunk_id for c in chunks if c.chunk_id in old_ids])
+        fresh = [c for c in chunks if c.chunk_id not in kept]
+        vectors = dict(kept)
         if fresh:
-            vectors = self.embedder.encode([c.text for c in fresh])
-            self.store.upsert(
-                [StoredChunk(c.chunk_id, v, c.text, c.metadata) for c, v in zip(fresh, vectors)]
-            )
+            vectors.update(zip((c.chunk_id for c in fresh), self.embedder.encode([c.text for c in fresh])))
+        if chunks:
+            self.store.upsert([StoredChunk(c.chunk_id, vectors[c.chunk_id], c.text, c.metadata) for c in chunks])
         self.store.flush()
         now = _utc_now()
         with self.catalog.transaction() as db:

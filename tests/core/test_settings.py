@@ -54,6 +54,7 @@ def test_rag_config_names_another_file(monkeypatch: pytest.MonkeyPatch, tmp_path
         ({"retrieval": {"fusion": "max"}}, "retrieval.fusion"),
         ({"retrieval": {"k": 0}}, "retrieval.k"),
         ({"unknown": 1}, "unknown"),
+        ({"retrieval": {"alhpa": 0.3}}, "retrieval.alhpa"),
     ],
 )
 def test_invalid_values_name_the_field(overrides: dict, message: str) -> None:
