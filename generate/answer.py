@@ -1,0 +1,53 @@
+"""What generation returns: the answer text and the citations that tie it to retrieved chunks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rag.core.types import Hit
+
+# ``[3]`` or ``[1, 4]``: the markers the prompt asks for. Anything else in brackets is ordinary text.
+CITATION_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """Context block ``number`` of the prompt, and the retrieved hit it showed the model."""
+
+    number: int
+    hit: Hit
+
+
+@dataclass(slots=True)
+class Answer:
+    """A generated answer grounded in numbered context blocks.
+
+    Attributes:
+        text: the answer, with inline ``[n]`` markers for every cited block.
+        citations: the cited blocks, by number, each once.
+        used_hits: the hits packed into the prompt; block ``n`` is ``used_hits[n - 1]``.
+        model: the model that answered, as the endpoint named it.
+        invalid_citations: numbers the model cited that match no block (hallucinated citations).
+        warnings: what went wrong without failing the answer (cut at ``llm.max_tokens``, a reply that
+            was not the JSON asked for, ...), for the caller to show.
+    """
+
+    text: str
+    citations: list[Citation]
+    used_hits: list[Hit]
+    model: str
+    invalid_citations: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_citations(text: str, n_blocks: int) -> tuple[list[int], list[int]]:
+    """The block numbers cited by ``[n]`` / ``[n, m]`` markers in ``text``.
+
+    Returns:
+        ``(valid, invalid)``, each sorted and without repeats: valid numbers lie in ``1..n_blocks``.
+    """
+    numbers = {int(number) for match in CITATION_MARKER.finditer(text) for number in match.group(1).split(",")}
+    valid = sorted(number for number in numbers if 1 <= number <= n_blocks)
+    invalid = sorted(numbers.difference(valid))
+    return valid, invalid
