@@ -1,0 +1,370 @@
+"""The VectorStore contract, as a reusable test-suite mixin (Haystack's ``DocumentStoreBaseTests`` style).
+
+A backend's test class subclasses :class:`VectorStoreContract` and implements :meth:`open_at` (and
+:meth:`drop` if its storage outlives a temporary folder). Every backend then passes the same cases, each
+checked against a numpy brute-force oracle with :meth:`Filter.matches` semantics.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.core.errors import IndexMismatchError
+from rag.core.filters import Filter, parse_filter
+from rag.stores import faiss_store
+from rag.stores.base import StoredChunk, VectorStore
+from rag.stores.faiss_store import FaissStore
+from rag.stores.qdrant_store import QdrantStore
+
+SCORE_TOLERANCE = 1e-4
+
+
+def assert_same_hits(got: list, expected: list[tuple[str, float]]) -> None:
+    """Same ids in the same order, scores equal within :data:`SCORE_TOLERANCE`."""
+    assert [hit.chunk_id for hit in got] == [cid for cid, _ in expected]
+    np.testing.assert_allclose([hit.score for hit in got], [s for _, s in expected], atol=SCORE_TOLERANCE)
+
+
+class VectorStoreContract:
+    """Cases every :class:`VectorStore` must pass. Subclasses implement :meth:`open_at`."""
+
+    #: Points in the selective-filter case; a backend whose writes are slow may lower it.
+    selective_corpus_size = 10_000
+    #: Whether the store reports a non-zero size on disk.
+    on_disk = True
+
+    def open_at(self, location: Path, dimension: int) -> VectorStore:
+        """Open (creating if needed) the store kept at ``location`` (a folder, or a name derived from it)."""
+        raise NotImplementedError
+
+    def drop(self, location: Path) -> None:
+        """Remove storage that outlives the temporary folder (a server collection); nothing by default."""
+
+    # -- fixtures ------------------------------------------------------------------------------------
+
+    @pytest.fixture
+    def location(self, tmp_path: Path) -> Iterator[Path]:
+        yield tmp_path / "store"
+        self.drop(tmp_path / "store")
+
+    @pytest.fixture
+    def reopen(self, location: Path) -> Iterator[Callable[..., VectorStore]]:
+        """``reopen(dimension=DIM)``: a new store object on the same storage; closed at teardown."""
+        opened: list[VectorStore] = []
+
+        def _open(dimension: int = 32) -> VectorStore:
+            opened.append(self.open_at(location, dimension))
+            return opened[-1]
+
+        yield _open
+        for store in opened:
+            store.close()
+
+    @pytest.fixture
+    def store(self, reopen: Callable[..., VectorStore]) -> VectorStore:
+        """An empty store."""
+        return reopen()
+
+    @pytest.fixture(scope="class")
+    def filled(self, tmp_path_factory: pytest.TempPathFactory, corpus) -> Iterator[VectorStore]:
+        """A store holding the shared corpus, flushed; read-only cases share it."""
+        location = tmp_path_factory.mktemp("filled") / "store"
+        store = self.open_at(location, corpus.dim)
+        store.upsert(corpus.chunks)
+        store.flush()
+        yield store
+        store.close()
+        self.drop(location)
+
+    # -- cases ---------------------------------------------------------------------------------------
+
+    def test_empty_store_search(self, store: VectorStore, queries: np.ndarray) -> None:
+        assert store.search(queries[0], 5) == []
+        assert store.search(queries[0], 5, parse_filter({"lang": "en"})) == []
+        assert store.count() == 0 and store.ids() == set()
+
+    def test_search_returns_exact_nearest_neighbours(self, filled: VectorStore, corpus, queries) -> None:
+        for query in queries:
+            assert_same_hits(filled.search(query, 10), corpus.expected(query, 10))
+
+    def test_search_of_a_stored_vector_finds_itself(self, filled: VectorStore, corpus) -> None:
+        hits = filled.search(corpus.vectors[7] * 3.0, 1)  # scale must not matter: cosine
+        assert hits[0].chunk_id == corpus.ids[7] and hits[0].score == pytest.approx(1.0, abs=SCORE_TOLERANCE)
+
+    def test_k_larger_than_the_store(self, store: VectorStore, make_corpus) -> None:
+        small = make_corpus(5, seed=3)
+        store.upsert(small.chunks)
+        assert_same_hits(store.search(small.vectors[0], 50), small.expected(small.vectors[0], 50))
+
+    def test_filter_is_applied_inside_the_search(
+        self, filled: VectorStore, corpus, queries: np.ndarray, metadata_filter: Filter
+    ) -> None:
+        for query in queries[:2]:
+            assert_same_hits(filled.search(query, 10, metadata_filter), corpus.expected(query, 10, metadata_filter))
+
+    def test_selective_filter_still_returns_k(self, store: VectorStore, make_corpus) -> None:
+        data = make_corpus(self.selective_corpus_size, seed=5)
+        rare = set(range(0, self.selective_corpus_size, self.selective_corpus_size // 15)[:15])
+        for i, meta in enumerate(data.metadata):
+            meta["group"] = "rare" if i in rare else "common"
+        store.upsert(data.chunks)
+        flt = parse_filter({"group": "rare"})
+        query = data.vectors[1]  # a "common" chunk: the unfiltered top 10 holds no rare one
+        hits = store.search(query, 10, flt)
+        assert len(hits) == 10
+        assert {h.chunk_id for h in hits} <= {data.ids[i] for i in rare}
+        assert_same_hits(hits, data.expected(query, 10, flt))
+
+    def test_upsert_same_id_replaces(self, store: VectorStore, make_corpus) -> None:
+        data = make_corpus(20, seed=1)
+        store.upsert(data.chunks)
+        replacement = -data.vectors[4]
+        store.upsert([StoredChunk(data.ids[4], replacement, "new text", {"lang": "xx"})])
+        assert store.count() == 20
+        np.testing.assert_allclose(store.get_vectors([data.ids[4]])[data.ids[4]], replacement, atol=1e-6)
+        assert store.search(replacement, 1)[0].chunk_id == data.ids[4]
+        assert [h.chunk_id for h in store.search(replacement, 5, parse_filter({"lang": "xx"}))] == [data.ids[4]]
+
+    def test_repeated_id_in_one_upsert_keeps_the_last(self, store: VectorStore, make_corpus) -> None:
+        data = make_corpus(2, seed=2)
+        store.upsert([StoredChunk("same", data.vectors[0], "a", {}), StoredChunk("same", data.vectors[1], "b", {})])
+        assert store.count() == 1
+        np.testing.assert_allclose(store.get_vectors(["same"])["same"], data.vectors[1], atol=1e-6)
+
+    def test_delete(self, store: VectorStore, make_corpus) -> None:
+        data = make_corpus(30, seed=4)
+        store.upsert(data.chunks)
+        gone = data.ids[:10]
+        store.delete(gone)
+        assert store.count() == 20 and store.ids() == set(data.ids[10:])
+        assert store.get_vectors(gone) == {}
+        hits = store.search(data.vectors[0], 30)
+        assert len(hits) == 20 and not {h.chunk_id for h in hits} & set(gone)
+
+    def test_delete_unknown_ids_is_ignored(self, store: VectorStore, make_corpus) -> None:
+        data = make_corpus(3, seed=6)
+        store.upsert(data.chunks)
+        store.delete(["never-stored", data.ids[0], data.ids[0]])
+        store.delete([])
+        assert store.ids() == set(data.ids[1:])
+
+    def test_persists_across_close_and_reopen(self, store: VectorStore, reopen, make_corpus, queries) -> None:
+        data = make_corpus(50, seed=7)
+        store.upsert(data.chunks)
+        store.delete([data.ids[0]])
+        store.flush()
+        store.close()
+        again = reopen()
+        assert again.ids() == set(data.ids[1:])
+        data.ids, data.vectors, data.metadata = data.ids[1:], data.vectors[1:], data.metadata[1:]
+        flt = parse_filter({"lang": "en"})
+        assert_same_hits(again.search(queries[0], 5, flt), data.expected(queries[0], 5, flt))
+
+    def test_get_vectors(self, filled: VectorStore, corpus) -> None:
+        wanted = [corpus.ids[3], corpus.ids[42], "unknown"]
+        got = filled.get_vectors(wanted)
+        assert set(got) == {corpus.ids[3], corpus.ids[42]}
+        np.testing.assert_allclose(got[corpus.ids[42]], corpus.vectors[42], atol=1e-6)
+        assert filled.get_vectors([]) == {}
+
+    def test_ids_and_count(self, filled: VectorStore, corpus) -> None:
+        assert filled.ids() == set(corpus.ids) and filled.count() == len(corpus.ids)
+
+    def test_size_bytes(self, filled: VectorStore) -> None:
+        assert (filled.size_bytes() > 0) if self.on_disk else (filled.size_bytes() == 0)
+
+    def test_dimension_mismatch_raises(self, store: VectorStore, reopen, make_corpus) -> None:
+        store.upsert(make_corpus(3, seed=8).chunks)
+        store.close()
+        with pytest.raises(IndexMismatchError, match="rag ingest --rebuild"):
+            reopen(dimension=64)
+
+    def test_vector_of_wrong_dimension_raises(self, store: VectorStore) -> None:
+        with pytest.raises(IndexMismatchError):
+            store.search(np.ones(7, dtype=np.float32), 3)
+        with pytest.raises(IndexMismatchError):
+            store.upsert([StoredChunk("x", np.ones(7, dtype=np.float32), "", {})])
+        assert store.count() == 0
+
+    def test_k_must_be_positive(self, store: VectorStore, queries) -> None:
+        with pytest.raises(ValueError, match="k must be positive"):
+            store.search(queries[0], 0)
+
+
+class TestFaissFlat(VectorStoreContract):
+    def open_at(self, location: Path, dimension: int) -> VectorStore:
+        return FaissStore(location, dimension, index="flat")
+
+
+class TestFaissHnsw(VectorStoreContract):
+    def open_at(self, location: Path, dimension: int) -> VectorStore:
+        return FaissStore(location, dimension, index="hnsw", hnsw_m=16, ef_search=64)
+
+
+class TestQdrantLocal(VectorStoreContract):
+    # qdrant-client's local mode commits every point in its own SQLite transaction (~1.5 ms each), so
+    # 10,000 points would take 15 s; 1,000 with the same 15 matches still needs filtering in the search.
+    selective_corpus_size = 1_000
+
+    def open_at(self, location: Path, dimension: int) -> VectorStore:
+        return QdrantStore(dimension, path=location)
+
+
+_RUN = uuid.uuid4().hex[:8]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not os.environ.get("RAG_QDRANT_URL"), reason="set RAG_QDRANT_URL to run against a Qdrant server")
+class TestQdrantServer(VectorStoreContract):
+    on_disk = False
+
+    @staticmethod
+    def _collection(location: Path) -> str:
+        # Unique per test storage and per run, so parallel or aborted runs never share a collection.
+        return f"rag_test_{_RUN}_{hashlib.sha1(str(location).encode()).hexdigest()[:10]}"
+
+    def open_at(self, location: Path, dimension: int) -> VectorStore:
+        return QdrantStore(
+            dimension,
+            url=os.environ["RAG_QDRANT_URL"],
+            api_key=os.environ.get("RAG_QDRANT_API_KEY"),
+            collection=self._collection(location),
+        )
+
+    def drop(self, location: Path) -> None:
+        store = QdrantStore(1, url=os.environ["RAG_QDRANT_URL"], api_key=os.environ.get("RAG_QDRANT_API_KEY"),
+                            collection=f"rag_test_{_RUN}_probe")
+        try:
+            store.client.delete_collection(self._collection(location))
+            store.client.delete_collection(f"rag_test_{_RUN}_probe")
+        finally:
+            store.close()
+
+
+# -- FaissStore specifics: durability, the HNSW cache and tombstones, the selector code paths --------------
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+class TestFaissDurability:
+    def test_unflushed_writes_are_invisible_to_a_fresh_open(self, tmp_path: Path, index: str, make_corpus) -> None:
+        data = make_corpus(40, seed=11)
+        first = FaissStore(tmp_path, data.dim, index=index)
+        first.upsert(data.chunks[:30])
+        first.flush()
+        first.upsert(data.chunks[30:])
+        first.delete(data.ids[:5])  # not flushed: as if the process died here
+        fresh = FaissStore(tmp_path, data.dim, index=index)
+        assert fresh.ids() == set(data.ids[:30])
+        assert fresh.search(data.vectors[35], 1)[0].chunk_id != data.ids[35]
+        fresh.close()
+        del first  # its connection closes without a commit, rolling the pending writes back
+        gc.collect()
+        assert FaissStore(tmp_path, data.dim, index=index).ids() == set(data.ids[:30])
+
+    def test_process_killed_mid_write_leaves_the_flushed_state(self, tmp_path: Path, index: str) -> None:
+        script = textwrap.dedent(
+            """
+            import sys
+            import numpy as np
+            from pathlib import Path
+            from rag.stores.base import StoredChunk
+            from rag.stores.faiss_store import FaissStore
+
+            store = FaissStore(Path(sys.argv[1]), 8, index=sys.argv[2])
+            rng = np.random.default_rng(0)
+            chunk = lambda i: StoredChunk(f"c{i}", rng.standard_normal(8), "text", {"i": i})
+            store.upsert([chunk(i) for i in range(50)])
+            store.flush()
+            i = 50
+            while True:  # write and delete without ever flushing, until killed
+                store.upsert([chunk(j) for j in range(i, i + 10)])
+                store.delete([f"c{i - 50}"])
+                i += 10
+                if i == 300:
+                    print("writing", flush=True)
+            """
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), index], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        store = FaissStore(tmp_path, 8, index=index)
+        assert store.ids() == {f"c{i}" for i in range(50)}
+        assert len(store.search(np.ones(8, dtype=np.float32), 100)) == 50
+        store.close()
+
+
+class TestFaissHnswSpecifics:
+    def test_graph_cache_is_reused_and_rebuilt_when_stale(self, tmp_path: Path, make_corpus, caplog) -> None:
+        data = make_corpus(60, seed=12)
+        with FaissStore(tmp_path, data.dim, index="hnsw") as store:
+            store.upsert(data.chunks[:40])
+        assert [p.name for p in tmp_path.glob("hnsw-*.npz")] == ["hnsw-1.npz"]
+        caplog.set_level("INFO", logger="rag.stores.faiss_store")
+        reopened = FaissStore(tmp_path, data.dim, index="hnsw")
+        assert "building" not in caplog.text  # adopted the cached graph
+        reopened.upsert(data.chunks[40:])
+        reopened.flush()  # generation 2 is durable, but the process "dies" before close writes its graph
+        caplog.clear()
+        store = FaissStore(tmp_path, data.dim, index="hnsw")
+        assert "building the hnsw index over 60" in caplog.text
+        assert_same_hits(store.search(data.vectors[50], 5), data.expected(data.vectors[50], 5))
+        assert [p.name for p in tmp_path.glob("hnsw-*.npz")] == ["hnsw-2.npz"]
+        store.close()
+
+    def test_cache_from_other_settings_is_not_used(self, tmp_path: Path, make_corpus, caplog) -> None:
+        data = make_corpus(30, seed=13)
+        with FaissStore(tmp_path, data.dim, index="hnsw", hnsw_m=8) as store:
+            store.upsert(data.chunks)
+        caplog.set_level("INFO", logger="rag.stores.faiss_store")
+        with FaissStore(tmp_path, data.dim, index="hnsw", hnsw_m=16) as store:
+            assert "does not match" in caplog.text
+            assert_same_hits(store.search(data.vectors[3], 5), data.expected(data.vectors[3], 5))
+
+    def test_tombstones_are_excluded_and_compacted(self, tmp_path: Path, make_corpus) -> None:
+        data = make_corpus(100, seed=14)
+        store = FaissStore(tmp_path, data.dim, index="hnsw")
+        store.upsert(data.chunks)
+        store.flush()
+        store.delete(data.ids[:10])  # 10% tombstones: kept, excluded by the selector
+        store.upsert([StoredChunk(data.ids[10], -data.vectors[10], "", {})])
+        store.flush()
+        assert store.search(data.vectors[0], 100)[0].chunk_id != data.ids[0]
+        assert {h.chunk_id for h in store.search(data.vectors[0], 100)} == set(data.ids[10:])
+        store.delete(data.ids[10:25])  # now over 20%: the flush rebuilds the graph without them
+        store.flush()
+        # White-box: the graph holds live nodes only after compaction.
+        assert len(store._index._labels) == store.count() == 75
+        live = data.ids[25:], data.vectors[25:], data.metadata[25:]
+        data.ids, data.vectors, data.metadata = live
+        store.close()
+        with FaissStore(tmp_path, data.dim, index="hnsw") as store:
+            assert_same_hits(store.search(data.vectors[0], 10), data.expected(data.vectors[0], 10))
+
+
+@pytest.mark.parametrize(("index", "threshold"), [("flat", "_EXACT_MAX_FLAT"), ("hnsw", "_EXACT_MAX_HNSW")])
+def test_faiss_selector_path_equals_brute_force(
+    tmp_path: Path, monkeypatch, corpus, queries, metadata_filter: Filter, index: str, threshold: str
+) -> None:
+    """With exact search over small allowed sets disabled, FAISS's IDSelector path must agree too."""
+    monkeypatch.setattr(faiss_store, threshold, 0)
+    with FaissStore(tmp_path, corpus.dim, index=index) as store:
+        store.upsert(corpus.chunks)
+        store.delete(corpus.ids[:5])  # leaves tombstones in the HNSW graph
+        rest = corpus.ids[5:], corpus.vectors[5:], corpus.metadata[5:]
+        expected = type(corpus)(*rest).expected(queries[0], 10, metadata_filter)
+        assert_same_hits(store.search(queries[0], 10, metadata_filter), expected)
