@@ -301,6 +301,8 @@ def ask(
         elif not live:
             out.print("[bold]Answer[/]")
             out.print(answer.text, markup=False)
+        for warning in answer.warnings if answer is not None else ():
+            err.print(f"[yellow]note:[/] {escape(warning)}")
         _print_sources(answer, hits, show_chunks)
     if failure is not None:
         raise typer.Exit(failure.exit_code)
@@ -329,6 +331,7 @@ def _answer_json(question: str, answer: Any, hits: list[Hit], failure: Generatio
         "answer": answer.text if answer is not None else None,
         "error": str(failure) if failure is not None else None,
         "model": answer.model if answer is not None else None,
+        "warnings": list(answer.warnings) if answer is not None else [],
         "citations": [
             {"number": c.number, "doc_id": c.hit.chunk.doc_id, "chunk_id": c.hit.chunk.chunk_id,
              "source": c.hit.chunk.source, "section": c.hit.chunk.section}

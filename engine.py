@@ -27,7 +27,7 @@ from typing import Any
 
 from rag.core.catalog import Catalog
 from rag.core.embeddings import SentenceEmbedder
-from rag.core.errors import IndexNotFoundError
+from rag.core.errors import ConfigError, IndexNotFoundError
 from rag.core.filters import Filter, parse_filter
 from rag.core.settings import Settings
 from rag.core.types import Hit
@@ -167,6 +167,12 @@ class RagEngine:
         )
 
         def make_chunker() -> SlidingWindowChunker:
+            readable = self.embedder.max_tokens - 2  # the model adds [CLS] and [SEP], then truncates
+            if chunking.size > readable:
+                raise ConfigError(
+                    f"chunking.size={chunking.size} exceeds what {self.settings.embedding.model} reads "
+                    f"({readable} tokens); lower it or the end of every window is silently dropped"
+                )
             return SlidingWindowChunker(self.embedder.tokenizer, chunking.size, chunking.overlap)
 
         ingestor = Ingestor(self.catalog, store, self.embedder, make_chunker, self.project_root)
