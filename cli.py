@@ -74,6 +74,7 @@ def _global(
         for noisy in ("sentence_transformers", "transformers", "httpx", "faiss", "bm25s"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the CLI draws its own progress
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if config is not None:
         os.environ["RAG_CONFIG"] = str(config)

@@ -112,14 +112,14 @@ class Catalog:
     def check_identity(self, expected: dict[str, str], rebuild_hint: str) -> None:
         """Raise :class:`IndexMismatchError` if the catalog was built with different ``expected`` values.
 
-        An empty catalog adopts ``expected``.
+        Values not recorded yet (a new index) are adopted.
         """
         meta = self.get_meta()
-        if not meta.get("embedding_model"):
-            self.set_meta({**expected, "schema_version": SCHEMA_VERSION})
-            return
+        missing = {key: value for key, value in expected.items() if key not in meta}
+        if missing:
+            self.set_meta({**missing, "schema_version": SCHEMA_VERSION})
         for key, value in expected.items():
-            if meta.get(key) != value:
+            if key in meta and meta[key] != value:
                 raise IndexMismatchError(
                     f"the index in {self.path.parent} was built with {key}={meta.get(key)!r} but "
                     f"{key}={value!r} is configured; {rebuild_hint}"

@@ -77,7 +77,10 @@ class SentenceEmbedder:
 
     @cached_property
     def dimension(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
+        model = self.model
+        # sentence-transformers 5 renamed the method; keep working with both.
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
         if dim is None:
             dim = int(self.encode(["dimension probe"]).shape[1])
         return int(dim)

@@ -27,6 +27,14 @@ from rag.core.types import ScoredId
 
 log = logging.getLogger(__name__)
 
+def _import_bm25s():  # noqa: ANN202
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG on import; put it back to a library's usual level.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
 _CURRENT = "CURRENT"
 
@@ -100,8 +108,7 @@ class BM25Index:
 
     def build(self, chunk_ids: list[str], texts: list[str], metadata: Sequence[dict[str, Any]]) -> None:
         """Index ``texts`` (row ``i`` is chunk ``chunk_ids[i]`` with ``metadata[i]``), replacing any content."""
-        import bm25s
-
+        bm25s = _import_bm25s()
         if not (len(chunk_ids) == len(texts) == len(metadata)):
             raise ValueError("chunk_ids, texts and metadata must have the same length")
         model = bm25s.BM25(method=self.method, k1=self.k1, b=self.b)
@@ -189,7 +196,7 @@ class BM25Index:
     @classmethod
     def load(cls, folder: Path, analyzer: Analyzer, method: str, k1: float, b: float) -> BM25Index | None:
         """Load the current generation, or ``None`` if absent or built with other parameters."""
-        import bm25s
+        bm25s = _import_bm25s()
 
         try:
             target = folder / (folder / _CURRENT).read_text().strip()
