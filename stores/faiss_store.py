@@ -72,19 +72,50 @@ def faiss_id(chunk_id: str) -> int:
     return int.from_bytes(digest, "little") & _MASK_63
 
 
-def _exact_top_k(query: np.ndarray, k: int, keys: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top ``k`` of ``keys`` by inner product with ``query``, best first."""
+@contextmanager
+def _one_omp_thread() -> Iterator[None]:
+    """Run FAISS single-threaded in the calling thread while the block runs.
+
+    One query gains nothing from OpenMP splitting the scan over a few cores and loses a lot when those
+    cores are busy (100k x 384 flat on 2 loaded cores: ~12 ms with one thread, ~50 ms with two). The
+    thread count is an OpenMP per-thread setting, so other threads (and index builds) keep theirs.
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+class _Selection:
+    """The index positions a filter allows, in the two forms the search paths use.
+
+    Positions shift with every write (and compaction), so selections are dropped whenever that happens.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.positions = np.flatnonzero(mask)
+        # Bit i of byte i // 8, least significant first: the layout IDSelectorBitmap reads. A bitmap
+        # lookup per scanned vector is far cheaper than IDSelectorBatch's id translation and hash probe.
+        self.selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def _exact_top_k(
+    query: np.ndarray, k: int, positions: np.ndarray, vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``k`` of ``positions`` by inner product of their ``vectors`` with ``query``, best first."""
     scores = vectors @ query
-    if k < len(scores):
-        top = np.argpartition(-scores, k - 1)[:k]
-    else:
-        top = np.arange(len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     order = top[np.argsort(-scores[top], kind="stable")]
-    return keys[order], scores[order]
+    return positions[order], scores[order]
 
 
 class _FlatIndex:
-    """Exact search: ``IndexIDMap2(IndexFlatIP)`` keyed directly by FAISS ids; removals are real."""
+    """Exact search: ``IndexIDMap2(IndexFlatIP)``. Removals are real, so positions shift on delete."""
 
     def __init__(self, dimension: int) -> None:
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
@@ -92,6 +123,10 @@ class _FlatIndex:
     @property
     def size(self) -> int:
         return int(self._index.ntotal)
+
+    def labels(self) -> np.ndarray:
+        """The FAISS id stored at each position of the inner flat index."""
+        return faiss.vector_to_array(self._index.id_map)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         self._index.add_with_ids(vectors, keys)
@@ -102,16 +137,20 @@ class _FlatIndex:
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:
         return self._index.reconstruct_batch(keys)
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None:  # the hot path: a plain FAISS search, nothing else
+    def search(self, query: np.ndarray, k: int, allowed: _Selection | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None:  # the hot path: one plain FAISS search, nothing else
             scores, keys = self._index.search(query[None, :], min(k, self.size))
-        elif len(allowed) <= _EXACT_MAX_FLAT:
-            return _exact_top_k(query, k, allowed, self.reconstruct(allowed))
+            found = keys[0] >= 0
+            return keys[0][found], scores[0][found]
+        inner = self._index.index
+        if len(allowed) <= _EXACT_MAX_FLAT:
+            positions, top = _exact_top_k(query, k, allowed.positions, inner.reconstruct_batch(allowed.positions))
         else:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            scores, keys = self._index.search(query[None, :], min(k, len(allowed)), params=params)
-        found = keys[0] >= 0
-        return keys[0][found], scores[0][found]
+            params = faiss.SearchParameters(sel=allowed.selector)
+            scores, found_positions = inner.search(query[None, :], min(k, len(allowed)), params=params)
+            found = found_positions[0] >= 0
+            positions, top = found_positions[0][found], scores[0][found]
+        return self.labels()[positions], top
 
 
 class _HnswIndex:
@@ -131,8 +170,7 @@ class _HnswIndex:
         self._labels = np.empty(0, dtype=np.int64)
         self._positions: dict[int, int] = {}
         self._tombstones = 0
-        # Built on first need after a write; keeps its inner selector alive, as IDSelectorNot does not.
-        self._live_selector: tuple[Any, Any] | None = None
+        self._live: _Selection | None = None  # the non-tombstone positions, built on first need
 
     @property
     def size(self) -> int:
@@ -142,12 +180,16 @@ class _HnswIndex:
     def needs_compaction(self) -> bool:
         return self._tombstones > _COMPACT_RATIO * max(len(self._labels), 1)
 
+    def labels(self) -> np.ndarray:
+        """The FAISS id of each graph node, -1 for tombstones."""
+        return self._labels
+
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         start = len(self._labels)
         self._index.add(vectors)
         self._labels = np.concatenate([self._labels, keys])
         self._positions.update((key, start + i) for i, key in enumerate(keys.tolist()))
-        self._live_selector = None
+        self._live = None
 
     def remove(self, keys: np.ndarray) -> None:
         for key in keys.tolist():
@@ -155,7 +197,7 @@ class _HnswIndex:
             if position is not None:
                 self._labels[position] = -1
                 self._tombstones += 1
-        self._live_selector = None
+        self._live = None
 
     def _positions_of(self, keys: np.ndarray) -> np.ndarray:
         return np.fromiter((self._positions[key] for key in keys.tolist()), dtype=np.int64, count=len(keys))
@@ -163,30 +205,28 @@ class _HnswIndex:
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:
         return self._index.reconstruct_batch(self._positions_of(keys))
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, allowed: _Selection | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None and len(allowed) <= _EXACT_MAX_HNSW:
-            return _exact_top_k(query, k, allowed, self.reconstruct(allowed))
+            positions, scores = _exact_top_k(
+                query, k, allowed.positions, self._index.reconstruct_batch(allowed.positions)
+            )
+            return self._labels[positions], scores
+        if allowed is None and self._tombstones:
+            if self._live is None:
+                self._live = _Selection(self._labels >= 0)
+            allowed = self._live
         wanted = min(k, self.size if allowed is None else len(allowed))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
         if allowed is not None:
-            selector: Any = faiss.IDSelectorBatch(self._positions_of(allowed))
-        else:
-            selector = self._selector_excluding_tombstones()
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k), sel=selector)
+            params.sel = allowed.selector
         scores, positions = self._index.search(query[None, :], wanted, params=params)
         found = positions[0] >= 0
         if found.sum() < wanted:
             # The graph walk ran out of reachable allowed nodes; exactness beats returning too few.
-            candidates = allowed if allowed is not None else self._labels[self._labels >= 0]
-            return _exact_top_k(query, k, candidates, self.reconstruct(candidates))
+            candidates = allowed.positions if allowed is not None else np.arange(len(self._labels))
+            positions, scores = _exact_top_k(query, k, candidates, self._index.reconstruct_batch(candidates))
+            return self._labels[positions], scores
         return self._labels[positions[0][found]], scores[0][found]
-
-    def _selector_excluding_tombstones(self) -> Any:
-        if not self._tombstones:
-            return None
-        if self._live_selector is None:
-            inner = faiss.IDSelectorBatch(np.flatnonzero(self._labels < 0))
-            self._live_selector = (faiss.IDSelectorNot(inner), inner)
-        return self._live_selector[0]
 
     def compact(self) -> None:
         """Rebuild the graph from the live nodes only."""
@@ -276,9 +316,9 @@ class FaissStore:
         )
         self._chunk_ids: dict[int, str] = {}
         self._metadata: dict[int, dict[str, Any]] = {}
-        # Filter evaluation state, rebuilt lazily after writes.
-        self._filter_rows: tuple[np.ndarray, MetadataIndex] | None = None
-        self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Filter evaluation over index positions; both depend on positions, so every write drops them.
+        self._filter_rows: MetadataIndex | None = None
+        self._selections: OrderedDict[str, _Selection] = OrderedDict()
         self._in_transaction = False
         # The data generation the in-memory index reflects (None once another process's commit is mixed
         # in), and the one the HNSW cache file on disk reflects.
@@ -408,8 +448,11 @@ class FaissStore:
             self._conn.execute("RELEASE write_call")
             raise
         self._conn.execute("RELEASE write_call")
+        self._forget_selections()
+
+    def _forget_selections(self) -> None:
         self._filter_rows = None
-        self._filter_cache.clear()
+        self._selections.clear()
 
     def upsert(self, chunks: list[StoredChunk]) -> None:
         """Insert or replace chunks by id (the last of repeated ids in one call wins).
@@ -500,6 +543,7 @@ class FaissStore:
             self._generation = stored + 1 if stored == self._generation else None
             if isinstance(self._index, _HnswIndex) and self._index.needs_compaction:
                 self._index.compact()
+                self._forget_selections()
 
     def close(self) -> None:
         """Flush, write the HNSW graph cache if it is stale, and close the database; idempotent."""
@@ -542,28 +586,25 @@ class FaissStore:
             allowed = self._allowed(filter) if filter else None
             if allowed is not None and not len(allowed):
                 return []
-            keys, scores = self._index.search(query, k, allowed)
+            with _one_omp_thread():
+                keys, scores = self._index.search(query, k, allowed)
             return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
 
-    def _allowed(self, filter: Filter) -> np.ndarray:
-        """Sorted FAISS ids of the chunks whose metadata satisfies ``filter``, memoised until the next write."""
+    def _allowed(self, filter: Filter) -> _Selection:
+        """The index positions whose metadata satisfies ``filter``, memoised until the next write."""
         # Keyed by repr, not by the Filter: dataclass equality has True == 1, which match different values.
         key = repr(filter)
-        cached = self._filter_cache.get(key)
-        if cached is None:
-            cached = self._filter_cache[key] = self._evaluate(filter)
-            if len(self._filter_cache) > _FILTER_CACHE_SIZE:
-                self._filter_cache.popitem(last=False)
+        selection = self._selections.get(key)
+        if selection is None:
+            if self._filter_rows is None:
+                # Tombstones get no metadata: a condition on a missing field never matches.
+                self._filter_rows = MetadataIndex([self._metadata.get(k, {}) for k in self._index.labels().tolist()])
+            selection = self._selections[key] = _Selection(self._filter_rows.mask(filter))
+            if len(self._selections) > _FILTER_CACHE_SIZE:
+                self._selections.popitem(last=False)
         else:
-            self._filter_cache.move_to_end(key)
-        return cached
-
-    def _evaluate(self, filter: Filter) -> np.ndarray:
-        if self._filter_rows is None:
-            keys = np.fromiter(self._metadata, dtype=np.int64, count=len(self._metadata))
-            self._filter_rows = (keys, MetadataIndex(list(self._metadata.values())))
-        keys, index = self._filter_rows
-        return np.sort(keys[index.mask(filter)])
+            self._selections.move_to_end(key)
+        return selection
 
     def get_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
         """The stored (normalised) vectors of the given ids; unknown ids are left out."""

@@ -66,7 +66,7 @@ class _MatchesNothing(Exception):
     """A filter no stored point can satisfy (a glob with no matching value, a reserved field)."""
 
 
-class QdrantFilterTranslator:
+class _FilterTranslator:
     """Translates a :class:`Filter` into a native ``models.Filter`` with ``Filter.matches`` semantics.
 
     Args:
@@ -182,7 +182,7 @@ class QdrantStore:
                 f"cannot open the Qdrant store at {where}: {exc}; close the other process using it and retry"
             ) from exc
         self._where = where
-        self._filters = QdrantFilterTranslator(self._models, self._distinct_strings)
+        self._filters = _FilterTranslator(self._models, self._distinct_strings)
         try:
             self._ensure_collection()
         except BaseException:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.core.errors import IndexMismatchError
+from rag.core.errors import IndexMismatchError, StoreError
 from rag.core.filters import Filter, parse_filter
 from rag.stores import faiss_store
 from rag.stores.base import StoredChunk, VectorStore
@@ -368,3 +368,24 @@ def test_faiss_selector_path_equals_brute_force(
         rest = corpus.ids[5:], corpus.vectors[5:], corpus.metadata[5:]
         expected = type(corpus)(*rest).expected(queries[0], 10, metadata_filter)
         assert_same_hits(store.search(queries[0], 10, metadata_filter), expected)
+
+
+class TestQdrantSpecifics:
+    def test_glob_expansion_from_facets_equals_scrolling(self, tmp_path: Path, corpus) -> None:
+        with QdrantStore(corpus.dim, path=tmp_path) as store:
+            store.upsert(corpus.chunks)
+            scrolled = store._distinct_strings("tags")
+            store.url = "http://server"  # white-box: take the server branch (facet API) on the local engine
+            assert store._distinct_strings("tags") == scrolled == {"a", "b", "c", "d", "bb"}
+
+    def test_reserved_metadata_keys_are_refused(self, tmp_path: Path) -> None:
+        with QdrantStore(4, path=tmp_path) as store, pytest.raises(StoreError, match="reserved key"):
+            store.upsert([StoredChunk("x", np.ones(4), "t", {"text": "clash"})])
+
+    def test_empty_list_counts_as_missing(self) -> None:
+        """A documented divergence from Filter.matches: Qdrant treats [] like a missing field."""
+        flt = parse_filter({"tags": {"ne": "a"}})
+        assert flt.matches({"tags": []})
+        with QdrantStore(4) as store:  # in memory
+            store.upsert([StoredChunk("x", np.ones(4), "t", {"tags": []})])
+            assert store.search(np.ones(4), 1, flt) == []
