@@ -175,7 +175,10 @@ class RagEngine:
                 )
             return SlidingWindowChunker(self.embedder.tokenizer, chunking.size, chunking.overlap)
 
-        ingestor = Ingestor(self.catalog, store, self.embedder, make_chunker, self.project_root)
+        ingestor = Ingestor(
+            self.catalog, store, self.embedder, make_chunker, self.project_root,
+            batch_chunks=self.settings.ingest.batch_chunks,
+        )
         report = ingestor.ingest(paths, metadata, progress)
         self.__dict__.pop("bm25", None)
         self.__dict__.pop("retriever", None)

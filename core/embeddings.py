@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +38,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=4)
+def _load_model(path: str, device: str) -> SentenceTransformer:
+    """One copy of each model per process: engines, tests and API workers share it (inference only)."""
+    from sentence_transformers import SentenceTransformer
+
+    log.info("loading embedding model %s", path)
+    return SentenceTransformer(path, device=device)
+
+
 class SentenceEmbedder:
     """Embeds texts into L2-normalised float32 vectors, so inner product equals cosine similarity.
 
@@ -59,12 +68,8 @@ class SentenceEmbedder:
     def model(self) -> SentenceTransformer:
         if self.model_name in _PACKAGED_ALIASES:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        path = resolve_model_path(self.model_name)
-        log.info("loading embedding model %s", path)
         try:
-            return SentenceTransformer(path, device=self.device)
+            return _load_model(resolve_model_path(self.model_name), self.device)
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load embedding model {self.model_name!r} ({exc}); set embedding.model to a local "

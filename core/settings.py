@@ -57,6 +57,16 @@ class ChunkingSettings(BaseModel):
         return self
 
 
+class IngestSettings(BaseModel):
+    """How ingest commits its work."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_chunks: int = Field(
+        2048, gt=0, description="Chunks embedded and committed together; smaller loses less to an interruption."
+    )
+
+
 class StoreSettings(BaseModel):
     """The vector store backend and its options."""
 
@@ -122,6 +132,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".rag"), description="Where the index lives.")
     embedding: EmbeddingSettings = EmbeddingSettings()
     chunking: ChunkingSettings = ChunkingSettings()
+    ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()

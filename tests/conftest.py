@@ -1,0 +1,97 @@
+"""Fixtures shared across the suite: a small real corpus and engines on the real packaged model."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rag.core.settings import load_settings  # noqa: E402
+from rag.engine import RagEngine  # noqa: E402
+
+CORPUS = {
+    "guide/install.md": """\
+        ---
+        title: Installing the widget
+        tags: [setup, install]
+        audience: admin
+        ---
+        # Installing the widget
+
+        ## Requirements
+        The widget needs Python 3.10 and two gigabytes of free disk space. It runs on Linux and macOS.
+
+        ## Steps
+        Download the archive, unpack it, and run the installer script. The installer asks for an
+        admin password before it writes to the system folders.
+        """,
+    "guide/troubleshoot.md": """\
+        ---
+        title: Troubleshooting
+        tags: [support]
+        ---
+        # Troubleshooting
+
+        ## The widget does not start
+        Check the log file in the home folder. A missing licence key is the most common cause.
+
+        ## The widget is slow
+        Large caches slow the widget down. Clear the cache folder and restart it.
+        """,
+    "notes/history.txt": """\
+        Company history
+
+        The company was founded in 1987 in Helsinki by two engineers who built radio receivers.
+        In 2004 it moved into software, and in 2019 it released the first widget.
+        """,
+    "web/pricing.html": """\
+        <html><head><title>Pricing</title></head>
+        <body><nav>Home | Pricing | Contact</nav>
+        <main><h1>Pricing</h1>
+        <h2>Plans</h2><p>The basic plan costs 10 euros a month. The team plan costs 45 euros a month
+        and includes priority support.</p>
+        <h2>Refunds</h2><p>Refunds are granted within 30 days of purchase.</p></main>
+        <footer>Copyright</footer></body></html>
+        """,
+}
+
+
+def write_corpus(root: Path, files: dict[str, str] | None = None) -> Path:
+    """Write the sample corpus (or ``files``) under ``root/docs`` and return that folder."""
+    docs = root / "docs"
+    for rel, text in (files or CORPUS).items():
+        path = docs / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return docs
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path)
+
+
+@pytest.fixture
+def make_engine(tmp_path: Path) -> Iterator[Callable[..., RagEngine]]:
+    """Build engines over ``tmp_path/.rag`` (the project root is ``tmp_path``); closed afterwards."""
+    made: list[RagEngine] = []
+
+    def make(**overrides: Any) -> RagEngine:
+        overrides.setdefault("data_dir", tmp_path / ".rag")
+        engine = RagEngine(load_settings(**overrides), project_root=tmp_path)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - a test may have closed it already
+            pass
