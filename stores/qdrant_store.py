@@ -389,4 +389,6 @@ class QdrantStore:
         except (StoreError, FilterError):
             raise
         except Exception as exc:  # qdrant-client has no common base class for its errors
-            raise StoreError(f"cannot {action} the Qdrant collection {self.collection!r} at {self._where}: {exc}") from exc
+            raise StoreError(
+                f"cannot {action} the Qdrant collection {self.collection!r} at {self._where}: {exc}"
+            ) from exc

@@ -244,13 +244,13 @@ class TestQdrantServer(VectorStoreContract):
         )
 
     def drop(self, location: Path) -> None:
-        store = QdrantStore(1, url=os.environ["RAG_QDRANT_URL"], api_key=os.environ.get("RAG_QDRANT_API_KEY"),
-                            collection=f"rag_test_{_RUN}_probe")
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=os.environ["RAG_QDRANT_URL"], api_key=os.environ.get("RAG_QDRANT_API_KEY"))
         try:
-            store.client.delete_collection(self._collection(location))
-            store.client.delete_collection(f"rag_test_{_RUN}_probe")
+            client.delete_collection(self._collection(location))
         finally:
-            store.close()
+            client.close()
 
 
 # -- FaissStore specifics: durability, the HNSW cache and tombstones, the selector code paths --------------
