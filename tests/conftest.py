@@ -73,6 +73,12 @@ def write_corpus(root: Path, files: dict[str, str] | None = None) -> Path:
     return docs
 
 
+@pytest.fixture(scope="session")
+def corpus_writer() -> Callable[..., Path]:
+    """:func:`write_corpus`, for tests and module fixtures that place corpora themselves."""
+    return write_corpus
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     return write_corpus(tmp_path)

@@ -1,0 +1,68 @@
+"""End to end as a user runs it: ingest with the real model, ask through the real local llama.cpp server.
+
+No fakes: ``rag ask`` starts the embedded server (xllamacpp + the packaged SmolLM2) on a free port on
+127.0.0.1 and stops it on exit. The model is tiny, so the test checks the contract (an answer, and
+citations that point at retrieved chunks), not the wisdom of the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def rag(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "RAG_LLM__THREADS": "1", **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:  # noqa: ANN001
+    root = tmp_path_factory.mktemp("e2e")
+    corpus_writer(root)
+    assert rag(root, "ingest", "docs").returncode == 0
+    return root
+
+
+def test_ask_answers_with_citations_of_retrieved_chunks(project: Path) -> None:
+    result = rag(project, "ask", "How much does the team plan cost?", "--k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["error"] is None and answer["answer"].strip()
+    retrieved = {hit["number"]: hit["chunk_id"] for hit in answer["hits"]}
+    assert answer["hits"][0]["doc_id"] == "docs/web/pricing.html"
+    assert answer["citations"], "structured output guarantees at least one citation"
+    for citation in answer["citations"]:
+        assert retrieved[citation["number"]] == citation["chunk_id"]
+
+
+def test_ask_streams_and_prints_numbered_sources(project: Path) -> None:
+    result = rag(project, "ask", "Why is the widget slow?", "--k", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("Answer") < out.index("Sources") < out.index("Retrieved chunks")
+    assert "[1] docs/guide/troubleshoot.md § Troubleshooting > The widget is slow" in out
+    assert "[" in out.split("Sources")[0]  # the answer carries [n] markers
+
+
+def test_unreachable_endpoint_is_clear_and_still_shows_sources(project: Path) -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = rag(
+        project, "ask", "Where was the company founded?",
+        env={"RAG_LLM__BASE_URL": f"http://127.0.0.1:{port}/v1", "RAG_LLM__MAX_RETRIES": "0"},
+    )
+    assert result.returncode == 3
+    assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert "docs/notes/history.txt" in result.stdout  # the retrieved sources are still printed
