@@ -388,8 +388,11 @@ def llm_serve(
 
     settings = ctx.obj.settings()
     model = gguf or (Path(settings.llm.gguf) if settings.llm.gguf else packaged_gguf())
-    err.print(f"serving {model.name} at http://{host}:{port}/v1 (OpenAI-compatible); Ctrl-C stops it")
-    serve_forever(model, host, port, n_ctx or settings.llm.n_ctx, threads or settings.llm.threads)
+    err.print(f"starting {model.name} ...")
+    serve_forever(
+        model, host, port, n_ctx or settings.llm.n_ctx, threads or settings.llm.threads,
+        on_ready=lambda url: err.print(f"serving {model.name} at {url} (OpenAI-compatible); Ctrl-C stops it"),
+    )
 
 
 def main() -> None:

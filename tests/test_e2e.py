@@ -66,3 +66,39 @@ def test_unreachable_endpoint_is_clear_and_still_shows_sources(project: Path) ->
     assert result.returncode == 3
     assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
     assert "docs/notes/history.txt" in result.stdout  # the retrieved sources are still printed
+
+
+def test_llm_serve_runs_a_standalone_openai_compatible_server(tmp_path: Path) -> None:
+    """`rag llm serve` in the foreground, used by a real OpenAI client, stopped by SIGINT like Ctrl-C."""
+    import signal
+    import time
+
+    import openai
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "llm", "serve", "--port", str(port), "--threads", "1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                models = client.models.list()
+                break
+            except (openai.APIConnectionError, openai.InternalServerError):  # not listening / 503 loading
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+                time.sleep(0.3)
+        assert models.data
+        reply = client.chat.completions.create(
+            model=models.data[0].id, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+        )
+        assert reply.choices[0].message.content.strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130, -signal.SIGINT)
+    assert f"http://127.0.0.1:{port}/v1" in err
