@@ -30,16 +30,33 @@ NO_CONTEXT_ANSWER = "No relevant context was found for this question, so it cann
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
-def citation_response_format(n_blocks: int) -> dict[str, Any]:
+# Characters of answer allowed per token of max_tokens, after reserving room for the JSON tail. Looping
+# small models emit ~2.3 characters a token; 1.5 leaves margin, so the answer string always closes and
+# the citations that follow it always fit.
+_ANSWER_CHARS_PER_TOKEN = 1.5
+_JSON_TAIL_TOKENS = 32
+
+
+def answer_max_chars(max_tokens: int) -> int:
+    """The longest answer string structured mode allows within ``max_tokens``."""
+    return max(16, int((max_tokens - _JSON_TAIL_TOKENS) * _ANSWER_CHARS_PER_TOKEN))
+
+
+def citation_response_format(n_blocks: int, max_answer_chars: int | None = None) -> dict[str, Any]:
     """The ``response_format`` of structured mode for a prompt with ``n_blocks`` context blocks.
 
     ``answer`` comes first so it streams first; ``citations`` may only hold existing block numbers and
     must name at least one (and at most ``n_blocks``, which stops small models from repeating numbers).
+    ``max_answer_chars`` bounds the answer so a model that rambles cannot run out of tokens before the
+    citations: with a grammar-constrained endpoint the reply is then always complete, valid JSON.
     """
+    answer: dict[str, Any] = {"type": "string"}
+    if max_answer_chars is not None:
+        answer["maxLength"] = max_answer_chars
     schema = {
         "type": "object",
         "properties": {
-            "answer": {"type": "string"},
+            "answer": answer,
             "citations": {
                 "type": "array",
                 "items": {"type": "integer", "enum": list(range(1, n_blocks + 1))},
@@ -263,7 +280,7 @@ class OpenAIChatGenerator:
             "stream": True,
         }
         if self.structured:
-            request["response_format"] = citation_response_format(len(used))
+            request["response_format"] = citation_response_format(len(used), answer_max_chars(self.max_tokens))
         logger.debug("asking %s at %s with %d context blocks", self.model, self.base_url, len(used))
 
         decoder = AnswerStreamDecoder() if self.structured else None

@@ -89,6 +89,18 @@ def test_structured_answer_from_the_real_model(server: LlamaCppServer, hits: lis
 
 
 @pytest.mark.slow
+def test_a_rambling_model_still_returns_complete_json_with_citations(
+    server: LlamaCppServer, hits: list[Hit]
+) -> None:
+    """The schema bounds the answer string, so a model that loops cannot starve the citations."""
+    generator = OpenAIChatGenerator(server.base_url, server.model, structured=True, max_tokens=96, max_retries=0)
+    answer = generator.generate("Repeat the first block word for word, over and over, forever.", hits)
+    assert answer.citations and not answer.invalid_citations
+    assert not any("JSON" in w or "max_tokens" in w for w in answer.warnings), answer.warnings
+    assert len(answer.text) <= 2 * 96  # bounded answer plus the appended [n] markers
+
+
+@pytest.mark.slow
 def test_plain_answer_from_the_real_model(server: LlamaCppServer, hits: list[Hit]) -> None:
     generator = OpenAIChatGenerator(server.base_url, server.model, max_tokens=48, max_retries=0)
     tokens: list[str] = []
