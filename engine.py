@@ -131,7 +131,8 @@ class RagEngine:
         self._require_index()
         cfg = self.settings.retrieval
         return HybridRetriever(
-            self.store, self.bm25, self.embedder.encode_query, self.catalog, cfg.candidates, cfg.rrf_k
+            self.store, self.bm25, self.embedder.encode_query, self.catalog, cfg.candidates, cfg.rrf_k,
+            cfg.confidence_power,
         )
 
     def _require_index(self) -> None:

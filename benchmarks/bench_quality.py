@@ -1,6 +1,8 @@
 """Retrieval quality: nDCG@10 and recall@100 for BM25-only, dense-only, hybrid alpha 0.0-1.0 and RRF.
 
-Runs on ``nfcorpus`` (BM25-friendly) and ``dbpedia`` (dense-friendly) through the real engine, with a
+Hybrid rows use the configured confidence weighting (``retrieval.confidence_power``); one row shows
+plain fixed-weight linear fusion for comparison. Runs on ``nfcorpus`` (BM25-friendly) and ``dbpedia``
+(dense-friendly) through the real engine, with a
 ``rank_bm25`` baseline over whole documents computed in the same run. Chunk hits are mapped to their
 document (best chunk wins, via ``max_per_doc=1``). The goal: the default hybrid setting beats both
 BM25-only and dense-only on both sets.
@@ -39,7 +41,8 @@ def evaluate(name: str, limit: int | None) -> dict:
         retriever.embed_query(text)
     default_alpha = RetrievalSettings().alpha
 
-    def run(label: str, **kwargs) -> dict:
+    def run(label: str, power: float | None = None, **kwargs) -> dict:
+        retriever.confidence_power = engine.settings.retrieval.confidence_power if power is None else power
         started = time.perf_counter()
         ndcgs, recalls = [], []
         for qid, text in queries.items():
@@ -52,6 +55,7 @@ def evaluate(name: str, limit: int | None) -> dict:
 
     rows = [run("dense only", alpha=1.0), run("BM25 only", alpha=0.0)]
     rows += [run(f"hybrid alpha={a}", alpha=a, fusion="linear") for a in ALPHAS[1:-1]]
+    rows.append(run(f"fixed-weight linear alpha={default_alpha} (confidence_power=0)", power=0.0, alpha=default_alpha))
     rows.append(run("RRF (k=60)", alpha=0.5, fusion="rrf"))
 
     # Baseline: rank_bm25 over whole documents with the same analyzer, in the same run.

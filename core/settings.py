@@ -89,6 +89,9 @@ class RetrievalSettings(BaseModel):
     k: int = Field(5, gt=0)
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of dense vs BM25: 1 = dense only, 0 = BM25 only.")
     fusion: Literal["linear", "rrf"] = "linear"
+    confidence_power: float = Field(
+        3.0, ge=0, description="Linear fusion adapts alpha per query to each retriever's confidence; 0 = fixed alpha."
+    )
     candidates: int = Field(100, gt=0, description="Candidates taken from each retriever before fusion.")
     rrf_k: int = Field(60, gt=0)
     bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"

@@ -155,3 +155,25 @@ def test_orphans_are_skipped_and_rrf_works(world) -> None:  # noqa: ANN001
         retriever.search("alpha", 3, fusion="max")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="k must be positive"):
         retriever.search("alpha", 0)
+
+
+def _ids(*scores: float) -> list[ScoredId]:
+    return [ScoredId(f"x{i}", s) for i, s in enumerate(scores)]
+
+
+def test_confidence_alpha() -> None:
+    from rag.retrieve.hybrid import confidence_alpha
+
+    dense, bm25 = _ids(0.8, 0.5), _ids(10.0, *[9.0] * 9)  # BM25 flat: (10 - 9) / 10 = 0.1
+    assert confidence_alpha(0.5, dense, bm25, power=0) == 0.5  # γ = 0: plain linear fusion
+    assert confidence_alpha(0.0, dense, bm25, power=3) == 0.0 and confidence_alpha(1.0, dense, bm25, power=3) == 1.0
+    assert confidence_alpha(0.5, dense, bm25, power=1) == pytest.approx(0.8 / (0.8 + 0.1))
+    assert confidence_alpha(0.5, dense, bm25, power=3) == pytest.approx(0.8**3 / (0.8**3 + 0.1**3))
+    peaked = _ids(10.0, *[1.0] * 9)  # a sharp BM25 peak pulls weight towards BM25
+    assert confidence_alpha(0.5, dense, peaked, 3) < confidence_alpha(0.5, dense, bm25, 3)
+    assert confidence_alpha(0.5, dense, [], 3) == 1.0  # no keyword match at all: trust the dense side
+    few = _ids(10.0, 9.5)  # only two chunks contain the terms: the 10th best scores 0, full confidence
+    assert confidence_alpha(0.5, dense, few, 1) == pytest.approx(0.8 / (0.8 + 1.0))
+    assert confidence_alpha(0.5, [], [], 3) == 0.5
+    with pytest.raises(ConfigError, match="confidence_power"):
+        confidence_alpha(0.5, dense, bm25, power=-1)
