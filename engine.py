@@ -74,7 +74,7 @@ class RagEngine:
     @cached_property
     def embedder(self) -> SentenceEmbedder:
         cfg = self.settings.embedding
-        return SentenceEmbedder(cfg.model, batch_size=cfg.batch_size, device=cfg.device)
+        return SentenceEmbedder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, onnx_queries=cfg.onnx_queries)
 
     @property
     def dimension(self) -> int:

@@ -40,6 +40,7 @@ class EmbeddingSettings(BaseModel):
     )
     batch_size: int = Field(64, gt=0)
     device: str = "cpu"
+    onnx_queries: bool = Field(True, description="Embed queries with ONNX Runtime on CPU (same weights, ~3x faster).")
 
 
 class ChunkingSettings(BaseModel):
