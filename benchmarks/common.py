@@ -22,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rag.core.settings import load_settings  # noqa: E402
 from rag.engine import RagEngine  # noqa: E402
+from rag.evaluate.retrieval_metrics import ndcg_at, recall_at  # noqa: E402,F401 - re-exported for the scripts
 
 ROOT = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("RAG_BENCH_DATA", ROOT.parent.parent / "shared" / "data"))
@@ -68,20 +69,6 @@ def engine_for(name: str, **overrides: Any) -> RagEngine:
     if report.chunks_added:
         print(f"[{name}] ingested {report.chunks_added} chunks in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return engine
-
-
-# -- metrics (graded nDCG with the exponential-free BEIR/pytrec_eval gain: rel / log2(rank + 1)) ----
-
-
-def ndcg_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
-    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
-    ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum(rel / math.log2(rank + 2) for rank, rel in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def recall_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 100) -> float:
-    return len(set(ranked[:k]) & relevant.keys()) / len(relevant) if relevant else 0.0
 
 
 def mean(values: Iterable[float]) -> float:

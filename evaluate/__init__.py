@@ -1,1 +1,1 @@
-"""evaluate stage of rag-platform."""
+"""evaluate stage: retrieval metrics today; RAGAS reports arrive with their own issue."""
