@@ -201,11 +201,11 @@ def search(
         if queries is not None:
             for qid, text in _read_queries(queries):
                 hits = engine.search(text, **args)
-                out.print(json.dumps({"_id": qid, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False), soft_wrap=True)
+                out.print(json.dumps({"_id": qid, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False), soft_wrap=True)
             return
         hits = engine.search(query, **args)
     if as_json:
-        out.print(json.dumps([_hit_json(h) for h in hits], ensure_ascii=False, indent=2), soft_wrap=True)
+        out.print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2), soft_wrap=True)
         return
     if not hits:
         out.print("no matching chunks")
@@ -236,10 +236,6 @@ def _read_queries(path: Path) -> list[tuple[str, str]]:
         except (ValueError, KeyError, TypeError):
             raise ConfigError(f"{path}:{number}: expected a JSON object with _id and text") from None
     return rows
-
-
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return hit.to_dict()
 
 
 def _fmt(score: float | None) -> str:
@@ -338,7 +334,7 @@ def _answer_json(question: str, answer: Any, hits: list[Hit], failure: Generatio
              "source": c.hit.chunk.source, "section": c.hit.chunk.section}
             for c in (answer.citations if answer is not None else [])
         ],
-        "hits": [{"number": n, **_hit_json(h)} for n, h in enumerate(used, start=1)],
+        "hits": [{"number": n, **h.to_dict()} for n, h in enumerate(used, start=1)],
     }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from rag.core.catalog import Catalog
 from rag.core.embeddings import SentenceEmbedder
-from rag.core.errors import ConfigError, IndexNotFoundError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexNotFoundError
 from rag.core.filters import Filter, parse_filter
 from rag.core.settings import Settings
 from rag.core.types import Hit
@@ -40,7 +40,6 @@ from rag.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 
-REBUILD_HINT = "run `rag ingest --rebuild PATH` to rebuild the index with the current settings"
 
 
 class RagEngine:
@@ -180,11 +179,17 @@ class RagEngine:
             self.catalog, store, self.embedder, make_chunker, self.project_root,
             batch_chunks=self.settings.ingest.batch_chunks,
         )
+        generation = self.catalog.generation
         report = ingestor.ingest(paths, metadata, progress)
-        self.__dict__.pop("bm25", None)
-        self.__dict__.pop("retriever", None)
-        _ = self.bm25  # rebuild now, so the first query after an ingest is fast
+        if self.catalog.generation != generation:
+            self._forget("bm25", "retriever")
+        _ = self.bm25  # (re)build now if stale, so the first query after an ingest is fast
         return report
+
+    def _forget(self, *names: str) -> None:
+        """Drop cached components so their next use rebuilds them from the current catalog."""
+        for name in names:
+            self.__dict__.pop(name, None)
 
     def _wipe(self) -> None:
         """Forget everything indexed: catalog rows, vectors (local files or remote points), BM25."""
@@ -194,9 +199,7 @@ class RagEngine:
             store.flush()
         if "store" in self.__dict__:
             self.store.close()
-        self.__dict__.pop("store", None)
-        self.__dict__.pop("bm25", None)
-        self.__dict__.pop("retriever", None)
+        self._forget("store", "bm25", "retriever")
         self.catalog.close()
         for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
             (self.data_dir / name).unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.core.errors import IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, IndexMismatchError, StoreError
 from rag.core.types import Chunk
 
 SCHEMA_VERSION = "1"
@@ -77,7 +77,7 @@ class Catalog:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"catalog {path} is unreadable ({exc}); move it away and run `rag ingest --rebuild PATH`") from None
+            raise StoreError(f"catalog {path} is unreadable ({exc}); move it away and {REBUILD_HINT}") from None
 
     def close(self) -> None:
         self._db.close()

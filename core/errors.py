@@ -6,6 +6,9 @@ translate it into a one-line message or an HTTP problem response without catchin
 
 from __future__ import annotations
 
+REBUILD_HINT = "rebuild it with `rag ingest --rebuild PATH`"
+"""What every index-mismatch or unreadable-index message tells the user to do."""
+
 
 class RagError(Exception):
     """Base class for every error rag-platform raises on purpose."""

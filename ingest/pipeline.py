@@ -213,21 +213,21 @@ class Ingestor:
             return None
         documents = load_file(path, doc_id=fid, source=fid, metadata=dict(user_meta))
         old_hashes = self.catalog.document_hashes(fid)
-        changed = [d for d in documents if old_hashes.get(d.doc_id) != _content_hash(d)]
-        new_ids = {d.doc_id for d in documents}
+        hashes = {d.doc_id: _content_hash(d) for d in documents}
+        changed = [d for d in documents if old_hashes.get(d.doc_id) != hashes[d.doc_id]]
         docs = [
-            DocumentWrite(d.doc_id, fid, _content_hash(d), d.title, self._chunks(d, spans))
+            DocumentWrite(d.doc_id, fid, hashes[d.doc_id], d.title, self._chunks(d, spans, hashes[d.doc_id]))
             for d, spans in zip(changed, self.chunker.chunk_many(changed))
         ]
-        return _Pending(record, known is None, docs, set(old_hashes) - new_ids)
+        return _Pending(record, known is None, docs, set(old_hashes) - hashes.keys())
 
-    def _chunks(self, doc: Document, spans: list[ChunkSpan]) -> list[Chunk]:
+    def _chunks(self, doc: Document, spans: list[ChunkSpan], content_hash: str) -> list[Chunk]:
         base = {
             **doc.metadata,
             "doc_id": doc.doc_id,
             "source": doc.source,
             "title": doc.title,
-            "content_hash": _content_hash(doc),
+            "content_hash": content_hash,
         }
         return [
             Chunk(

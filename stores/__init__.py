@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
 from rag.core.settings import StoreSettings
 from rag.stores.base import StoredChunk, VectorStore
 
@@ -29,7 +29,6 @@ __all__ = ["REBUILD_HINT", "StoredChunk", "VectorStore", "available_stores", "cr
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "rag.vector_stores"
-REBUILD_HINT = "rebuild it with `rag ingest --rebuild PATH`"
 
 StoreFactory = Callable[..., VectorStore]
 
