@@ -10,29 +10,41 @@ methods::
         engine.ingest([Path("docs")])
         for hit in engine.search("how does incremental ingest work?", k=3):
             print(hit.score, hit.chunk.citation_label())
+        print(engine.ask("How do I rebuild the index?").text)
 
-Heavy parts (the embedding model, the vector store, BM25) load on first use, so ``rag status`` and
-a re-ingest of an unchanged folder stay fast.
+An engine is a *reader* until it writes: searching, answering and ``status`` open every file read-only and
+write nothing, so they work while another process ingests, and on a read-only data directory. Writes
+(:meth:`RagEngine.ingest`, :meth:`~RagEngine.ingest_documents`, :meth:`~RagEngine.delete_documents`) take
+the data directory's writer lock for their whole run, open the files for writing, and release both when
+done. Every read component (store, BM25, retriever) is stamped with the catalog generation it was loaded
+at; :meth:`RagEngine.refresh` (run before every search) reloads them when another process, or this one,
+has committed since. The engine is safe to share between threads.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from rag.core.catalog import Catalog
 from rag.core.embeddings import SentenceEmbedder
-from rag.core.errors import REBUILD_HINT, ConfigError, IndexNotFoundError
+from rag.core.errors import (
+    REBUILD_HINT, ConfigError, GenerationError, GenerationTimeout, IndexMismatchError, IndexNotFoundError, IngestError,
+)
 from rag.core.filters import Filter, parse_filter
+from rag.core.lock import WriterLock
 from rag.core.settings import Settings
 from rag.core.types import Hit
+from rag.generate.answer import Answer, AnswerError
 from rag.ingest.chunking import SlidingWindowChunker
-from rag.ingest.pipeline import Ingestor, IngestReport, Progress
+from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
 from rag.stores import create_store
@@ -40,6 +52,27 @@ from rag.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 
+CATALOG_NAME = "catalog.sqlite"
+# Local store folders and derived files under the data directory, removed by a rebuild.
+_LOCAL_FOLDERS = ("faiss", "qdrant", "bm25")
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadState:
+    """The read components of one committed state, loaded together and replaced together."""
+
+    generation: int
+    store: VectorStore
+    bm25: BM25Index
+    retriever: HybridRetriever
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """What a write operation works with: the writable catalog and store, under the writer lock."""
+
+    catalog: Catalog
+    store: VectorStore
 
 
 class RagEngine:
@@ -54,7 +87,21 @@ class RagEngine:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.project_root = (project_root or self.data_dir.resolve().parent).resolve()
-        self.catalog = Catalog(self.data_dir / "catalog.sqlite")
+        self._lock = threading.RLock()
+        self._catalog = Catalog(self.catalog_path, read_only=True)
+        self._catalog_is_file = self.catalog_path.exists()
+        self._state: _ReadState | None = None
+        self._llm = ExitStack()
+        self._generator: Any = None
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / CATALOG_NAME
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog, opened read-only (writes go through :meth:`writing`)."""
+        return self._catalog
 
     def __enter__(self) -> RagEngine:
         return self
@@ -63,10 +110,12 @@ class RagEngine:
         self.close()
 
     def close(self) -> None:
-        """Flush and release the store and the catalog."""
-        if "store" in self.__dict__:
-            self.store.close()
-        self.catalog.close()
+        """Stop the embedded LLM server if this engine started one, and release the store and catalog."""
+        with self._lock:
+            self._llm.close()
+            self._generator = None
+            self._drop_state()
+            self._catalog.close()
 
     # -- components -------------------------------------------------------------------------------
 
@@ -75,96 +124,172 @@ class RagEngine:
         cfg = self.settings.embedding
         return SentenceEmbedder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, onnx_queries=cfg.onnx_queries)
 
-    @property
-    def dimension(self) -> int:
+    def _dimension(self, catalog: Catalog) -> int:
         """From the catalog when an index exists (no model load), else from the model."""
-        recorded = self.catalog.get_meta().get("dimension")
+        recorded = catalog.get_meta().get("dimension")
         return int(recorded) if recorded else self.embedder.dimension
 
     def identity(self, dimension: int) -> dict[str, str]:
-        """What an index is built with; a query or ingest with other values is refused."""
+        """What an index is built with; a query or ingest with other values is refused.
+
+        The store's server URL and collection are part of it: a catalog never describes another
+        collection's vectors, so pointing at a new, empty collection is an error, not empty results.
+        """
+        store = self.settings.store
         return {
             "embedding_model": self.settings.embedding.model,
             "dimension": str(dimension),
-            "store": self.settings.store.kind,
+            "store": store.kind,
+            "store_url": store.url or "",
+            "store_collection": store.collection if store.kind != "faiss" else "",
         }
 
-    @cached_property
-    def store(self) -> VectorStore:
-        dimension = self.dimension
-        self.catalog.check_identity(self.identity(dimension), REBUILD_HINT)
+    def _open_store(self, catalog: Catalog, *, read_only: bool) -> VectorStore:
+        dimension = self._dimension(catalog)
+        catalog.check_identity(self.identity(dimension), REBUILD_HINT, adopt=not read_only)
         return create_store(
-            self.settings.store.kind, data_dir=self.data_dir, dimension=dimension, options=self.settings.store
+            self.settings.store.kind,
+            data_dir=self.data_dir,
+            dimension=dimension,
+            options=self.settings.store,
+            read_only=read_only,
         )
 
     def _analyzer(self) -> Analyzer:
         cfg = self.settings.retrieval
         return Analyzer(stemmer=cfg.stemmer, stopwords=cfg.stopwords)
 
-    @cached_property
-    def bm25(self) -> BM25Index:
-        """The persisted BM25 index, rebuilt from the catalog if missing or stale."""
+    def _load_bm25(self, catalog: Catalog, *, save: bool) -> BM25Index:
+        """The persisted BM25 index, or one built from ``catalog`` when it is missing, stale or unreadable.
+
+        Only a writer (``save``) stores what it built; a reader keeps it in memory.
+        """
         cfg = self.settings.retrieval
         folder = self.data_dir / "bm25"
         index = BM25Index.load(folder, self._analyzer(), cfg.bm25_method, cfg.bm25_k1, cfg.bm25_b)
-        generation = self.catalog.generation
-        if index is None or index.generation != generation:
-            index = self._build_bm25(folder, generation)
-        return index
-
-    def _build_bm25(self, folder: Path, generation: int) -> BM25Index:
-        cfg = self.settings.retrieval
+        if index is not None and index.generation == catalog.generation:
+            return index
+        rows = catalog.chunk_rows()
         index = BM25Index(cfg.bm25_method, cfg.bm25_k1, cfg.bm25_b, self._analyzer())
-        ids, texts, metadata = [], [], []
-        for cid, text, meta in self.catalog.iter_chunks():
-            ids.append(cid)
-            texts.append(text)
-            metadata.append(meta)
-        log.info("building BM25 over %d chunks", len(ids))
-        index.build(ids, texts, metadata)
-        index.save(folder, generation)
+        log.info("building BM25 over %d chunks (generation %d)", len(rows.ids), rows.generation)
+        index.build(rows.ids, rows.texts, rows.metadata)
+        index.generation = rows.generation
+        if save:
+            index.save(folder, rows.generation)
         return index
 
-    @cached_property
-    def retriever(self) -> HybridRetriever:
-        self._require_index()
-        cfg = self.settings.retrieval
-        return HybridRetriever(
-            self.store, self.bm25, self.embedder.encode_query, self.catalog, cfg.candidates, cfg.rrf_k,
-            cfg.confidence_power,
-        )
-
-    def _require_index(self) -> None:
-        if self.catalog.counts()["chunks"] == 0:
-            raise IndexNotFoundError(
-                f"no index in {self.data_dir} yet (or it is empty); run `rag ingest PATH` first"
+    def _read_state(self) -> _ReadState:
+        """The current read components, (re)loaded if the catalog moved on since they were loaded."""
+        with self._lock:
+            self._reopen_catalog_if_created()
+            generation = self._catalog.generation
+            if self._state is not None and self._state.generation == generation:
+                return self._state
+            self._drop_state()
+            if self._catalog.counts()["chunks"] == 0:
+                raise IndexNotFoundError(
+                    f"no index in {self.data_dir} yet (or it is empty); run `rag ingest PATH` first"
+                )
+            store = self._open_store(self._catalog, read_only=True)
+            try:
+                if store.count() == 0:
+                    raise IndexMismatchError(
+                        f"the {self.settings.store.kind} vector store holds no vectors, but the catalog in "
+                        f"{self.data_dir} lists {self._catalog.counts()['chunks']} chunks: the store was deleted "
+                        f"or replaced; {REBUILD_HINT}"
+                    )
+                bm25 = self._load_bm25(self._catalog, save=False)
+            except BaseException:
+                store.close()
+                raise
+            cfg = self.settings.retrieval
+            retriever = HybridRetriever(
+                store, bm25, self.embedder.encode_query, self._catalog, cfg.candidates, cfg.rrf_k,
+                cfg.confidence_power,
             )
+            self._state = _ReadState(generation, store, bm25, retriever)
+            return self._state
 
-    # -- operations -------------------------------------------------------------------------------
+    def _reopen_catalog_if_created(self) -> None:
+        # An engine made before the first ingest holds an empty in-memory catalog; open the file once it exists.
+        if not self._catalog_is_file and self.catalog_path.exists():
+            self._catalog.close()
+            self._catalog = Catalog(self.catalog_path, read_only=True)
+            self._catalog_is_file = True
 
-    def ingest(
-        self,
-        paths: list[Path],
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        rebuild: bool = False,
-        progress: Progress | None = None,
-    ) -> IngestReport:
-        """Bring the index in step with ``paths`` (see :mod:`rag.ingest.pipeline`).
+    def _drop_state(self) -> None:
+        if self._state is not None:
+            self._state.store.close()
+            self._state = None
 
-        Args:
-            paths: files and folders; folders are walked recursively.
-            metadata: user metadata attached to every chunk of these files (``--meta``).
-            rebuild: drop the whole index first (after a model or chunking change).
-            progress: called as files are processed.
+    def refresh(self) -> bool:
+        """Pick up commits made since the read components were loaded, by any process.
+
+        Returns:
+            ``True`` if the catalog moved on (the components reload on next use), else ``False``.
         """
-        if rebuild:
-            self._wipe()
-        store = self.store
+        with self._lock:
+            self._reopen_catalog_if_created()
+            if self._state is None or self._state.generation == self._catalog.generation:
+                return False
+            self._drop_state()
+            return True
+
+    @property
+    def store(self) -> VectorStore:
+        """The vector store of the current committed state (read-only)."""
+        return self._read_state().store
+
+    @property
+    def bm25(self) -> BM25Index:
+        """The BM25 index of the current committed state."""
+        return self._read_state().bm25
+
+    @property
+    def retriever(self) -> HybridRetriever:
+        return self._read_state().retriever
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(
+        self,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+        purpose: str = "ingest",
+        rebuild: bool = False,
+    ) -> Iterator[Writer]:
+        """Hold the writer lock and the writable catalog and store for a write operation.
+
+        With ``rebuild``, everything indexed is dropped first, under the same lock (see :meth:`ingest`).
+        On leaving, BM25 is rebuilt and saved if the catalog changed, and this engine's read components
+        are refreshed. Raises what :class:`~rag.core.lock.WriterLock` raises (``IndexBusyError`` with
+        ``wait=False``), and :class:`IndexMismatchError` if the index was built with other settings.
+        """
+        with WriterLock(self.data_dir, "rebuild" if rebuild else purpose, wait=wait, on_wait=on_wait):
+            if rebuild:
+                self._wipe()
+            catalog = Catalog(self.catalog_path)
+            try:
+                # Qdrant's local mode admits one client per folder: let go of the reader's.
+                if self.settings.store.kind == "qdrant" and not self.settings.store.url:
+                    with self._lock:
+                        self._drop_state()
+                store = self._open_store(catalog, read_only=False)
+                try:
+                    generation = catalog.generation
+                    yield Writer(catalog, store)
+                    if catalog.generation != generation or not (self.data_dir / "bm25").exists():
+                        self._load_bm25(catalog, save=True)
+                finally:
+                    store.close()
+            finally:
+                catalog.close()
+        self.refresh()
+
+    def _chunker_factory(self) -> Callable[[], SlidingWindowChunker]:
         chunking = self.settings.chunking
-        self.catalog.check_identity(
-            {"chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap)}, REBUILD_HINT
-        )
 
         def make_chunker() -> SlidingWindowChunker:
             readable = self.embedder.max_tokens - 2  # the model adds [CLS] and [SEP], then truncates
@@ -175,37 +300,110 @@ class RagEngine:
                 )
             return SlidingWindowChunker(self.embedder.tokenizer, chunking.size, chunking.overlap)
 
-        ingestor = Ingestor(
-            self.catalog, store, self.embedder, make_chunker, self.project_root,
+        return make_chunker
+
+    def _ingestor(self, writer: Writer) -> Ingestor:
+        chunking = self.settings.chunking
+        writer.catalog.check_identity(
+            {"chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap)}, REBUILD_HINT
+        )
+        return Ingestor(
+            writer.catalog, writer.store, self.embedder, self._chunker_factory(), self.project_root,
             batch_chunks=self.settings.ingest.batch_chunks,
         )
-        generation = self.catalog.generation
-        report = ingestor.ingest(paths, metadata, progress)
-        if self.catalog.generation != generation:
-            self._forget("bm25", "retriever")
-        _ = self.bm25  # (re)build now if stale, so the first query after an ingest is fast
-        return report
 
-    def _forget(self, *names: str) -> None:
-        """Drop cached components so their next use rebuilds them from the current catalog."""
-        for name in names:
-            self.__dict__.pop(name, None)
+    def ingest(
+        self,
+        paths: list[Path],
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> IngestReport:
+        """Bring the index in step with ``paths`` (see :mod:`rag.ingest.pipeline`).
+
+        Args:
+            paths: files and folders; folders are walked recursively.
+            metadata: user metadata attached to every chunk of these files (``--meta``).
+            rebuild: drop the whole index first (after a model, dimension, chunking or store change); the
+                identity check that would refuse the new settings is what this bypasses.
+            progress: called as files are processed.
+            wait: queue behind another writer; ``False`` raises ``IndexBusyError`` instead.
+            on_wait: called once with a message when the run has to wait for another writer.
+
+        Raises:
+            IndexBusyError: another process is writing and ``wait`` is false.
+            IndexMismatchError: the index was built with other settings and ``rebuild`` is false.
+            ConfigError, IngestError, StorageError: as their docstrings say; nothing half-done is left.
+        """
+        missing = [str(p) for p in paths if not Path(p).exists()]
+        if missing:  # before anything is locked or wiped
+            raise IngestError(f"{', '.join(missing)} does not exist")
+        with self.writing(wait=wait, on_wait=on_wait, rebuild=rebuild) as writer:
+            return self._ingestor(writer).ingest(list(paths), metadata, progress)
+
+    def ingest_documents(
+        self,
+        documents: Iterable[DocumentInput | Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> IngestReport:
+        """Ingest documents given in memory (``{"id", "text", "metadata"?, "title"?, "source"?}``).
+
+        Unchanged documents (same text, title and metadata) are reported as unchanged and cost nothing.
+        """
+        with self.writing(wait=wait, on_wait=on_wait) as writer:
+            return self._ingestor(writer).ingest_documents(documents, metadata)
+
+    def delete_documents(
+        self, doc_ids: Iterable[str], *, wait: bool = True, on_wait: Callable[[str], None] | None = None
+    ) -> IngestReport:
+        """Remove documents by id (unknown ids are ignored); ``report.removed`` lists the ones removed."""
+        with self.writing(wait=wait, on_wait=on_wait, purpose="delete") as writer:
+            return self._ingestor(writer).delete_documents(doc_ids)
 
     def _wipe(self) -> None:
-        """Forget everything indexed: catalog rows, vectors (local files or remote points), BM25."""
-        if self.settings.store.url:
-            store = self.store
-            store.delete(sorted(store.ids()))
-            store.flush()
-        if "store" in self.__dict__:
-            self.store.close()
-        self._forget("store", "bm25", "retriever")
-        self.catalog.close()
-        for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
-            (self.data_dir / name).unlink(missing_ok=True)
-        for folder in ("faiss", "qdrant", "bm25"):
-            shutil.rmtree(self.data_dir / folder, ignore_errors=True)
-        self.catalog = Catalog(self.data_dir / "catalog.sqlite")
+        """Forget everything indexed: catalog, local store files, BM25, and the configured store's
+        collection (dropped, so that a remote one is recreated at the new dimension). The caller holds
+        the writer lock.
+        """
+        with self._lock:
+            self._drop_state()
+            self._catalog.close()
+            for name in (CATALOG_NAME, f"{CATALOG_NAME}-wal", f"{CATALOG_NAME}-shm"):
+                (self.data_dir / name).unlink(missing_ok=True)
+            for folder in _LOCAL_FOLDERS:
+                shutil.rmtree(self.data_dir / folder, ignore_errors=True)
+            self._catalog = Catalog(self.catalog_path, read_only=True)
+            self._catalog_is_file = False
+        if self.settings.store.url or self.settings.store.kind not in ("faiss", "qdrant"):
+            self._drop_configured_store()
+
+    def _drop_configured_store(self) -> None:
+        """Drop the configured store (a remote collection or a plugin's), whatever dimension it holds."""
+        try:
+            store = create_store(
+                self.settings.store.kind, data_dir=self.data_dir, dimension=self.embedder.dimension,
+                options=self.settings.store,
+            )
+        except IndexMismatchError:
+            if self.settings.store.kind != "qdrant":
+                raise
+            from rag.stores.qdrant_store import QdrantStore
+
+            # The collection holds vectors of another size (the model changed): open it as it is.
+            cfg = self.settings.store
+            store = QdrantStore(
+                self.embedder.dimension, url=cfg.url, collection=cfg.collection, any_dimension=True,
+                api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+            )
+        store.drop()
+
+    # -- reading ----------------------------------------------------------------------------------
 
     def search(
         self,
@@ -218,7 +416,7 @@ class RagEngine:
         min_score: float | None = None,
         max_per_doc: int | None = None,
     ) -> list[Hit]:
-        """Hybrid search; unset arguments take the configured defaults.
+        """Hybrid search over the last committed state; unset arguments take the configured defaults.
 
         Raises:
             IndexNotFoundError: nothing has been ingested yet.
@@ -227,26 +425,71 @@ class RagEngine:
         """
         cfg = self.settings.retrieval
         parsed = parse_filter(filter)
-        return self.retriever.search(
+        post = PostFilter(min_score, max_per_doc)
+        self.refresh()
+        return self._read_state().retriever.search(
             query,
             k if k is not None else cfg.k,
             alpha=cfg.alpha if alpha is None else alpha,
             fusion=fusion or cfg.fusion,
             filter=parsed,
-            post=PostFilter(min_score, max_per_doc),
+            post=post,
         )
+
+    def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        *,
+        alpha: float | None = None,
+        fusion: Fusion | None = None,
+        filter: Filter | Mapping[str, Any] | str | list[str] | None = None,
+        min_score: float | None = None,
+        max_per_doc: int | None = None,
+        on_sources: Callable[[list[Hit]], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Retrieve, then answer ``question`` from the hits with numbered citations.
+
+        Args:
+            question: the user's question; the search arguments are those of :meth:`search`.
+            on_sources: called with the retrieved hits before generation starts (stream them first).
+            on_token: called with each piece of answer text as it is generated.
+
+        Raises:
+            AnswerError: the LLM endpoint failed; its ``hits`` are the retrieved sources.
+            plus what :meth:`search` raises.
+        """
+        hits = self.search(
+            question, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc
+        )
+        if on_sources is not None:
+            on_sources(hits)
+        try:
+            return self.generator().generate(question, hits, on_token=on_token)
+        except GenerationError as exc:
+            raise AnswerError(str(exc), hits, timeout=isinstance(exc, GenerationTimeout)) from exc
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in the embedding tokenizer: the budget unit for prompt packing."""
         return len(self.embedder.tokenizer.encode(text, add_special_tokens=False))
 
-    @contextmanager
-    def generator(self) -> Iterator[Any]:
-        """An :class:`OpenAIChatGenerator` for the configured endpoint.
+    def generator(self) -> Any:
+        """The :class:`OpenAIChatGenerator` for the configured endpoint, made on first use.
 
-        With no ``llm.base_url`` the embedded llama.cpp server is started for the duration of the
-        ``with`` block and stopped afterwards.
+        With no ``llm.base_url`` the embedded llama.cpp server is started (its log goes to the user cache
+        folder, never into the data directory) and kept until :meth:`close`.
+
+        Raises:
+            GenerationError / ConfigError: the embedded server cannot start.
         """
+        with self._lock:
+            if self._generator is None:
+                self._generator = self._make_generator()
+            return self._generator
+
+    def _make_generator(self) -> Any:
+        from rag.core.onnx_query import cache_dir
         from rag.generate import LlamaCppServer, OpenAIChatGenerator
 
         cfg = self.settings.llm
@@ -260,29 +503,30 @@ class RagEngine:
             )
 
         if cfg.base_url:
-            yield build(cfg.base_url, cfg.model, bool(cfg.structured))
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+            return build(cfg.base_url, cfg.model, bool(cfg.structured))
         gguf = Path(cfg.gguf) if cfg.gguf else None
-        with LlamaCppServer(
-            gguf=gguf, n_ctx=cfg.n_ctx, threads=cfg.threads, log_path=self.data_dir / "llm-server.log"
-        ) as server:
-            yield build(server.base_url, server.model, cfg.structured is not False)
+        server = self._llm.enter_context(
+            LlamaCppServer(gguf=gguf, n_ctx=cfg.n_ctx, threads=cfg.threads, log_path=cache_dir() / "llm-server.log")
+        )
+        return build(server.base_url, server.model, cfg.structured is not False)
 
     def status(self) -> dict[str, Any]:
-        """Documents, chunks, model, store and size on disk."""
-        meta = self.catalog.get_meta()
+        """Documents, chunks, model, store and size on disk, from the last committed state."""
+        with self._lock:
+            self._reopen_catalog_if_created()
+            meta = self._catalog.get_meta()
+            counts = self._catalog.counts()
+            generation = self._catalog.generation
         size = sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file()) if self.data_dir.exists() else 0
         return {
             "data_dir": str(self.data_dir),
-            **self.catalog.counts(),
+            **counts,
             "embedding_model": meta.get("embedding_model") or self.settings.embedding.model,
             "dimension": int(meta["dimension"]) if meta.get("dimension") else None,
             "store": meta.get("store") or self.settings.store.kind,
             "store_url": self.settings.store.url,
             "chunk_size": int(meta.get("chunk_size", self.settings.chunking.size)),
             "chunk_overlap": int(meta.get("chunk_overlap", self.settings.chunking.overlap)),
-            "generation": self.catalog.generation,
+            "generation": generation,
             "size_bytes": size,
         }
-

@@ -4,20 +4,23 @@ One SQLite file (``<data_dir>/catalog.sqlite``) holds the ingested files with th
 documents they yielded and every chunk's text and metadata, plus the index's identity (embedding model,
 dimension, store, chunking). Vector stores and BM25 are derived from it: ingest writes vectors first and
 commits the catalog second, so after a crash the catalog never names a chunk the store lacks; vectors
-the catalog does not name are orphans, ignored by search and deleted by the next ingest.
+the catalog does not name are orphans, ignored by search. The catalog journals them (``pending``) so that
+the next ingest can reuse or delete exactly those, and nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.core.errors import REBUILD_HINT, IndexMismatchError, StoreError
+from rag.core.errors import IndexMismatchError, StorageError
+from rag.core.storage import open_sqlite, sqlite_errors
 from rag.core.types import Chunk
 
 SCHEMA_VERSION = "1"
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     metadata TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS pending (chunk_id TEXT PRIMARY KEY);
 """
 
 
@@ -61,85 +65,151 @@ class DocumentWrite:
     chunks: list[Chunk]
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkRows:
+    """Every chunk of one committed state, in a stable order: what BM25 is built from."""
+
+    generation: int
+    ids: list[str]
+    texts: list[str]
+    metadata: list[dict[str, Any]]
+
+
 class Catalog:
-    """SQLite-backed record of files, documents and chunks.
+    """SQLite-backed record of files, documents and chunks; safe to share between threads.
+
+    Writes also keep a *journal* of vectors written to the store but not yet recorded here (and of
+    vectors the catalog stopped naming but the store may still hold), so that only vectors a dead run
+    left behind are ever swept, never those of a writer at work (see :mod:`rag.ingest.pipeline`).
 
     Args:
-        path: the SQLite file; created with its folder if missing.
+        path: the SQLite file; created with its folder if missing, unless ``read_only``.
+        read_only: open for reading only (searches, status): nothing is written, a missing file reads as
+            an empty catalog, and a read-only folder works.
+
+    Raises:
+        StorageError: the file is corrupt, locked for too long, or cannot be created.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"catalog {path} is unreadable ({exc}); move it away and {REBUILD_HINT}") from None
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        conn = open_sqlite(path, read_only=read_only)
+        with self._errors():
+            if conn is None:  # a reader before the first ingest: an empty catalog that writes nothing
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                conn.executescript(_SCHEMA)
+            elif not read_only:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            else:
+                conn.execute("SELECT count(*) FROM meta").fetchone()  # is it a catalog at all?
+        self._db = conn
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return sqlite_errors(self.path)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All writes inside commit together, or not at all."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """All writes inside commit together, or not at all.
+
+        Raises:
+            StorageError: the catalog is read-only, locked, or the disk is full (nothing is committed).
+        """
+        if self.read_only:
+            raise StorageError(f"{self.path} was opened read-only")
+        with self._lock, self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
         try:
-            yield self._db
-        except BaseException:
             self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        except sqlite3.Error:  # already rolled back by SQLite itself (e.g. after SQLITE_FULL)
+            pass
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._errors():
+            return self._db.execute(sql, params).fetchall()
 
     # -- identity ---------------------------------------------------------------------------------
 
     def get_meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta"))
+        return dict(self._read("SELECT key, value FROM meta"))
 
     def set_meta(self, values: dict[str, Any], db: sqlite3.Connection | None = None) -> None:
-        (db or self._db).executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(k, str(v)) for k, v in values.items()],
-        )
+        rows = [(k, str(v)) for k, v in values.items()]
+        sql = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        if db is not None:
+            db.executemany(sql, rows)
+            return
+        with self.transaction() as tx:
+            tx.executemany(sql, rows)
 
     @property
     def generation(self) -> int:
         """Bumped by every commit that changes the chunk set; derived indexes record the one they saw."""
-        return int(self.get_meta().get("generation", "0"))
+        rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
+        return int(rows[0][0]) if rows else 0
 
-    def check_identity(self, expected: dict[str, str], rebuild_hint: str) -> None:
+    def check_identity(self, expected: dict[str, str], rebuild_hint: str, *, adopt: bool = True) -> None:
         """Raise :class:`IndexMismatchError` if the catalog was built with different ``expected`` values.
 
-        Values not recorded yet (a new index) are adopted.
+        Values not recorded yet (a new index, or one from an older version) are adopted when ``adopt``
+        is true (writers); readers only compare what is recorded.
         """
         meta = self.get_meta()
-        missing = {key: value for key, value in expected.items() if key not in meta}
-        if missing:
-            self.set_meta({**missing, "schema_version": SCHEMA_VERSION})
         for key, value in expected.items():
             if key in meta and meta[key] != value:
                 raise IndexMismatchError(
                     f"the index in {self.path.parent} was built with {key}={meta.get(key)!r} but "
                     f"{key}={value!r} is configured; {rebuild_hint}"
                 )
+        missing = {key: value for key, value in expected.items() if key not in meta}
+        if missing and adopt and not self.read_only:
+            self.set_meta({**missing, "schema_version": SCHEMA_VERSION})
 
     # -- files and documents ----------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
-        rows = self._db.execute("SELECT path, file_hash, size, mtime FROM files")
+        rows = self._read("SELECT path, file_hash, size, mtime FROM files")
         return {r[0]: FileRecord(*r) for r in rows}
 
     def document_hashes(self, path: str) -> dict[str, str]:
         """``doc_id -> content_hash`` of the documents a file yielded."""
-        return dict(self._db.execute("SELECT doc_id, content_hash FROM documents WHERE path = ?", (path,)))
+        return dict(self._read("SELECT doc_id, content_hash FROM documents WHERE path = ?", (path,)))
+
+    def document_info(self, doc_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """``doc_id -> (path, content_hash)`` for the known ids; ``path`` is the file, or the source of an
+        in-memory document."""
+        out: dict[str, tuple[str, str]] = {}
+        for batch in _batched(list(doc_ids), 500):
+            marks = ",".join("?" * len(batch))
+            for doc_id, path, content_hash in self._read(
+                f"SELECT doc_id, path, content_hash FROM documents WHERE doc_id IN ({marks})", batch
+            ):
+                out[doc_id] = (path, content_hash)
+        return out
 
     def chunk_ids_of(self, doc_ids: Iterable[str]) -> set[str]:
         ids: set[str] = set()
         for batch in _batched(list(doc_ids), 500):
             marks = ",".join("?" * len(batch))
-            ids.update(r[0] for r in self._db.execute(f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", batch))
+            ids.update(r[0] for r in self._read(f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", batch))
         return ids
 
     def write_documents(self, db: sqlite3.Connection, docs: Sequence[DocumentWrite]) -> None:
@@ -158,11 +228,15 @@ class Catalog:
                 ],
             )
 
-    def delete_documents(self, db: sqlite3.Connection, doc_ids: Iterable[str]) -> None:
+    def delete_documents(self, db: sqlite3.Connection, doc_ids: Iterable[str]) -> set[str]:
+        """Forget documents and their chunks (inside :meth:`transaction`); returns the removed chunk ids."""
+        removed: set[str] = set()
         for batch in _batched(list(doc_ids), 500):
             marks = ",".join("?" * len(batch))
+            removed.update(r[0] for r in db.execute(f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", batch))
             db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", batch)
             db.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", batch)
+        return removed
 
     def record_file(self, db: sqlite3.Connection, record: FileRecord, ingested_at: str) -> None:
         db.execute(
@@ -173,15 +247,35 @@ class Catalog:
     def delete_file(self, db: sqlite3.Connection, path: str) -> set[str]:
         """Forget a file and its documents; returns the chunk ids that were removed."""
         doc_ids = [r[0] for r in db.execute("SELECT doc_id FROM documents WHERE path = ?", (path,))]
-        removed = self.chunk_ids_of(doc_ids)
-        self.delete_documents(db, doc_ids)
+        removed = self.delete_documents(db, doc_ids)
         db.execute("DELETE FROM files WHERE path = ?", (path,))
         return removed
 
     def bump_generation(self, db: sqlite3.Connection) -> int:
-        generation = self.generation + 1
+        row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        generation = (int(row[0]) if row else 0) + 1
         self.set_meta({"generation": generation}, db)
         return generation
+
+    # -- the journal of vectors the catalog does not (yet, or any more) name ----------------------
+
+    def journal(self, chunk_ids: Iterable[str], db: sqlite3.Connection | None = None) -> None:
+        """Record chunk ids whose vectors are about to be written to, or left in, the store."""
+        rows = [(cid,) for cid in chunk_ids]
+        if not rows:
+            return
+        if db is not None:
+            db.executemany("INSERT OR IGNORE INTO pending(chunk_id) VALUES (?)", rows)
+            return
+        with self.transaction() as tx:
+            tx.executemany("INSERT OR IGNORE INTO pending(chunk_id) VALUES (?)", rows)
+
+    def journaled(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT chunk_id FROM pending")}
+
+    def unjournal(self, db: sqlite3.Connection, chunk_ids: Iterable[str]) -> None:
+        for batch in _batched(list(chunk_ids), 500):
+            db.execute(f"DELETE FROM pending WHERE chunk_id IN ({','.join('?' * len(batch))})", batch)
 
     # -- chunks -----------------------------------------------------------------------------------
 
@@ -190,27 +284,43 @@ class Catalog:
         out: dict[str, Chunk] = {}
         for batch in _batched(list(chunk_ids), 500):
             marks = ",".join("?" * len(batch))
-            for cid, doc_id, text, meta in self._db.execute(
+            for cid, doc_id, text, meta in self._read(
                 f"SELECT chunk_id, doc_id, text, metadata FROM chunks WHERE chunk_id IN ({marks})", batch
             ):
                 out[cid] = Chunk(cid, doc_id, text, json.loads(meta))
         return out
 
+    def chunk_rows(self) -> ChunkRows:
+        """Every chunk and the generation they belong to, read in one transaction (one committed state)."""
+        with self._lock, self._errors():
+            self._db.execute("BEGIN")
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+                ids, texts, metadata = [], [], []
+                for cid, text, meta in self._db.execute("SELECT chunk_id, text, metadata FROM chunks ORDER BY rowid"):
+                    ids.append(cid)
+                    texts.append(text)
+                    metadata.append(json.loads(meta))
+            finally:
+                self._db.execute("COMMIT")
+        return ChunkRows(int(row[0]) if row else 0, ids, texts, metadata)
+
     def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """``(chunk_id, text, metadata)`` of every chunk, in a stable order."""
-        for cid, text, meta in self._db.execute("SELECT chunk_id, text, metadata FROM chunks ORDER BY rowid"):
-            yield cid, text, json.loads(meta)
+        rows = self.chunk_rows()
+        yield from zip(rows.ids, rows.texts, rows.metadata)
 
     def all_chunk_ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunks")}
+        return {r[0] for r in self._read("SELECT chunk_id FROM chunks")}
 
     def counts(self) -> dict[str, int]:
-        one = self._db.execute
-        return {
-            "files": one("SELECT COUNT(*) FROM files").fetchone()[0],
-            "documents": one("SELECT COUNT(*) FROM documents").fetchone()[0],
-            "chunks": one("SELECT COUNT(*) FROM chunks").fetchone()[0],
-        }
+        with self._lock, self._errors():
+            one = self._db.execute
+            return {
+                "files": one("SELECT COUNT(*) FROM files").fetchone()[0],
+                "documents": one("SELECT COUNT(*) FROM documents").fetchone()[0],
+                "chunks": one("SELECT COUNT(*) FROM chunks").fetchone()[0],
+            }
 
 
 def _batched(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -8,7 +8,6 @@ folder, or a hub name where the machine is online.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
@@ -70,8 +69,8 @@ class SentenceEmbedder:
 
     @cached_property
     def model(self) -> SentenceTransformer:
-        if self.model_name in _PACKAGED_ALIASES:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # The packaged model is a local folder, which loads without the hub; nothing here touches the
+        # process environment (HF_HUB_OFFLINE is the caller's to set).
         try:
             return _load_model(resolve_model_path(self.model_name), self.device)
         except (OSError, ValueError) as exc:

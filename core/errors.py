@@ -46,6 +46,17 @@ class IndexNotFoundError(StoreError):
     """No index exists yet in the data directory."""
 
 
+class IndexBusyError(StoreError):
+    """Another process holds the data directory's writer lock (an ingest is running)."""
+
+
+class StorageError(StoreError):
+    """A file of the index could not be read or written: disk full, locked, corrupt or not permitted.
+
+    The message names the file and what to do; nothing committed before the failure is lost.
+    """
+
+
 class RetrievalError(RagError):
     """A search could not be carried out."""
 
@@ -54,3 +65,7 @@ class GenerationError(RagError):
     """The language model endpoint failed, timed out or is unreachable."""
 
     exit_code = 3
+
+
+class GenerationTimeout(GenerationError):
+    """The language model endpoint did not answer in time (an API maps it to 504, other failures to 502)."""

@@ -12,6 +12,7 @@ models (``[store]``, ``[retrieval]``, ...).
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +65,10 @@ class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_chunks: int = Field(
-        2048, gt=0, description="Chunks embedded and committed together; smaller loses less to an interruption."
+        256,
+        gt=0,
+        description="Chunks embedded and committed together (also inside one large file); an interruption "
+        "loses at most one batch of embedding work.",
     )
 
 
@@ -80,6 +84,9 @@ class StoreSettings(BaseModel):
     url: str | None = Field(None, description="Remote server URL (qdrant); unset means local on-disk mode.")
     api_key: SecretStr | None = None
     collection: str = "rag"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form options handed to a plugin store ([store.options] in rag.toml)."
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -156,14 +163,27 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = config_path()
+        config = config_path(_CONFIG_FILE.get())
         if config is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
         return tuple(sources)
 
 
-def config_path() -> Path | None:
-    """The config file in force: ``$RAG_CONFIG`` (must exist) or ``./rag.toml`` if present."""
+# The config file named by the caller of load_settings (the CLI's --config), for the settings sources.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("rag_config_file", default=None)
+
+
+def config_path(explicit: Path | None = None) -> Path | None:
+    """The config file in force: ``explicit``, else ``$RAG_CONFIG``, else ``./rag.toml`` if present.
+
+    Raises:
+        ConfigError: ``explicit`` or ``$RAG_CONFIG`` names something that is not a file.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (or is not a file)")
+        return path
     named = os.environ.get("RAG_CONFIG")
     if named:
         path = Path(named).expanduser()
@@ -174,12 +194,17 @@ def config_path() -> Path | None:
     return default if default.is_file() else None
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build settings with CLI-level overrides on top; nested overrides are dicts.
+
+    Args:
+        config: the config file to read instead of ``$RAG_CONFIG`` / ``./rag.toml``.
+        overrides: field values that win over every other source.
 
     Raises:
         ConfigError: naming each invalid field, whichever source it came from.
     """
+    token = _CONFIG_FILE.set(Path(config) if config is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -189,6 +214,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings: {problems}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed rag.toml
         raise ConfigError(f"cannot read configuration: {exc}") from None
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+RESERVED_METADATA_KEYS: frozenset[str] = frozenset(
+    {
+        "chunk_id", "text", "doc_id", "source", "title", "content_hash", "headings", "section", "page",
+        "start", "end", "chunk_index", "n_tokens", "modified",
+    }
+)
+"""Metadata keys the platform sets on every chunk; user metadata (front-matter, ``--meta``, a JSONL line's
+``metadata``) may not use them, since a silent override would lose either the user's value or ours."""
+
+
+def reserved_keys_in(metadata: dict[str, Any]) -> list[str]:
+    """The keys of ``metadata`` that are reserved, sorted (empty when it is fine)."""
+    return sorted(RESERVED_METADATA_KEYS.intersection(metadata))
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A structural span of a document: a Markdown/HTML section or a PDF page.

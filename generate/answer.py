@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from rag.core.errors import GenerationError
 from rag.core.types import Hit
 
 # ``[3]`` or ``[1, 4]``: the markers the prompt asks for. Anything else in brackets is ordinary text.
@@ -39,6 +41,48 @@ class Answer:
     model: str
     invalid_citations: list[int]
     warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape of ``rag ask --json`` and the API: answer, citations and the numbered hits.
+
+        ``hits[i]["number"]`` is the context block number the answer's ``[n]`` markers refer to.
+        """
+        return {
+            "answer": self.text,
+            "model": self.model,
+            "warnings": list(self.warnings),
+            "invalid_citations": list(self.invalid_citations),
+            "citations": [
+                {
+                    "number": c.number,
+                    "doc_id": c.hit.chunk.doc_id,
+                    "chunk_id": c.hit.chunk.chunk_id,
+                    "source": c.hit.chunk.source,
+                    "section": c.hit.chunk.section,
+                }
+                for c in self.citations
+            ],
+            "hits": numbered_hits(self.used_hits),
+        }
+
+
+def numbered_hits(hits: list[Hit]) -> list[dict[str, Any]]:
+    """Hits as JSON, each with its context block ``number`` (1-based)."""
+    return [{"number": number, **hit.to_dict()} for number, hit in enumerate(hits, start=1)]
+
+
+class AnswerError(GenerationError):
+    """Generation failed after retrieval succeeded; :attr:`hits` holds the sources, which callers still show.
+
+    Args:
+        message: what went wrong with the endpoint (never the API key).
+        hits: the retrieved hits the answer would have been grounded in.
+    """
+
+    def __init__(self, message: str, hits: list[Hit], *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.hits = hits
+        self.timeout = timeout
 
 
 def find_citations(text: str, n_blocks: int) -> tuple[list[int], list[int]]:

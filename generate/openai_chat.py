@@ -18,7 +18,7 @@ import httpx
 import openai
 from pydantic import SecretStr
 
-from rag.core.errors import ConfigError, GenerationError
+from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.core.types import Hit
 from rag.generate.answer import Answer, Citation, find_citations
 from rag.generate.prompt import approx_token_count, build_messages
@@ -321,7 +321,7 @@ class OpenAIChatGenerator:
         url = self.base_url
         # Timeouts first: the SDK's APITimeoutError is a kind of APIConnectionError.
         if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
-            return GenerationError(
+            return GenerationTimeout(
                 f"the LLM endpoint at {url} timed out: no response within {self.timeout:g} s "
                 "(llm.timeout, RAG_LLM__TIMEOUT); raise it for slow models or long prompts"
             )

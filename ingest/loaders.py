@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.core.errors import LoaderError
-from rag.core.types import Document, Section
+from rag.core.types import Document, Section, reserved_keys_in
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,14 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
 _MAX_TITLE_LINE = 80
 
 
-def load_file(path: Path, *, doc_id: str, source: str, metadata: dict[str, Any] | None = None) -> list[Document]:
+def load_file(
+    path: Path,
+    *,
+    doc_id: str,
+    source: str,
+    metadata: dict[str, Any] | None = None,
+    problems: list[tuple[str, str]] | None = None,
+) -> list[Document]:
     """Load one file into documents, choosing the loader by its suffix (case-insensitive).
 
     Markdown, plain text, HTML and PDF files give one document; a ``.jsonl`` BEIR corpus gives one per line.
@@ -51,6 +58,8 @@ def load_file(path: Path, *, doc_id: str, source: str, metadata: dict[str, Any] 
         doc_id: stable id of the document (ignored for ``.jsonl``, whose lines carry their own ``_id``).
         source: display path, stored on each document for citations.
         metadata: user tags (``--meta``); they override format metadata such as front-matter.
+        problems: where a multi-record file (``.jsonl``) reports a bad record as ``(label, reason)`` and
+            carries on with the others; without it, a bad record fails the whole file.
 
     Returns:
         The loaded documents. Each has ``metadata["modified"]`` set to the file's mtime (ISO-8601 UTC).
@@ -72,7 +81,10 @@ def load_file(path: Path, *, doc_id: str, source: str, metadata: dict[str, Any] 
         raise LoaderError("empty file")
     # Merged last, over user tags and format metadata, so ``modified`` always means the file's mtime.
     fixed = {"modified": datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    docs = loader(data, path, doc_id, source, dict(metadata or {}), fixed)
+    if loader is _load_jsonl:
+        docs = _load_jsonl(data, path, doc_id, source, dict(metadata or {}), fixed, problems)
+    else:
+        docs = loader(data, path, doc_id, source, dict(metadata or {}), fixed)
     log.debug("loaded %s: %d document(s)", source, len(docs))
     return docs
 
@@ -110,7 +122,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def _merge_metadata(fmt: dict[str, Any], user: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """Format metadata < user tags < fixed keys (``modified``)."""
+    """Format metadata < user tags < fixed keys (``modified``).
+
+    Raises:
+        LoaderError: format metadata uses a key the platform sets itself (``source``, ``page``, ...).
+    """
+    clash = reserved_keys_in(fmt)
+    if clash:
+        raise LoaderError(
+            f"metadata key(s) {', '.join(clash)} are reserved (every chunk gets them from the platform); "
+            "rename them in the document"
+        )
     return {**fmt, **user, **fixed}
 
 
@@ -425,12 +447,20 @@ def _load_pdf(
 
 
 def _load_jsonl(
-    data: bytes, path: Path, doc_id: str, source: str, user: dict[str, Any], fixed: dict[str, Any]
+    data: bytes,
+    path: Path,
+    doc_id: str,
+    source: str,
+    user: dict[str, Any],
+    fixed: dict[str, Any],
+    problems: list[tuple[str, str]] | None = None,
 ) -> list[Document]:
     """One document per line of a BEIR corpus: ``{"_id", "title", "text", "metadata"?}``.
 
     The title, when present, is prepended to the text (``title\\n\\ntext``) so BM25 and the embedder both
     see it, as BEIR's own dense baselines do; one section spans the whole text. Blank lines are skipped.
+    A line whose metadata uses a reserved key is reported in ``problems`` and skipped when ``problems``
+    is given; malformed lines (invalid JSON, no ``_id``, a repeated ``_id``) fail the whole file.
     """
     docs: list[Document] = []
     seen: set[str] = set()
@@ -457,6 +487,13 @@ def _load_jsonl(
         seen.add(line_id)
         title = str(record.get("title") or "").strip()
         text = f"{title}\n\n{body}" if title and body.strip() else (title or body)
+        try:
+            merged = _merge_metadata(line_meta, user, fixed)
+        except LoaderError as exc:
+            if problems is None:
+                raise LoaderError(f"line {number}: {exc}") from None
+            problems.append((f"line {number} (_id {line_id!r})", str(exc)))
+            continue
         docs.append(
             Document(
                 doc_id=line_id,
@@ -464,7 +501,7 @@ def _load_jsonl(
                 source=source,
                 title=title or line_id,
                 sections=[Section(text=text, start=0)] if text.strip() else [],
-                metadata=_merge_metadata(line_meta, user, fixed),
+                metadata=merged,
             )
         )
     return docs

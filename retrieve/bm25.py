@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rag.core.errors import ConfigError, StoreError
+from rag.core.errors import ConfigError, StorageError
+from rag.core.storage import describe_os_error
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
 from rag.core.types import ScoredId
@@ -171,31 +173,62 @@ class BM25Index:
     # -- persistence ------------------------------------------------------------------------------
 
     def save(self, folder: Path, generation: int) -> None:
-        """Write the index as ``folder/gen-N`` and switch ``folder/CURRENT`` to it atomically."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"gen-{generation:08d}"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        if self.chunk_ids:
-            self._model.save(str(target / "bm25s"), show_progress=False)
-        metadata = self._metadata() if callable(self._metadata) else self._metadata
-        with open(target / "rows.jsonl", "w", encoding="utf-8") as fh:
-            for cid, meta in zip(self.chunk_ids, metadata):
-                fh.write(json.dumps([cid, meta], ensure_ascii=False) + "\n")
-        (target / "params.json").write_text(
-            json.dumps({"method": self.method, "k1": self.k1, "b": self.b, **self.analyzer.config()})
-        )
-        tmp = folder / f"{_CURRENT}.tmp"
-        tmp.write_text(target.name)
-        os.replace(tmp, folder / _CURRENT)
+        """Write the index as ``folder/gen-N`` and switch ``folder/CURRENT`` to it atomically.
+
+        Another writer may save concurrently (two processes rebuilding after the same commit): a
+        generation is written to a private temporary folder and renamed into place, ``CURRENT`` only
+        ever moves forward, and only generations older than the one ``CURRENT`` named before are
+        deleted, so a save never removes a newer generation, nor the one a reader may be loading.
+
+        Raises:
+            StorageError: the files cannot be written (disk full, read-only folder); the previous
+                generation stays current.
+        """
+        try:
+            self._save(folder, generation)
+        except OSError as exc:
+            raise StorageError(describe_os_error(exc, folder)) from None
         self.generation = generation
+
+    def _save(self, folder: Path, generation: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / _generation_name(generation)
+        tmp = folder / f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+            if self.chunk_ids:
+                self._model.save(str(tmp / "bm25s"), show_progress=False)
+            metadata = self._metadata() if callable(self._metadata) else self._metadata
+            with open(tmp / "rows.jsonl", "w", encoding="utf-8") as fh:
+                for cid, meta in zip(self.chunk_ids, metadata):
+                    fh.write(json.dumps([cid, meta], ensure_ascii=False) + "\n")
+            (tmp / "params.json").write_text(
+                json.dumps({"method": self.method, "k1": self.k1, "b": self.b, **self.analyzer.config()})
+            )
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():  # not "another writer saved this generation first"
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = _current_generation(folder)
+        if previous is None or previous < generation:
+            pointer = folder / f"{_CURRENT}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            pointer.write_text(target.name)
+            os.replace(pointer, folder / _CURRENT)
+        keep_from = min(generation, previous if previous is not None else generation)
         for old in folder.glob("gen-*"):
-            if old.name != target.name:
+            number = _parse_generation(old.name)
+            if number is not None and number < keep_from:
                 shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path, analyzer: Analyzer, method: str, k1: float, b: float) -> BM25Index | None:
-        """Load the current generation, or ``None`` if absent or built with other parameters."""
+        """Load the current generation, or ``None`` if absent, built with other parameters, or unreadable.
+
+        The index is derived from the catalog, so an unreadable one is not an error: the caller rebuilds it.
+        """
         bm25s = _import_bm25s()
 
         try:
@@ -216,8 +249,12 @@ class BM25Index:
                 index._model = bm25s.BM25.load(str(target / "bm25s"), mmap=False, show_progress=False)
             else:
                 index._model = bm25s.BM25(method=method, k1=k1, b=b)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"BM25 index in {target} is unreadable ({exc}); run `rag ingest --rebuild PATH`") from None
+        except Exception as exc:  # noqa: BLE001 - numpy, json and zip errors alike: a derived file to rebuild
+            log.warning("BM25 index in %s is unreadable (%s); rebuilding it from the catalog", target, exc)
+            return None
+        generation = _parse_generation(target.name)
+        if generation is None:
+            return None
         index._position = {cid: i for i, cid in enumerate(index.chunk_ids)}
 
         def read_metadata() -> list[dict[str, Any]]:  # only when a filter is first used
@@ -225,5 +262,22 @@ class BM25Index:
                 return [json.loads(line)[1] for line in fh]
 
         index._metadata = read_metadata
-        index.generation = int(target.name.removeprefix("gen-"))
+        index.generation = generation
         return index
+
+
+def _generation_name(generation: int) -> str:
+    return f"gen-{generation:08d}"
+
+
+def _parse_generation(name: str) -> int | None:
+    """The number of a ``gen-N`` folder name; ``None`` for anything else (temporary folders)."""
+    digits = name.removeprefix("gen-")
+    return int(digits) if name.startswith("gen-") and digits.isdigit() else None
+
+
+def _current_generation(folder: Path) -> int | None:
+    try:
+        return _parse_generation((folder / _CURRENT).read_text().strip())
+    except OSError:
+        return None

@@ -5,7 +5,11 @@ third-party ones are found through the ``rag.vector_stores`` entry-point group, 
 factories with :func:`create_store`'s keyword signature::
 
     [project.entry-points."rag.vector_stores"]
-    mystore = "my_package.store:create_my_store"   # (*, data_dir, dimension, options) -> VectorStore
+    mystore = "my_package.store:create_my_store"   # (*, data_dir, dimension, options, read_only) -> VectorStore
+
+``options`` is the ``[store]`` settings object; a plugin reads its own keys from ``options.options`` (the
+free-form ``[store.options]`` table of ``rag.toml``, or ``RAG_STORE__OPTIONS='{"key": 1}'``). A factory
+that takes no ``read_only`` keyword is called without it.
 
 Backend modules are imported only when their store is created, so an optional backend's missing
 dependency only matters to the user who selects it.
@@ -13,6 +17,7 @@ dependency only matters to the user who selects it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -68,7 +73,7 @@ def unit_rows(vectors: np.ndarray | Sequence[np.ndarray], dimension: int, what: 
     return np.ascontiguousarray(matrix)
 
 
-def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings) -> VectorStore:
+def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False) -> VectorStore:
     from rag.stores.faiss_store import FaissStore
 
     return FaissStore(
@@ -77,12 +82,14 @@ def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings) -> 
         index=options.index,
         hnsw_m=options.hnsw_m,
         ef_search=options.hnsw_ef_search,
+        read_only=read_only,
     )
 
 
-def _create_qdrant(*, data_dir: Path, dimension: int, options: StoreSettings) -> VectorStore:
+def _create_qdrant(*, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False) -> VectorStore:
     from rag.stores.qdrant_store import QdrantStore
 
+    # Qdrant has no read-only client; readers simply never write through it.
     return QdrantStore(
         dimension,
         path=None if options.url else data_dir / "qdrant",
@@ -112,14 +119,17 @@ def available_stores() -> list[str]:
     return sorted(BUILTIN_STORES) + sorted(_plugins())
 
 
-def create_store(kind: str, *, data_dir: Path, dimension: int, options: StoreSettings) -> VectorStore:
+def create_store(
+    kind: str, *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+) -> VectorStore:
     """Open (creating if needed) the vector store ``kind`` for an index in ``data_dir``.
 
     Args:
         kind: ``"faiss"``, ``"qdrant"`` or the name of a ``rag.vector_stores`` entry point.
         data_dir: the index's data directory; local backends keep their files in a subfolder of it.
         dimension: the embedding dimension the store must hold.
-        options: the ``[store]`` settings (index type, server URL, API key, collection, ...).
+        options: the ``[store]`` settings (index type, server URL, API key, collection, plugin options).
+        read_only: the caller only searches; a local backend must then create and write no file.
 
     Returns:
         An open store; the caller closes it.
@@ -142,8 +152,19 @@ def create_store(kind: str, *, data_dir: Path, dimension: int, options: StoreSet
             factory = plugin.load()
         except Exception as exc:  # a broken plugin must not take the whole CLI down with a traceback
             raise StoreError(f"cannot load vector store plugin {kind!r} ({plugin.value}): {exc}") from exc
-    store = factory(data_dir=Path(data_dir), dimension=dimension, options=options)
+    kwargs = {"data_dir": Path(data_dir), "dimension": dimension, "options": options}
+    if _accepts(factory, "read_only"):
+        kwargs["read_only"] = read_only
+    store = factory(**kwargs)
     if not isinstance(store, VectorStore):
         raise StoreError(f"vector store plugin {kind!r} returned {type(store).__name__}, not a VectorStore")
     log.debug("opened %s vector store (dimension %d) for %s", kind, dimension, data_dir)
     return store
+
+
+def _accepts(factory: StoreFactory, name: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -60,5 +60,12 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Flush and release files, connections and locks."""
 
+    def drop(self) -> None:
+        """Delete every stored chunk together with the collection or files that hold them, then close.
+
+        ``rag ingest --rebuild`` calls it, so that a remote collection is recreated (at a new dimension,
+        after a model change) on the next open.
+        """
+
     def size_bytes(self) -> int:
         """Bytes the store occupies on disk (0 for a remote server)."""

@@ -29,9 +29,10 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.errors import ConfigError, IndexMismatchError, StorageError, StoreError
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
+from rag.core.storage import open_sqlite, sqlite_errors
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
 from rag.stores.base import StoredChunk
@@ -286,6 +287,8 @@ class FaissStore:
         index: ``"flat"`` for exact search, ``"hnsw"`` for an approximate graph (large corpora).
         hnsw_m: HNSW links per node (build-time; changing it rebuilds the graph at open).
         ef_search: HNSW search breadth; higher is better recall and slower.
+        read_only: open for searching only: no file is created or written (not even the HNSW cache), a
+            missing folder reads as an empty store, and a read-only folder works.
 
     Raises:
         ConfigError: a parameter is out of range.
@@ -300,6 +303,7 @@ class FaissStore:
         index: Literal["flat", "hnsw"] = "flat",
         hnsw_m: int = 32,
         ef_search: int = 128,
+        read_only: bool = False,
     ) -> None:
         if dimension <= 0:
             raise ConfigError(f"vector dimension must be positive, got {dimension}")
@@ -310,6 +314,7 @@ class FaissStore:
         self.path = Path(path)
         self.dimension = dimension
         self.index_kind = index
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._index: _FlatIndex | _HnswIndex = (
             _FlatIndex(dimension) if index == "flat" else _HnswIndex(dimension, hnsw_m, ef_search)
@@ -324,11 +329,13 @@ class FaissStore:
         # in), and the one the HNSW cache file on disk reflects.
         self._generation: int | None = None
         self._cached_generation: int | None = None
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = self._connect()
         try:
-            self._load()
-        except (sqlite3.Error, ValueError) as exc:  # unreadable rows or metadata JSON
+            with sqlite_errors(self.path / DB_NAME, derived=True):
+                self._load()
+        except ValueError as exc:  # unreadable metadata JSON
             self._conn.close()
             raise StoreError(f"cannot read the vector store at {self.path}: {exc}; {REBUILD_HINT}") from exc
         except BaseException:
@@ -339,12 +346,14 @@ class FaissStore:
 
     def _connect(self) -> sqlite3.Connection:
         file = self.path / DB_NAME
-        try:
-            # Autocommit mode: transactions are opened and committed explicitly (see _write and flush).
-            conn = sqlite3.connect(file, isolation_level=None, check_same_thread=False, timeout=10.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL costs one extra fsync per commit; commits happen once per flush, so durability is cheap.
-            conn.execute("PRAGMA synchronous=FULL")
+        # Autocommit mode: transactions are opened and committed explicitly (see _write and flush).
+        conn = open_sqlite(file, read_only=self.read_only, derived=True)
+        if conn is None:  # a reader before anything was stored: empty, and nothing written to disk
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        with sqlite_errors(file, derived=True):
+            if not self.read_only:
+                # FULL costs one extra fsync per commit; commits happen once per flush, so durability is cheap.
+                conn.execute("PRAGMA synchronous=FULL")
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
@@ -355,11 +364,6 @@ class FaissStore:
                 )
                 conn.execute("COMMIT")
             meta = dict(conn.execute("SELECT key, value FROM meta"))
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"cannot open the vector store at {file}: {exc}; if another process is writing to it, wait and "
-                f"retry; if it is corrupt, {REBUILD_HINT}"
-            ) from exc
         if meta.get("format") != FORMAT_VERSION or meta.get("dimension") != str(self.dimension):
             conn.close()
             raise IndexMismatchError(
@@ -411,7 +415,7 @@ class FaissStore:
         Skipped when the in-memory graph is not exactly the stored state (another process committed since
         this one opened, or writes are pending): a cache must never claim a generation it does not hold.
         """
-        if not isinstance(self._index, _HnswIndex) or self._in_transaction:
+        if not isinstance(self._index, _HnswIndex) or self._in_transaction or self.read_only:
             return
         generation = self._stored_generation()
         if self._generation != generation:
@@ -431,24 +435,47 @@ class FaissStore:
         """Run one call's statements inside the open transaction, all or nothing (a savepoint)."""
         if self._conn is None:
             raise StoreError(f"the vector store at {self.path} is closed")
-        try:
+        if self.read_only:
+            raise StoreError(f"the vector store at {self.path} was opened read-only")
+        with sqlite_errors(self.path / DB_NAME, derived=True):
             if not self._in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._in_transaction = True
             self._conn.execute("SAVEPOINT write_call")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"cannot write to the vector store at {self.path}: {exc}; another process may be writing to it, "
-                "wait for it to finish and retry"
-            ) from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._undo_call()
+                raise
+            self._conn.execute("RELEASE write_call")
+        self._forget_selections()
+
+    def _undo_call(self) -> None:
+        """Roll back the failed call's statements; if SQLite already aborted the transaction (disk full),
+        the in-memory index no longer matches the database, so it is reloaded from the last flush."""
+        assert self._conn is not None
         try:
-            yield self._conn
-        except BaseException:
             self._conn.execute("ROLLBACK TO write_call")
             self._conn.execute("RELEASE write_call")
-            raise
-        self._conn.execute("RELEASE write_call")
+            return
+        except sqlite3.Error:
+            pass
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._in_transaction = False
+        self._reload()
+
+    def _reload(self) -> None:
+        """Drop the in-memory state and read the last flushed state again."""
+        self._chunk_ids.clear()
+        self._metadata.clear()
+        self._index = _FlatIndex(self.dimension) if self.index_kind == "flat" else _HnswIndex(
+            self.dimension, self._index.m, self._index.ef_search  # type: ignore[union-attr]
+        )
         self._forget_selections()
+        self._load()
 
     def _forget_selections(self) -> None:
         self._filter_rows = None
@@ -532,7 +559,18 @@ class FaissStore:
                 self._conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(stored + 1),))
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot commit to the vector store at {self.path}: {exc}") from exc
+                # The flushed state on disk is intact; this instance's unflushed writes are dropped with it.
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self._in_transaction = False
+                with sqlite_errors(self.path / DB_NAME, derived=True):
+                    self._reload()
+                raise StorageError(
+                    f"cannot commit to the vector store {self.path / DB_NAME}: {exc}; "
+                    "free some space (if the disk is full) and run the same command again"
+                ) from exc
             self._in_transaction = False
             if stored != self._generation:
                 log.warning(
@@ -550,13 +588,28 @@ class FaissStore:
         with self._lock:
             if self._conn is None:
                 return
-            self.flush()
             try:
-                self._save_hnsw_cache()
-            except OSError as exc:  # only a cache: the next open rebuilds it
-                log.warning("could not write the HNSW cache in %s: %s", self.path, exc)
-            self._conn.close()
-            self._conn = None
+                self.flush()
+                try:
+                    self._save_hnsw_cache()
+                except OSError as exc:  # only a cache: the next open rebuilds it
+                    log.warning("could not write the HNSW cache in %s: %s", self.path, exc)
+            finally:
+                self._conn.close()
+                self._conn = None
+
+    def drop(self) -> None:
+        """Delete every stored chunk and the store's files, then close (for ``rag ingest --rebuild``)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self.read_only:
+                raise StoreError(f"the vector store at {self.path} was opened read-only")
+            for file in list(self.path.glob(f"{DB_NAME}*")) + list(self.path.glob("hnsw-*.npz*")):
+                file.unlink(missing_ok=True)
+            self._chunk_ids.clear()
+            self._metadata.clear()
 
     def __enter__(self) -> FaissStore:
         return self

@@ -144,6 +144,7 @@ class QdrantStore:
         url: a Qdrant server, e.g. ``http://localhost:6333``.
         api_key: the server's key, if it needs one; never logged.
         collection: collection name; created on first use.
+        any_dimension: open an existing collection whatever its vector size (only to :meth:`drop` it).
 
     Raises:
         StoreError: qdrant-client is missing, the server is unreachable, or the local folder is in use
@@ -158,6 +159,7 @@ class QdrantStore:
         url: str | None = None,
         api_key: str | None = None,
         collection: str = "rag",
+        any_dimension: bool = False,
     ) -> None:
         if dimension <= 0:
             raise ConfigError(f"vector dimension must be positive, got {dimension}")
@@ -166,6 +168,7 @@ class QdrantStore:
         client_class, self._models = _qdrant()
         self.dimension = dimension
         self.collection = collection
+        self._any_dimension = any_dimension
         self.path = Path(path) if path is not None and url is None else None
         self.url = url
         where = url or (str(self.path) if self.path else "memory")
@@ -221,7 +224,7 @@ class QdrantStore:
                 f"cannot reach the Qdrant collection {self.collection!r} at {self._where}: {exc}; check "
                 "store.url (RAG_STORE__URL), store.api_key and that the server is running"
             ) from exc
-        if vectors is None:
+        if vectors is None or self._any_dimension:
             return
         size = getattr(vectors, "size", None)
         distance = getattr(vectors, "distance", None)
@@ -369,6 +372,11 @@ class QdrantStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def drop(self) -> None:
+        """Delete the collection with every point in it, then close (``rag ingest --rebuild``)."""
+        self._call("drop", self.client.delete_collection, self.collection)
+        self.close()
 
     def __enter__(self) -> QdrantStore:
         return self

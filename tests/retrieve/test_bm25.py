@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi, BM25Plus
 
+from rag.core.errors import StorageError
 from rag.core.filters import parse_filter
 from rag.retrieve.bm25 import Analyzer, BM25Index
 
@@ -101,7 +102,35 @@ def test_save_load_round_trip(tmp_path: Path, analyzer: Analyzer) -> None:
     assert [h.chunk_id for h in loaded.search("ingest", 5, parse_filter({"i": 2}))] == ["c2"]
     assert BM25Index.load(tmp_path, analyzer, "robertson", 1.2, 0.75) is None  # other parameters: rebuild
     index.save(tmp_path, generation=4)
-    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000004"]
+    index.save(tmp_path, generation=5)
+    # The generation CURRENT named before a save is kept (a reader may be loading it); older ones go.
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000004", "gen-00000005"]
+
+
+def test_save_never_deletes_or_hides_a_newer_generation(tmp_path: Path, analyzer: Analyzer) -> None:
+    index = _index("lucene", analyzer, k1=1.2)
+    index.save(tmp_path, generation=7)
+    index.save(tmp_path, generation=6)  # a slower writer finishing after a newer save
+    assert (tmp_path / "gen-00000007").is_dir()
+    assert (tmp_path / "CURRENT").read_text() == "gen-00000007"
+    loaded = BM25Index.load(tmp_path, analyzer, "lucene", 1.2, 0.75)
+    assert loaded is not None and loaded.generation == 7
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_unreadable_index_loads_as_missing(tmp_path: Path, analyzer: Analyzer) -> None:
+    index = _index("lucene", analyzer, k1=1.2)
+    index.save(tmp_path, generation=2)
+    for file in (tmp_path / "gen-00000002" / "bm25s").iterdir():
+        file.write_bytes(b"garbage")
+    assert BM25Index.load(tmp_path, analyzer, "lucene", 1.2, 0.75) is None  # derived: the caller rebuilds it
+
+
+def test_save_failure_is_one_storage_error_naming_the_folder(tmp_path: Path, analyzer: Analyzer) -> None:
+    blocker = tmp_path / "bm25"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(StorageError, match="bm25"):
+        _index("lucene", analyzer, k1=1.2).save(blocker, generation=1)
 
 
 def test_empty_index(tmp_path: Path, analyzer: Analyzer) -> None:
