@@ -49,6 +49,8 @@ class IndexNotFoundError(StoreError):
 class IndexBusyError(StoreError):
     """Another process holds the data directory's writer lock (an ingest is running)."""
 
+    exit_code = 4
+
 
 class StorageError(StoreError):
     """A file of the index could not be read or written: disk full, locked, corrupt or not permitted.

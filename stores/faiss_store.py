@@ -32,7 +32,7 @@ import numpy as np
 from rag.core.errors import ConfigError, IndexMismatchError, StorageError, StoreError
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
-from rag.core.storage import open_sqlite, sqlite_errors
+from rag.core.storage import describe_sqlite_error, open_sqlite, sqlite_errors
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
 from rag.stores.base import StoredChunk
@@ -567,10 +567,7 @@ class FaissStore:
                 self._in_transaction = False
                 with sqlite_errors(self.path / DB_NAME, derived=True):
                     self._reload()
-                raise StorageError(
-                    f"cannot commit to the vector store {self.path / DB_NAME}: {exc}; "
-                    "free some space (if the disk is full) and run the same command again"
-                ) from exc
+                raise StorageError(describe_sqlite_error(self.path / DB_NAME, exc, derived=True)) from exc
             self._in_transaction = False
             if stored != self._generation:
                 log.warning(
