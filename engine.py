@@ -24,6 +24,7 @@ has committed since. The engine is safe to share between threads.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -83,10 +84,10 @@ class RagEngine:
         project_root: file ids are paths relative to it; defaults to the data directory's parent.
     """
 
-    def __init__(self, settings: Settings, project_root: Path | None = None) -> None:
+    def __init__(self, settings: Settings, project_root: Path | str | None = None) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
-        self.project_root = (project_root or self.data_dir.resolve().parent).resolve()
+        self.project_root = Path(project_root or self.data_dir.resolve().parent).resolve()
         self._lock = threading.RLock()
         self._catalog = Catalog(self.catalog_path, read_only=True)
         self._catalog_is_file = self.catalog_path.exists()
@@ -517,7 +518,7 @@ class RagEngine:
             meta = self._catalog.get_meta()
             counts = self._catalog.counts()
             generation = self._catalog.generation
-        size = sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file()) if self.data_dir.exists() else 0
+        size = _folder_size(self.data_dir)
         return {
             "data_dir": str(self.data_dir),
             **counts,
@@ -530,3 +531,15 @@ class RagEngine:
             "generation": generation,
             "size_bytes": size,
         }
+
+
+def _folder_size(folder: Path) -> int:
+    """Bytes of the files under ``folder``; what a writer removes while it is walked is skipped."""
+    total = 0
+    for parent, _, names in os.walk(folder):  # os.walk ignores folders that vanish under it
+        for name in names:
+            try:
+                total += os.stat(os.path.join(parent, name)).st_size
+            except OSError:
+                continue
+    return total

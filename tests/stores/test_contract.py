@@ -213,6 +213,13 @@ class VectorStoreContract:
         with pytest.raises(ValueError, match="k must be positive"):
             store.search(queries[0], 0)
 
+    def test_drop_removes_everything_so_another_dimension_can_follow(self, store: VectorStore, reopen, make_corpus) -> None:
+        store.upsert(make_corpus(5, seed=11).chunks)
+        store.flush()
+        store.drop()
+        fresh = reopen(dimension=64)  # what --rebuild does after a model change
+        assert fresh.count() == 0 and fresh.ids() == set()
+
 
 class TestFaissFlat(VectorStoreContract):
     def open_at(self, location: Path, dimension: int) -> VectorStore:
@@ -266,6 +273,28 @@ class TestQdrantServer(VectorStoreContract):
 
 
 # -- FaissStore specifics: durability, the HNSW cache and tombstones, the selector code paths --------------
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_faiss_read_only_opens_write_nothing(tmp_path: Path, index: str, make_corpus) -> None:
+    corpus = make_corpus(40, seed=12)
+    location = tmp_path / "store"
+    missing = FaissStore(location, 32, index=index, read_only=True)
+    assert missing.count() == 0 and not location.exists()  # no index yet: empty, and nothing created
+    missing.close()
+    with FaissStore(location, 32, index=index) as writer:
+        writer.upsert(corpus.chunks)
+        writer.flush()
+    for cache in location.glob("hnsw-*"):
+        cache.unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in location.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+    reader = FaissStore(location, 32, index=index, read_only=True)
+    assert reader.search(corpus.chunks[0].vector, 1)[0].chunk_id == corpus.chunks[0].chunk_id
+    with pytest.raises(StoreError, match="read-only"):
+        reader.upsert(corpus.chunks[:1])
+    reader.close()
+    after = {p.name: p.stat().st_mtime_ns for p in location.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+    assert after == before  # no HNSW cache, no schema, no generation bump
 
 
 @pytest.mark.parametrize("index", ["flat", "hnsw"])
