@@ -303,13 +303,13 @@ class RagEngine:
 
         return make_chunker
 
-    def _ingestor(self, writer: Writer) -> Ingestor:
+    def _ingestor(self, writer: Writer, root: Path | None = None) -> Ingestor:
         chunking = self.settings.chunking
         writer.catalog.check_identity(
             {"chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap)}, REBUILD_HINT
         )
         return Ingestor(
-            writer.catalog, writer.store, self.embedder, self._chunker_factory(), self.project_root,
+            writer.catalog, writer.store, self.embedder, self._chunker_factory(), root or self.project_root,
             batch_chunks=self.settings.ingest.batch_chunks,
         )
 
@@ -322,6 +322,7 @@ class RagEngine:
         progress: Progress | None = None,
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
+        root: Path | None = None,
     ) -> IngestReport:
         """Bring the index in step with ``paths`` (see :mod:`rag.ingest.pipeline`).
 
@@ -333,6 +334,8 @@ class RagEngine:
             progress: called as files are processed.
             wait: queue behind another writer; ``False`` raises ``IndexBusyError`` instead.
             on_wait: called once with a message when the run has to wait for another writer.
+            root: file ids are relative to this folder for this run (default: the project root); the API
+                uses its upload folder, so an uploaded ``report.pdf`` has the id ``report.pdf``.
 
         Raises:
             IndexBusyError: another process is writing and ``wait`` is false.
@@ -343,7 +346,7 @@ class RagEngine:
         if missing:  # before anything is locked or wiped
             raise IngestError(f"{', '.join(missing)} does not exist")
         with self.writing(wait=wait, on_wait=on_wait, rebuild=rebuild) as writer:
-            return self._ingestor(writer).ingest(list(paths), metadata, progress)
+            return self._ingestor(writer, Path(root) if root else None).ingest(list(paths), metadata, progress)
 
     def ingest_documents(
         self,
@@ -471,6 +474,35 @@ class RagEngine:
         except GenerationError as exc:
             raise AnswerError(str(exc), hits, timeout=isinstance(exc, GenerationTimeout)) from exc
 
+    def documents(
+        self, *, offset: int = 0, limit: int = 50, filter: Filter | Mapping[str, Any] | str | list[str] | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """A page of the indexed documents (by id) whose first chunk's metadata matches ``filter``.
+
+        Returns:
+            ``(total matching, page)``; each entry has ``doc_id``, ``source``, ``title``, ``chunks`` and
+            ``metadata`` (the document-level fields, chunk-position fields left out).
+        """
+        if offset < 0 or limit <= 0:
+            raise ConfigError(f"offset must be >= 0 and limit > 0, got offset={offset}, limit={limit}")
+        parsed = parse_filter(filter)
+        self._reopen_catalog_if_created()
+        matching = [d for d in self._catalog.documents() if not parsed or parsed.matches(d["metadata"])]
+        return len(matching), [_document_summary(d) for d in matching[offset : offset + limit]]
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        """One document with its chunks (``chunk_id``, ``text``, ``metadata``), or ``None`` if unknown."""
+        self._reopen_catalog_if_created()
+        chunks = self._catalog.document_chunks(doc_id)
+        if not chunks:
+            return None
+        summary = _document_summary(
+            {"doc_id": doc_id, "title": chunks[0].metadata.get("title", doc_id), "chunks": len(chunks),
+             "metadata": chunks[0].metadata}
+        )
+        summary["chunk_list"] = [{"chunk_id": c.chunk_id, "text": c.text, "metadata": c.metadata} for c in chunks]
+        return summary
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in the embedding tokenizer: the budget unit for prompt packing."""
         return len(self.embedder.tokenizer.encode(text, add_special_tokens=False))
@@ -543,3 +575,19 @@ def _folder_size(folder: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+# Chunk-position fields: they describe one chunk, not the document.
+_CHUNK_FIELDS = frozenset({"chunk_index", "start", "end", "n_tokens", "headings", "section", "page"})
+
+
+def _document_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in row["metadata"].items() if k not in _CHUNK_FIELDS}
+    return {
+        "doc_id": row["doc_id"],
+        "source": meta.get("source", row["doc_id"]),
+        "title": row["title"],
+        "chunks": row["chunks"],
+        "metadata": meta,
+    }
+

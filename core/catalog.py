@@ -277,6 +277,25 @@ class Catalog:
         for batch in _batched(list(chunk_ids), 500):
             db.execute(f"DELETE FROM pending WHERE chunk_id IN ({','.join('?' * len(batch))})", batch)
 
+    def documents(self) -> list[dict[str, Any]]:
+        """Every document with its path, title, chunk count and the metadata of its first chunk, by id."""
+        rows = self._read(
+            "SELECT d.doc_id, d.path, d.title, d.content_hash, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), "
+            "(SELECT metadata FROM chunks c WHERE c.doc_id = d.doc_id ORDER BY ord LIMIT 1) "
+            "FROM documents d ORDER BY d.doc_id"
+        )
+        return [
+            {"doc_id": doc_id, "path": path, "title": title, "content_hash": content_hash, "chunks": n,
+             "metadata": json.loads(meta) if meta else {}}
+            for doc_id, path, title, content_hash, n, meta in rows
+        ]
+
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """The chunks of one document in order (empty if the document is unknown)."""
+        rows = self._read("SELECT chunk_id, text, metadata FROM chunks WHERE doc_id = ? ORDER BY ord", (doc_id,))
+        return [Chunk(cid, doc_id, text, json.loads(meta)) for cid, text, meta in rows]
+
     # -- chunks -----------------------------------------------------------------------------------
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:

@@ -71,3 +71,11 @@ class GenerationError(RagError):
 
 class GenerationTimeout(GenerationError):
     """The language model endpoint did not answer in time (an API maps it to 504, other failures to 502)."""
+
+
+class CollectionNotFoundError(ConfigError):
+    """No collection of that name exists in the data directory (an API maps it to 404)."""
+
+
+class CollectionExistsError(ConfigError):
+    """A collection of that name exists already (an API maps it to 409)."""

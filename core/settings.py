@@ -130,6 +130,21 @@ class LLMSettings(BaseModel):
     threads: int | None = Field(None, gt=0)
 
 
+class ApiSettings(BaseModel):
+    """``rag serve``: the REST API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on; a non-loopback host needs API keys.")
+    port: int = Field(8000, gt=0, lt=65536)
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest request body a document upload may have.")
+    job_threshold_kb: float = Field(
+        512.0, ge=0, description="Uploads larger than this run as a background job (202 and /v1/jobs/{id})."
+    )
+    concurrency: int = Field(4, gt=0, description="Searches and answers run at once; more wait their turn.")
+
+
 class Settings(BaseSettings):
     """Every knob of rag-platform; see the module docstring for precedence."""
 
@@ -147,6 +162,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
+    api: ApiSettings = ApiSettings()
 
     @field_validator("data_dir")
     @classmethod

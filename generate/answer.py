@@ -33,6 +33,8 @@ class Answer:
         invalid_citations: numbers the model cited that match no block (hallucinated citations).
         warnings: what went wrong without failing the answer (cut at ``llm.max_tokens``, a reply that
             was not the JSON asked for, ...), for the caller to show.
+        usage: token counts the endpoint reported (``prompt_tokens``, ``completion_tokens``,
+            ``total_tokens``), or ``None`` if it reported none.
     """
 
     text: str
@@ -41,6 +43,7 @@ class Answer:
     model: str
     invalid_citations: list[int]
     warnings: list[str] = field(default_factory=list)
+    usage: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape of ``rag ask --json`` and the API: answer, citations and the numbered hits.
@@ -50,6 +53,7 @@ class Answer:
         return {
             "answer": self.text,
             "model": self.model,
+            "usage": self.usage,
             "warnings": list(self.warnings),
             "invalid_citations": list(self.invalid_citations),
             "citations": [
@@ -66,9 +70,9 @@ class Answer:
         }
 
 
-def numbered_hits(hits: list[Hit]) -> list[dict[str, Any]]:
-    """Hits as JSON, each with its context block ``number`` (1-based)."""
-    return [{"number": number, **hit.to_dict()} for number, hit in enumerate(hits, start=1)]
+def numbered_hits(hits: list[Hit], key: str = "number") -> list[dict[str, Any]]:
+    """Hits as JSON, each with its context block number (1-based) under ``key`` (the API says ``n``)."""
+    return [{key: number, **hit.to_dict()} for number, hit in enumerate(hits, start=1)]
 
 
 class AnswerError(GenerationError):

@@ -278,6 +278,8 @@ class OpenAIChatGenerator:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "stream": True,
+            # Token counts arrive in a final chunk (OpenAI, llama.cpp, vLLM, Ollama); others ignore it.
+            "stream_options": {"include_usage": True},
         }
         if self.structured:
             request["response_format"] = citation_response_format(len(used), answer_max_chars(self.max_tokens))
@@ -285,10 +287,16 @@ class OpenAIChatGenerator:
 
         decoder = AnswerStreamDecoder() if self.structured else None
         pieces: list[str] = []
-        model, finish_reason = self.model, None
+        model, finish_reason, usage = self.model, None, None
         try:
             for chunk in self._client.chat.completions.create(**request):
                 model = chunk.model or model
+                if getattr(chunk, "usage", None) is not None:
+                    usage = {
+                        "prompt_tokens": chunk.usage.prompt_tokens,
+                        "completion_tokens": chunk.usage.completion_tokens,
+                        "total_tokens": chunk.usage.total_tokens,
+                    }
                 if not chunk.choices:  # e.g. a trailing usage chunk
                     continue
                 choice = chunk.choices[0]
@@ -312,6 +320,7 @@ class OpenAIChatGenerator:
         else:
             text, listed = _read_structured(reply, decoder, warnings)
         answer = _assemble(text, listed, used, model, warnings, on_token)
+        answer.usage = usage
         for warning in warnings:
             logger.warning("%s", warning)
         return answer

@@ -1,0 +1,90 @@
+"""The REST API app: ``create_app(settings)``, served by ``rag serve``.
+
+It is a thin layer over :class:`~rag.workspace.Workspace` and :class:`~rag.engine.RagEngine`: routers
+translate requests into the same library calls the CLI makes, and library errors into problem responses
+(:mod:`rag.api.errors`). Blocking work runs in worker threads, at most ``api.concurrency`` at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from rag import __version__
+from rag.api import errors
+from rag.api.deps import Services
+from rag.api.jobs import JobManager
+from rag.api.keys import KeyStore
+from rag.api.metrics import Metrics
+from rag.api.routes import collections, documents, openai_compat, query, system
+from rag.core.settings import Settings, load_settings
+from rag.workspace import Workspace
+
+STATIC = Path(str(resources.files("rag.api") / "static"))
+
+DESCRIPTION = """Question a folder of documents over HTTP: named collections, hybrid search, cited answers
+(JSON or Server-Sent Events), an OpenAI-compatible chat endpoint whose models are collections, and a web
+chat page at `/`.
+
+Authentication: when the server has API keys (`rag keys create`), send one as `Authorization: Bearer KEY`
+or `X-API-Key: KEY`. Every error is `{"error": {"type", "message"}}`."""
+
+
+def create_app(settings: Settings | None = None, *, project_root: Path | None = None) -> FastAPI:
+    """Build the app over the data directory in ``settings`` (default: the environment's settings)."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+    services = Services(
+        settings=settings,
+        workspace=Workspace(settings, project_root=project_root),
+        keys=KeyStore(settings.data_dir, read_only=True),
+        jobs=JobManager(
+            classify=lambda exc: errors.classify(exc),
+            on_finish=lambda collection, outcome: metrics.ingests.labels(collection, outcome).inc(),
+        ),
+        metrics=metrics,
+        limiter=anyio.CapacityLimiter(settings.api.concurrency),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.jobs.shutdown()
+        services.workspace.close()
+
+    app = FastAPI(
+        title="rag-platform",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.middleware("http")(metrics.middleware)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    for module in (system, collections, documents, query, openai_compat):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one API app: requests, latencies, errors, ingests (``GET /metrics``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The app's own registry (two apps in one process, as in tests, never share counters)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rag_http_requests", "HTTP requests by route template, method and status.",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rag_http_request_seconds", "Time to the response head by route template and method.",
+            ["method", "route"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.errors = Counter(
+            "rag_http_errors", "Responses with status >= 400, by route template and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.ingests = Counter(
+            "rag_ingests", "Document ingests by collection and outcome (succeeded, failed).",
+            ["collection", "outcome"], registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        route = _route_template(request)
+        started = time.perf_counter()
+        response = await call_next(request)
+        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        if response.status_code >= 400:
+            self.errors.labels(route, str(response.status_code)).inc()
+        return response
+
+
+def _route_template(request: Request) -> str:
+    """``/v1/collections/{name}/search``, not the concrete path: bounded label values."""
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return getattr(route, "path", request.url.path)
+    return "unmatched"

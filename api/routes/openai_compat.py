@@ -1,0 +1,128 @@
+"""OpenAI-compatible ``/v1/chat/completions`` and ``/v1/models``, where a model is a collection.
+
+Any OpenAI client (the official SDK, LangChain's ``ChatOpenAI``, Open WebUI) can point its base URL at
+``http://HOST:PORT/v1`` and get grounded answers. The sources travel in an extra top-level field,
+``sources`` (numbered hits, as in ``/ask``), on the non-streamed response and on the last streamed chunk,
+so clients that ignore unknown fields keep working and those that read it can show citations. The last
+user message is the question; earlier turns are not used for retrieval yet.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from rag.api.deps import CallerDep, ServicesDep
+from rag.api.errors import ApiError, classify
+from rag.api.responses import errors
+from rag.api.schemas import ChatCompletionRequest, ModelListResponse
+from rag.api.streaming import Event, ask_events, sse
+from rag.generate.answer import Answer, numbered_hits
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_CHAT_DOC = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "OpenAI's chat.completion object, plus `sources`: the numbered hits the "
+                "answer's [n] markers refer to.",
+            }
+        },
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "description": "chat.completion.chunk events; the last chunk carries `sources`; then `data: [DONE]`.",
+        },
+    },
+    "description": "The answer, OpenAI-shaped.",
+}
+
+
+def _question(body: ChatCompletionRequest) -> str:
+    for message in reversed(body.messages):
+        if message.role != "user":
+            continue
+        content = message.content
+        if isinstance(content, list):  # OpenAI's content parts: keep the text ones
+            content = " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+        if isinstance(content, str) and content.strip():
+            return content.strip()
+    raise ApiError(422, "validation_error", "messages: no user message with text to answer")
+
+
+def _sources(answer_hits: list) -> list[dict[str, Any]]:
+    return numbered_hits(answer_hits, "n")
+
+
+@router.get("/models", response_model=ModelListResponse, responses=errors(401))
+async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+    """The collections this key may read, as OpenAI models."""
+    names = [n for n in services.workspace.names() if caller.allows(n, "read")]
+    return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rag-platform"} for n in names]}
+
+
+@router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)})
+async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, caller: CallerDep) -> Any:
+    """Answer the last user message from the collection named by ``model``, OpenAI-style."""
+    caller.require(body.model, "read")
+    question = _question(body)
+    engine = services.workspace.engine(body.model)
+    call = partial(engine.ask, question)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not body.stream:
+        answer: Answer = await services.run(call)
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": "length" if any("cut off" in w for w in answer.warnings) else "stop",
+            }],
+            "usage": answer.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "sources": _sources(answer.used_hits),
+            "system_fingerprint": answer.model,
+        }
+    first, rest = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
+    return StreamingResponse(
+        _chunks(first, rest, completion_id, created, body.model),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _chunks(first: Event, rest: AsyncIterator[Event], completion_id: str, created: int, model: str) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        return sse(None, {
+            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra,
+        })
+
+    yield chunk({"role": "assistant", "content": ""})
+
+    async def events() -> AsyncIterator[Event]:
+        yield first
+        async for event in rest:
+            yield event
+
+    async for event in events():
+        if event.kind == "delta":
+            yield chunk({"content": event.value})
+        elif event.kind == "answer":
+            answer: Answer = event.value
+            finish = "length" if any("cut off" in w for w in answer.warnings) else "stop"
+            yield chunk({}, finish, sources=_sources(answer.used_hits), usage=answer.usage)
+        elif event.kind == "error":
+            status, kind = classify(event.value)
+            yield sse(None, {"error": {"type": kind, "message": str(event.value), "code": status}})
+    yield sse(None, "[DONE]")

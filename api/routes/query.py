@@ -1,0 +1,106 @@
+"""``/v1/collections/{name}/search`` and ``/ask`` (JSON or Server-Sent Events)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from rag.api.deps import CallerDep, ServicesDep
+from rag.api.errors import classify
+from rag.api.responses import errors
+from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
+from rag.api.streaming import Event, ask_events, sse
+from rag.generate.answer import Answer, AnswerError, numbered_hits
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
+
+_SSE_DOC = {
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "example": 'event: sources\ndata: {"hits": [...]}\n\nevent: delta\ndata: {"text": "Refunds"}\n\n'
+            'event: citations\ndata: {"citations": [...]}\n\nevent: done\ndata: {"model": "...", "usage": null}\n\n',
+        }
+    },
+    "description": "With stream=true: `sources`, then `delta` events, then `citations` and `done`; "
+    "`error` (after the sources) if the LLM fails.",
+}
+
+
+def search_args(body: SearchOptions) -> dict[str, Any]:
+    return {
+        "k": body.k, "alpha": body.alpha, "fusion": body.fusion, "filter": body.filters,
+        "min_score": body.min_score, "max_per_doc": body.max_per_doc,
+    }
+
+
+@router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 422, 503))
+async def search(name: str, body: SearchRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+    """Hybrid search: hits with fused, dense and BM25 scores, metadata and text."""
+    caller.require(name, "read")
+    engine = services.workspace.engine(name)
+    hits = await services.run(partial(engine.search, body.query, **search_args(body)))
+    return {"hits": [hit.to_dict() for hit in hits]}
+
+
+def answer_body(answer: Answer) -> dict[str, Any]:
+    return {
+        "answer": answer.text,
+        "citations": [
+            {"n": c.number, "chunk_id": c.hit.chunk.chunk_id, "doc_id": c.hit.chunk.doc_id,
+             "source": c.hit.chunk.source, "section": c.hit.chunk.section}
+            for c in answer.citations
+        ],
+        "hits": numbered_hits(answer.used_hits, "n"),
+        "model": answer.model,
+        "usage": answer.usage,
+        "warnings": list(answer.warnings),
+    }
+
+
+@router.post(
+    "/ask",
+    response_model=AskResponse,
+    responses={200: _SSE_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)},
+)
+async def ask(name: str, body: AskRequest, services: ServicesDep, caller: CallerDep) -> Any:
+    """Retrieve, then answer from the hits with numbered citations ``[n]`` (``n`` is a hit's ``n``)."""
+    caller.require(name, "read")
+    engine = services.workspace.engine(name)
+    call = partial(engine.ask, body.question, **search_args(body))
+    if not body.stream:
+        answer = await services.run(call)  # AnswerError -> 502/504 with the sources (see api.errors)
+        return answer_body(answer)
+    first, rest = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
+    return StreamingResponse(_ask_stream(first, rest), media_type="text/event-stream", headers=_NO_BUFFERING)
+
+
+_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _ask_stream(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[Event]:
+        yield first
+        async for event in rest:
+            yield event
+
+    async for event in events():
+        if event.kind == "sources":
+            yield sse("sources", {"hits": numbered_hits(event.value, "n")})
+        elif event.kind == "delta":
+            yield sse("delta", {"text": event.value})
+        elif event.kind == "answer":
+            body = answer_body(event.value)
+            yield sse("citations", {"citations": body["citations"]})
+            yield sse("done", {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"]})
+        elif event.kind == "error":
+            exc = event.value
+            status, kind = classify(exc)
+            payload: dict[str, Any] = {"type": kind, "message": str(exc), "status": status}
+            if isinstance(exc, AnswerError):
+                payload["retryable"] = True
+            yield sse("error", payload)

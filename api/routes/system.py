@@ -1,0 +1,78 @@
+"""Liveness, readiness, metrics and jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from rag.api.deps import CallerDep, Services, ServicesDep
+from rag.api.errors import ApiError
+from rag.api.metrics import CONTENT_TYPE
+from rag.api.responses import errors
+from rag.api.schemas import HealthResponse, JobResponse, ReadyResponse
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_model=HealthResponse)
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse, "description": "Not ready."}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Every collection opens, and the LLM endpoint answers (or the embedded model is installed)."""
+    body = await services.run(_readiness, services)
+    return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+
+def _readiness(services: Services) -> dict[str, Any]:
+    collections: dict[str, str] = {}
+    for name in services.workspace.names():
+        try:
+            services.workspace.engine(name).status()
+            collections[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports, it does not fail
+            collections[name] = f"error: {exc}"
+    llm = _llm_check(services)
+    ready = llm["ok"] and all(state == "ok" for state in collections.values())
+    return {"status": "ready" if ready else "not_ready", "collections": collections, "llm": llm}
+
+
+def _llm_check(services: Services) -> dict[str, Any]:
+    cfg = services.settings.llm
+    if not cfg.base_url:
+        try:
+            from rag.generate.llamacpp_server import packaged_gguf
+
+            model = cfg.gguf or str(packaged_gguf())
+        except Exception as exc:  # noqa: BLE001
+            return {"ok": False, "endpoint": "embedded", "detail": str(exc)}
+        return {"ok": True, "endpoint": "embedded", "detail": f"llama.cpp with {model}, started on the first question"}
+    url = cfg.base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=3.0)
+    except httpx.HTTPError as exc:
+        return {"ok": False, "endpoint": cfg.base_url, "detail": f"unreachable: {type(exc).__name__}"}
+    ok = response.status_code < 400
+    return {"ok": ok, "endpoint": cfg.base_url, "detail": f"HTTP {response.status_code}"}
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}})
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus metrics: requests, latencies, errors and ingests."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=errors(401, 403, 404))
+async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+    """Progress of a background upload, and its ingest report once it has finished."""
+    job = services.jobs.get(job_id)
+    if job is None or not caller.allows(job.collection, "read"):
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    return job.to_dict()

@@ -1,0 +1,192 @@
+"""Named collections in one data directory, each with its own catalog, store, BM25 and settings overrides.
+
+Layout::
+
+    <data_dir>/                      the ``default`` collection (where every single-index data directory
+        catalog.sqlite ...           already keeps its files, so an existing one is adopted as is)
+        collections/<name>/          every other collection, a data directory of its own
+            collection.json          {"settings": {...}}: overrides merged over the base settings
+
+A collection's overrides may change anything an index is built with (chunking, store kind and URL,
+embedding model, ``retrieval.alpha`` ...) but not where it lives (``data_dir``). Collections on a shared
+server store are kept apart by default: ``store.collection`` is ``rag_<name>`` unless overridden.
+
+:class:`Workspace` hands out one :class:`~rag.engine.RagEngine` per collection, made on first use and kept
+for the life of the process (an API server), and is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rag.core.errors import CollectionExistsError, CollectionNotFoundError, ConfigError
+from rag.core.lock import WriterLock
+from rag.core.settings import Settings, load_settings
+from rag.engine import CATALOG_NAME, RagEngine
+
+DEFAULT_COLLECTION = "default"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SETTINGS_FILE = "collection.json"
+_SUBFOLDER = "collections"
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid collection name (lower-case letters, digits, ``-``, ``_``; 1-63).
+
+    Raises:
+        ConfigError: naming the rule.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"invalid collection name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Workspace:
+    """The collections of one data directory.
+
+    Args:
+        settings: the base settings; ``settings.data_dir`` is the data directory.
+        project_root: passed to every engine (file ids are relative to it).
+    """
+
+    def __init__(self, settings: Settings, project_root: Path | None = None) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.project_root = project_root
+        self._engines: dict[str, RagEngine] = {}
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.close()
+            self._engines.clear()
+
+    # -- where things are -------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """The data directory of collection ``name`` (it may not exist yet)."""
+        check_name(name)
+        return self.data_dir if name == DEFAULT_COLLECTION else self.data_dir / _SUBFOLDER / name
+
+    def exists(self, name: str) -> bool:
+        if name == DEFAULT_COLLECTION:
+            return True  # always there; empty until the first ingest
+        return (self.path(name) / SETTINGS_FILE).is_file()
+
+    def names(self) -> list[str]:
+        """``default`` first, then the others, sorted."""
+        folder = self.data_dir / _SUBFOLDER
+        others = sorted(
+            p.name for p in folder.iterdir() if NAME_PATTERN.match(p.name) and (p / SETTINGS_FILE).is_file()
+        ) if folder.is_dir() else []
+        return [DEFAULT_COLLECTION, *(n for n in others if n != DEFAULT_COLLECTION)]
+
+    def overrides(self, name: str) -> dict[str, Any]:
+        """The settings overrides stored with a collection (``{}`` for ``default``)."""
+        self.require(name)
+        if name == DEFAULT_COLLECTION:
+            return {}
+        try:
+            data = json.loads((self.path(name) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {self.path(name) / SETTINGS_FILE}: {exc}") from None
+        return dict(data.get("settings") or {})
+
+    def settings_for(self, name: str) -> Settings:
+        """The base settings with the collection's overrides and its own data directory."""
+        overrides = self.overrides(name)
+        return self._settings(name, overrides)
+
+    def _settings(self, name: str, overrides: Mapping[str, Any]) -> Settings:
+        if "data_dir" in overrides:
+            raise ConfigError("a collection's settings cannot move its data_dir")
+        base = self.settings.model_dump(exclude={"data_dir"})  # secrets stay SecretStr objects
+        if name != DEFAULT_COLLECTION and "collection" not in overrides.get("store", {}):
+            base["store"]["collection"] = f"rag_{name}"
+        return load_settings(data_dir=self.path(name), **_merge(base, overrides))
+
+    def require(self, name: str) -> None:
+        """Raise :class:`CollectionNotFoundError` unless ``name`` exists."""
+        check_name(name)
+        if not self.exists(name):
+            raise CollectionNotFoundError(f"no collection named {name!r}; create it with `rag collections create {name}`")
+
+    # -- managing ---------------------------------------------------------------------------------
+
+    def create(self, name: str, settings: Mapping[str, Any] | None = None) -> Settings:
+        """Create collection ``name`` with optional settings overrides (validated before anything is written).
+
+        Raises:
+            CollectionExistsError: it exists already (``default`` always does).
+            ConfigError: the name or an override is invalid.
+        """
+        check_name(name)
+        overrides = dict(settings or {})
+        resolved = self._settings(name, overrides)  # validates every override
+        with self._lock:
+            if self.exists(name):
+                raise CollectionExistsError(f"collection {name!r} already exists")
+            folder = self.path(name)
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{SETTINGS_FILE}.tmp"
+            tmp.write_text(json.dumps({"settings": overrides}, indent=2, sort_keys=True), encoding="utf-8")
+            tmp.replace(folder / SETTINGS_FILE)
+        return resolved
+
+    def delete(self, name: str, *, wait: bool = True) -> None:
+        """Delete a collection and everything indexed in it (its remote store collection included).
+
+        ``default`` is emptied rather than removed. Takes the collection's writer lock first.
+        """
+        self.require(name)
+        engine = self.engine(name)
+        with self._lock:
+            self._engines.pop(name, None)
+        try:
+            with WriterLock(self.path(name), "delete", wait=wait):
+                engine._wipe()
+                if name != DEFAULT_COLLECTION:
+                    # The settings file goes last: until then the collection still shows as existing.
+                    (self.path(name) / SETTINGS_FILE).unlink(missing_ok=True)
+        finally:
+            engine.close()
+        if name != DEFAULT_COLLECTION:
+            shutil.rmtree(self.path(name), ignore_errors=True)
+
+    def engine(self, name: str = DEFAULT_COLLECTION) -> RagEngine:
+        """The engine of collection ``name``, made on first use and shared afterwards."""
+        with self._lock:
+            engine = self._engines.get(name)
+            if engine is None:
+                self.require(name)
+                engine = self._engines[name] = RagEngine(self.settings_for(name), project_root=self.project_root)
+            return engine
+
+    def is_empty(self, name: str) -> bool:
+        return not (self.path(name) / CATALOG_NAME).exists()
