@@ -1,15 +1,26 @@
 """The ``rag`` command line: a thin layer over :class:`rag.engine.RagEngine`.
 
-The CLI owns the console: progress bars and tables on the terminal, ``--json`` for scripts, and every
-:class:`~rag.core.errors.RagError` turned into a one-line message and an exit code (0 ok, 1 some files
-failed or a runtime error, 2 bad usage or configuration, 3 the LLM endpoint failed).
+The CLI owns the console: progress bars and readable lists on the terminal, ``--json`` for scripts, and
+every :class:`~rag.core.errors.RagError` turned into a one-line message and an exit code (0 ok, 1 some
+files failed or a runtime error, 2 bad usage or configuration, 3 the LLM endpoint failed, 4 another
+ingest holds the index and ``--no-wait`` was given).
+
+Two kinds of output, kept apart:
+
+- machine output (every ``--json``, ``search --queries``) is ``json.dumps`` written to stdout by
+  :func:`_emit_json`, never through Rich, so document text comes back exactly;
+- human output goes through Rich, but document, path and model text only ever as
+  :class:`rich.text.Text` (never parsed as markup or emoji codes), on consoles with emoji codes and
+  highlighting off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +28,56 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
-from rag.core.errors import ConfigError, GenerationError, RagError
+from rag.core.errors import ConfigError, RagError
 from rag.core.settings import Settings, load_settings
 from rag.core.types import Hit
+from rag.generate.answer import Answer, AnswerError, numbered_hits
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# emoji=False: ``:smile:`` in a message stays ``:smile:``; highlight=False: no guessed colouring;
+# soft_wrap: long lines are left to the terminal, not cut with inserted newlines.
+out = Console(emoji=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+
+# JSON allows these raw inside strings, but some line splitters (str.splitlines, JavaScript) break on
+# U+0085/U+2028/U+2029, and lone surrogates (possible from a JSONL corpus) cannot be encoded as UTF-8.
+_JSON_UNSAFE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
+
+# Control characters are shown as ``\x1b`` so a document cannot drive the terminal; tab and line ends
+# are left to Rich (which expands tabs and drops carriage returns).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"}
+
+
+def _emit_json(data: Any, *, indent: int | None = None) -> None:
+    """Write ``data`` as JSON and a newline to stdout, exactly: no console, no markup, no wrapping.
+
+    Always UTF-8 whatever the locale. U+0085, U+2028, U+2029 and lone surrogates are written as ``\\u``
+    escapes, which parse back to the same string, so one JSON value is one line for every reader.
+    Flushed, so ``search --queries`` streams line by line.
+    """
+    text = json.dumps(data, ensure_ascii=False, indent=indent)
+    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stream, such as a test capturing stdout
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()  # keep the order with anything written as text before
+        binary.write(text.encode("utf-8"))
+    sys.stdout.flush()
+
+
+def _visible(text: str) -> str:
+    """``text`` for the terminal: every character kept, control characters spelled out."""
+    return text.translate(_CONTROLS)
+
+
+def _snippet(text: str, limit: int) -> str:
+    """One line of at most ``limit`` characters: whitespace runs (tabs, newlines, U+2028) become one space."""
+    flat = _visible(" ".join(text.split()))
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
 
 app = typer.Typer(
     help="rag: point it at a folder of documents, then search and question them with cited answers.\n\n"
@@ -45,6 +96,7 @@ class State:
     """Options given before the verb, merged into settings when a command needs them."""
 
     overrides: dict[str, Any] = field(default_factory=dict)
+    config: Path | None = None
 
     def settings(self, **more: Any) -> Settings:
         merged: dict[str, Any] = dict(self.overrides)
@@ -56,7 +108,7 @@ class State:
                 merged.setdefault(section, {})[name] = value
             else:
                 merged[key] = value
-        return load_settings(**merged)
+        return load_settings(config=self.config, **merged)
 
 
 @app.callback()
@@ -76,9 +128,7 @@ def _global(
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the CLI draws its own progress
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if config is not None:
-        os.environ["RAG_CONFIG"] = str(config)
-    ctx.obj = State({"data_dir": data_dir} if data_dir else {})
+    ctx.obj = State({"data_dir": data_dir} if data_dir else {}, config)
 
 
 def _engine(ctx: typer.Context, **overrides: Any) -> Any:
@@ -113,6 +163,7 @@ def ingest(
     chunk_size: Annotated[Optional[int], typer.Option(help="Window size in tokens [default: 200].")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [default: 40].")] = None,
     store: Annotated[Optional[str], typer.Option(help="Vector store: faiss or qdrant [default: faiss].")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="If another ingest is running: wait for it, or fail at once (exit 4).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load, chunk, embed and index files; re-running only touches what changed.
@@ -127,31 +178,41 @@ def ingest(
         rag ingest ./reports --meta team=finance --meta year=2026
 
         rag ingest --rebuild --chunk-size 128 ./docs
+
+        rag ingest --no-wait ./docs   # exit 4 at once if another ingest is running
     """
     engine = _engine(ctx, chunking__size=chunk_size, chunking__overlap=chunk_overlap, store__kind=store)
     with engine:
         user_meta = _parse_meta(meta)
-        with Progress(
+        bar = Progress(
             TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=err, transient=True, disable=as_json,
-        ) as bar:
-            task = bar.add_task("", total=None)
+            TextColumn("{task.description}", markup=False), console=err, transient=True,
+        )
+        task = bar.add_task("", total=None)
 
-            def progress(done: int, total: int, path: str) -> None:
-                bar.update(task, completed=done, total=total, description=escape(path))
+        def progress(done: int, total: int, path: str) -> None:
+            bar.update(task, completed=done, total=total, description=_visible(path))
 
-            report = engine.ingest(list(paths), user_meta, rebuild=rebuild, progress=progress)
+        def on_wait(message: str) -> None:
+            err.print(Text(_visible(message)))
+
+        # Only on a terminal: elsewhere Rich ends even an invisible bar with a blank line.
+        with bar if err.is_terminal and not as_json else contextlib.nullcontext():
+            report = engine.ingest(
+                list(paths), user_meta, rebuild=rebuild, progress=progress, wait=wait, on_wait=on_wait
+            )
         status = engine.status()
     if as_json:
-        out.print_json(data={**report.to_dict(), "documents": status["documents"], "chunks": status["chunks"]})
+        _emit_json({**report.to_dict(), "documents": status["documents"], "chunks": status["chunks"]}, indent=2)
     else:
         for path, reason in report.failed:
-            err.print(f"[red]failed[/] {escape(path)}: {escape(reason)}")
+            err.print(Text.assemble(("failed", "red"), f" {_visible(path)}: {_visible(reason)}"))
         out.print(
             f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
             f"{len(report.removed)} removed, {len(report.failed)} failed; "
             f"{report.chunks_added} chunks embedded, {report.chunks_removed} removed; "
-            f"index: {status['documents']} documents, {status['chunks']} chunks ({report.seconds:.1f} s)"
+            f"index: {status['documents']} documents, {status['chunks']} chunks ({report.seconds:.1f} s)",
+            markup=False,
         )
     if report.failed:
         raise typer.Exit(1)
@@ -165,6 +226,12 @@ FusionOpt = Annotated[Optional[str], typer.Option(help="linear (score blend) or 
 FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help="Pre-filter, repeatable (ANDed): 'lang=en', 'page>=2', 'tags in a,b', 'source~docs/*.md', 'modified>=2026-01-01' or JSON.")]
 MinScoreOpt = Annotated[Optional[float], typer.Option(help="Post-filter: drop hits whose fused score is below this.")]
 PerDocOpt = Annotated[Optional[int], typer.Option(help="Post-filter: at most N chunks per document.")]
+
+SEARCH_SNIPPET = 300
+"""Characters of each hit's text shown by human ``rag search``."""
+
+ASK_SNIPPET = 400
+"""Characters of each retrieved chunk shown under ``rag ask``'s "Retrieved chunks"."""
 
 
 def _search_args(k, alpha, fusion, filters, min_score, max_per_doc) -> dict[str, Any]:  # noqa: ANN001
@@ -181,7 +248,7 @@ def search(
     filters: FilterOpt = [],  # noqa: B006
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
-    queries: Annotated[Optional[Path], typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query.")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query, with or without --json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON: doc_id, chunk_id, score, metadata, text.")] = False,
 ) -> None:
     """Hybrid search (BM25 + dense), no LLM: ranked chunks with scores.
@@ -200,33 +267,30 @@ def search(
     with _engine(ctx) as engine:
         if queries is not None:
             for qid, text in _read_queries(queries):
-                hits = engine.search(text, **args)
-                out.print(json.dumps({"_id": qid, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False), soft_wrap=True)
+                _emit_json({"_id": qid, "hits": [h.to_dict() for h in engine.search(text, **args)]})
             return
         hits = engine.search(query, **args)
     if as_json:
-        out.print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2), soft_wrap=True)
+        _emit_json([h.to_dict() for h in hits], indent=2)
         return
     if not hits:
         out.print("no matching chunks")
         return
-    table = Table(show_lines=False, header_style="bold")
-    for col in ("#", "score", "dense", "bm25", "source", "text"):
-        table.add_column(col, overflow="fold")
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(
-            str(rank), f"{hit.score:.3f}", _fmt(hit.dense_score), _fmt(hit.bm25_score),
-            escape(hit.chunk.citation_label()), escape(_snippet(hit.chunk.text, 160)),
-        )
-    out.print(table)
+        out.print(Text.assemble(
+            (f"{rank}. ", "bold"), (_visible(hit.chunk.citation_label()), "cyan"),
+            (f"  score {hit.score:.3f} (dense {_fmt(hit.dense_score)}, bm25 {_fmt(hit.bm25_score)})", "dim"),
+        ))
+        out.print(Text("   " + _snippet(hit.chunk.text, SEARCH_SNIPPET)))
 
 
 def _read_queries(path: Path) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --queries {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read --queries {path}: {reason}") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -242,9 +306,18 @@ def _fmt(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
 
-def _snippet(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]:
+    """The ``ask --json`` object: :meth:`Answer.to_dict` plus ``question`` and ``error`` (null on success).
+
+    On failure the answer fields are empty and ``hits`` are the retrieved sources.
+    """
+    if isinstance(outcome, Answer):
+        data = outcome.to_dict()
+        return {"question": question, "answer": data.pop("answer"), "error": None, **data}
+    return {
+        "question": question, "answer": None, "error": str(outcome), "model": None, "usage": None, "warnings": [],
+        "invalid_citations": [], "citations": [], "hits": numbered_hits(outcome.hits),
+    }
 
 
 @app.command()
@@ -273,69 +346,61 @@ def ask(
         RAG_LLM__BASE_URL=http://localhost:11434/v1 RAG_LLM__MODEL=llama3.2 rag ask "What is alpha?"
     """
     args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc)
+    live = stream and not as_json
+    streamed = False
+
+    def on_sources(hits: list[Hit]) -> None:
+        nonlocal streamed
+        if live:
+            out.print("Answer", style="bold", markup=False)
+            streamed = True
+
+    def on_token(piece: str) -> None:
+        out.print(Text(_visible(piece)), end="")
+
     with _engine(ctx) as engine:
-        hits = engine.search(question, **args)
-        answer = None
-        failure: GenerationError | None = None
-        live = stream and not as_json
         try:
-            with engine.generator() as generator:
-                if live:
-                    out.print("[bold]Answer[/]")
-                answer = generator.generate(
-                    question, hits, on_token=(lambda piece: out.print(piece, end="", markup=False)) if live else None
-                )
-                if live:
-                    out.print()
-        except GenerationError as exc:
-            failure = exc
+            outcome: Answer | AnswerError = engine.ask(
+                question, **args, on_sources=on_sources, on_token=on_token if live else None
+            )
+        except AnswerError as exc:  # the endpoint failed; the sources are still worth showing
+            outcome = exc
+    if streamed:
+        out.print()  # end the streamed answer's line
     if as_json:
-        out.print(json.dumps(_answer_json(question, answer, hits, failure), ensure_ascii=False, indent=2), soft_wrap=True)
+        _emit_json(_answer_json(question, outcome), indent=2)
+    elif isinstance(outcome, AnswerError):
+        err.print(Text.assemble(("error:", "red"), f" {_visible(str(outcome))}"))
+        err.print("The retrieved sources are below.", markup=False)
+        _print_sources(None, outcome.hits, show_chunks)
     else:
-        if failure is not None:
-            err.print(f"[red]error:[/] {escape(str(failure))}")
-            err.print("The retrieved sources are below.")
-        elif not live:
-            out.print("[bold]Answer[/]")
-            out.print(answer.text, markup=False)
-        for warning in answer.warnings if answer is not None else ():
-            err.print(f"[yellow]note:[/] {escape(warning)}")
-        _print_sources(answer, hits, show_chunks)
-    if failure is not None:
-        raise typer.Exit(failure.exit_code)
+        if not live:
+            out.print("Answer", style="bold", markup=False)
+            out.print(Text(_visible(outcome.text)))
+        for warning in outcome.warnings:
+            err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
+        _print_sources(outcome, outcome.used_hits, show_chunks)
+    if isinstance(outcome, AnswerError):
+        raise typer.Exit(outcome.exit_code)
 
 
-def _print_sources(answer: Any, hits: list[Hit], show_chunks: bool) -> None:
-    used = answer.used_hits if answer is not None else hits
+def _print_sources(answer: Answer | None, hits: list[Hit], show_chunks: bool) -> None:
     cited = {c.number for c in answer.citations} if answer is not None else set()
-    out.print("\n[bold]Sources[/]")
-    for number, hit in enumerate(used, start=1):
+    out.print()
+    out.print("Sources", style="bold", markup=False)
+    for number, hit in enumerate(hits, start=1):
         mark = "*" if number in cited else " "
-        out.print(f" {mark}[{number}] {escape(hit.chunk.citation_label())}  [dim](score {hit.score:.3f})[/]")
+        out.print(Text.assemble(
+            f" {mark}[{number}] ", _visible(hit.chunk.citation_label()), (f"  (score {hit.score:.3f})", "dim"),
+        ))
     if cited:
-        out.print("[dim] * cited in the answer[/]")
+        out.print(" * cited in the answer", style="dim", markup=False)
     if show_chunks:
-        out.print("\n[bold]Retrieved chunks[/]")
-        for number, hit in enumerate(used, start=1):
-            out.print(f"[{number}] [cyan]{escape(hit.chunk.citation_label())}[/]")
-            out.print("    " + escape(_snippet(hit.chunk.text, 400)))
-
-
-def _answer_json(question: str, answer: Any, hits: list[Hit], failure: GenerationError | None) -> dict[str, Any]:
-    used = answer.used_hits if answer is not None else hits
-    return {
-        "question": question,
-        "answer": answer.text if answer is not None else None,
-        "error": str(failure) if failure is not None else None,
-        "model": answer.model if answer is not None else None,
-        "warnings": list(answer.warnings) if answer is not None else [],
-        "citations": [
-            {"number": c.number, "doc_id": c.hit.chunk.doc_id, "chunk_id": c.hit.chunk.chunk_id,
-             "source": c.hit.chunk.source, "section": c.hit.chunk.section}
-            for c in (answer.citations if answer is not None else [])
-        ],
-        "hits": [{"number": n, **h.to_dict()} for n, h in enumerate(used, start=1)],
-    }
+        out.print()
+        out.print("Retrieved chunks", style="bold", markup=False)
+        for number, hit in enumerate(hits, start=1):
+            out.print(Text.assemble(f"[{number}] ", (_visible(hit.chunk.citation_label()), "cyan")))
+            out.print(Text("    " + _snippet(hit.chunk.text, ASK_SNIPPET)))
 
 
 # -- status and llm -------------------------------------------------------------------------------
@@ -355,14 +420,13 @@ def status(
     with _engine(ctx) as engine:
         info = engine.status()
     if as_json:
-        out.print_json(data=info)
+        _emit_json(info, indent=2)
         return
-    table = Table(show_header=False, box=None)
+    width = max(map(len, info)) + 2
     for key, value in info.items():
         if key == "size_bytes":
             value = f"{value / 1e6:.1f} MB"
-        table.add_row(f"[bold]{key}[/]", escape(str(value)))
-    out.print(table)
+        out.print(Text.assemble((key.ljust(width), "bold"), _visible(str(value))))
 
 
 @llm_app.command("serve")
@@ -384,10 +448,11 @@ def llm_serve(
 
     settings = ctx.obj.settings()
     model = gguf or (Path(settings.llm.gguf) if settings.llm.gguf else packaged_gguf())
-    err.print(f"starting {model.name} ...")
+    name = _visible(model.name)
+    err.print(f"starting {name} ...", markup=False)
     serve_forever(
         model, host, port, n_ctx or settings.llm.n_ctx, threads or settings.llm.threads,
-        on_ready=lambda url: err.print(f"serving {model.name} at {url} (OpenAI-compatible); Ctrl-C stops it"),
+        on_ready=lambda url: err.print(f"serving {name} at {url} (OpenAI-compatible); Ctrl-C stops it", markup=False),
     )
 
 
@@ -396,10 +461,10 @@ def main() -> None:
     try:
         app()
     except RagError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(Text.assemble(("error:", "red"), f" {_visible(str(exc))}"))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted", markup=False)
         sys.exit(130)
 
 

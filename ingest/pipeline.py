@@ -288,7 +288,7 @@ class Ingestor:
             try:
                 self._prepare_file(path, fid, known.get(fid), user_meta, report)
             except LoaderError as exc:
-                log.warning("skipped %s: %s", fid, exc)
+                log.info("skipped %s: %s", fid, exc)  # reported in IngestReport.failed; the caller shows it
                 report.failed.append((fid, str(exc)))
         self._commit(report)
         self._remove_missing(paths, seen, known, found, report)
