@@ -99,16 +99,21 @@ class State:
     config: Path | None = None
 
     def settings(self, **more: Any) -> Settings:
-        merged: dict[str, Any] = dict(self.overrides)
-        for key, value in more.items():
-            if value is None:
-                continue
-            section, _, name = key.partition("__")
-            if name:
-                merged.setdefault(section, {})[name] = value
-            else:
-                merged[key] = value
-        return load_settings(config=self.config, **merged)
+        return load_settings(config=self.config, **self.overrides, **_nested(more))
+
+
+def _nested(flags: dict[str, Any]) -> dict[str, Any]:
+    """``{"chunking__size": 128}`` -> ``{"chunking": {"size": 128}}``; unset (``None``) flags are left out."""
+    nested: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = key.partition("__")
+        if name:
+            nested.setdefault(section, {})[name] = value
+        else:
+            nested[key] = value
+    return nested
 
 
 @app.callback()
@@ -131,10 +136,24 @@ def _global(
     ctx.obj = State({"data_dir": data_dir} if data_dir else {}, config)
 
 
-def _engine(ctx: typer.Context, **overrides: Any) -> Any:
+CollectionOpt = Annotated[
+    str,
+    typer.Option("--collection", "-c", envvar="RAG_COLLECTION", help="Collection to use (see `rag collections`).", show_default=True),
+]
+
+
+def _workspace(ctx: typer.Context) -> Any:
+    from rag.workspace import Workspace
+
+    return Workspace(ctx.obj.settings())
+
+
+def _engine(ctx: typer.Context, collection: str = "default", **flags: Any) -> Any:
+    """The engine of ``collection``: its stored settings, then this command's flags on top."""
     from rag.engine import RagEngine
 
-    return RagEngine(ctx.obj.settings(**overrides))
+    workspace = _workspace(ctx)
+    return RagEngine(workspace.settings_for(collection, **_nested(flags)), project_root=workspace.project_root)
 
 
 def _parse_meta(pairs: list[str]) -> dict[str, Any]:
@@ -164,6 +183,7 @@ def ingest(
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [default: 40].")] = None,
     store: Annotated[Optional[str], typer.Option(help="Vector store: faiss or qdrant [default: faiss].")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="If another ingest is running: wait for it, or fail at once (exit 4).")] = True,
+    collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load, chunk, embed and index files; re-running only touches what changed.
@@ -180,8 +200,10 @@ def ingest(
         rag ingest --rebuild --chunk-size 128 ./docs
 
         rag ingest --no-wait ./docs   # exit 4 at once if another ingest is running
+
+        rag ingest -c handbook ./handbook   # into the collection 'handbook' (rag collections create handbook)
     """
-    engine = _engine(ctx, chunking__size=chunk_size, chunking__overlap=chunk_overlap, store__kind=store)
+    engine = _engine(ctx, collection, chunking__size=chunk_size, chunking__overlap=chunk_overlap, store__kind=store)
     with engine:
         user_meta = _parse_meta(meta)
         bar = Progress(
@@ -249,6 +271,7 @@ def search(
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
     queries: Annotated[Optional[Path], typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query, with or without --json.")] = None,
+    collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON: doc_id, chunk_id, score, metadata, text.")] = False,
 ) -> None:
     """Hybrid search (BM25 + dense), no LLM: ranked chunks with scores.
@@ -264,7 +287,7 @@ def search(
     if (query is None) == (queries is None):
         raise ConfigError("give either a QUERY or --queries FILE.jsonl")
     args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc)
-    with _engine(ctx) as engine:
+    with _engine(ctx, collection) as engine:
         if queries is not None:
             for qid, text in _read_queries(queries):
                 _emit_json({"_id": qid, "hits": [h.to_dict() for h in engine.search(text, **args)]})
@@ -332,6 +355,7 @@ def ask(
     max_per_doc: PerDocOpt = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = True,
+    collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print answer, citations and hits as JSON.")] = False,
 ) -> None:
     """Answer a question from the index, citing numbered sources [n].
@@ -358,7 +382,7 @@ def ask(
     def on_token(piece: str) -> None:
         out.print(Text(_visible(piece)), end="")
 
-    with _engine(ctx) as engine:
+    with _engine(ctx, collection) as engine:
         try:
             outcome: Answer | AnswerError = engine.ask(
                 question, **args, on_sources=on_sources, on_token=on_token if live else None
@@ -409,6 +433,7 @@ def _print_sources(answer: Answer | None, hits: list[Hit], show_chunks: bool) ->
 @app.command()
 def status(
     ctx: typer.Context,
+    collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show what is indexed: documents, chunks, embedding model, store and size on disk.
@@ -417,7 +442,7 @@ def status(
 
         rag status --json
     """
-    with _engine(ctx) as engine:
+    with _engine(ctx, collection) as engine:
         info = engine.status()
     if as_json:
         _emit_json(info, indent=2)
@@ -453,6 +478,194 @@ def llm_serve(
     serve_forever(
         model, host, port, n_ctx or settings.llm.n_ctx, threads or settings.llm.threads,
         on_ready=lambda url: err.print(f"serving {name} at {url} (OpenAI-compatible); Ctrl-C stops it", markup=False),
+    )
+
+
+# -- collections, keys and the API server ---------------------------------------------------------
+
+collections_app = typer.Typer(help="Named collections: each has its own index and settings.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for `rag serve`, scoped to a collection and a role.", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+app.add_typer(keys_app, name="keys")
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set retrieval.alpha=0.3`` pairs as nested settings overrides (values read as JSON when they parse)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        *sections, name = key.strip().split(".")
+        target = overrides
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {pair!r} conflicts with another --set")
+        target[name] = value
+    return overrides
+
+
+@collections_app.command("list")
+def collections_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the collections with their document and chunk counts.
+
+    Example:
+
+        rag collections list --json
+    """
+    with _workspace(ctx) as workspace:
+        rows = []
+        for name in workspace.names():
+            info = workspace.engine(name).status()
+            rows.append({"name": name, "documents": info["documents"], "chunks": info["chunks"],
+                         "settings": workspace.overrides(name)})
+    if as_json:
+        _emit_json(rows, indent=2)
+        return
+    width = max(len(r["name"]) for r in rows) + 2
+    for row in rows:
+        out.print(Text.assemble(
+            (row["name"].ljust(width), "bold"), f"{row['documents']} documents, {row['chunks']} chunks",
+            (f"  {json.dumps(row['settings'])}" if row["settings"] else "", "dim"),
+        ))
+
+
+@collections_app.command("create")
+def collections_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="1-63 lower-case letters, digits, '-' or '_'.", show_default=False)],
+    sets: Annotated[list[str], typer.Option("--set", help="Settings override SECTION.FIELD=VALUE, repeatable.")] = [],  # noqa: B006
+) -> None:
+    """Create a collection, optionally with its own settings.
+
+    Examples:
+
+        rag collections create handbook
+
+        rag collections create papers --set chunking.size=128 --set retrieval.alpha=0.3
+
+        rag ingest -c papers ./papers
+    """
+    with _workspace(ctx) as workspace:
+        workspace.create(name, _parse_sets(sets))
+    out.print(Text(f"created collection {name}; add documents with: rag ingest -c {name} PATH"))
+
+
+@collections_app.command("delete")
+def collections_delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The collection.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a collection and everything indexed in it ('default' is emptied, not removed).
+
+    Example:
+
+        rag collections delete papers --yes
+    """
+    with _workspace(ctx) as workspace:
+        workspace.require(name)
+        if not yes and not typer.confirm(f"delete collection {name!r} and everything indexed in it?", err=True):
+            raise typer.Exit(1)
+        workspace.delete(name)
+    out.print(Text(f"deleted collection {name}"))
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="The collection the key grants, or '*' for all.")],
+    role: Annotated[str, typer.Option(help="read (search, ask), write (also add/delete documents) or admin.")] = "read",
+    name: Annotated[str, typer.Option(help="A label to recognise the key by in `rag keys list`.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the key and its record as JSON.")] = False,
+) -> None:
+    """Create an API key and print it once (only its hash is stored).
+
+    Examples:
+
+        rag keys create --collection handbook --role read --name website
+
+        rag keys create --collection '*' --role admin
+    """
+    from rag.api.keys import KeyStore
+
+    settings = ctx.obj.settings()
+    if collection != "*":
+        from rag.workspace import Workspace
+
+        Workspace(settings).require(collection)
+    key, record = KeyStore(settings.data_dir).create(collection, role, name)
+    if as_json:
+        _emit_json({"key": key, **record.to_dict()}, indent=2)
+        return
+    out.print(Text(key))
+    err.print(Text(f"key {record.id}: {record.role} on {record.collection}; store it now, it is not shown again"))
+
+
+@keys_app.command("list")
+def keys_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List API keys (ids, scopes and roles; never the keys themselves)."""
+    from rag.api.keys import KeyStore
+
+    keys = KeyStore(ctx.obj.settings().data_dir, read_only=True).list()
+    if as_json:
+        _emit_json([k.to_dict() for k in keys], indent=2)
+        return
+    if not keys:
+        out.print("no keys; the API is open to anyone who can reach it (fine on 127.0.0.1)", markup=False)
+    for key in keys:
+        state = f"revoked {key.revoked}" if key.revoked else "active"
+        out.print(Text(f"{key.id}  {key.role:<5}  {_visible(key.collection)}  {state}  created {key.created}  {_visible(key.name)}"))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `rag keys list`).", show_default=False)],
+) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    from rag.api.keys import KeyStore
+
+    if not KeyStore(ctx.obj.settings().data_dir).revoke(key_id):
+        raise ConfigError(f"no active key with id {key_id!r}; see `rag keys list`")
+    out.print(Text(f"revoked key {key_id}"))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[Optional[str], typer.Option(help="Interface to listen on [default: 127.0.0.1; api.host].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [default: 8000; api.port].")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve on a non-loopback interface without API keys.")] = False,
+) -> None:
+    """Run the REST API and the web chat page until Ctrl-C.
+
+    Endpoints under /v1 (collections, documents, search, ask with streaming, OpenAI-compatible chat),
+    /docs for the interactive API docs, and a chat page at /. See docs/api.md.
+
+    Examples:
+
+        rag serve
+
+        rag keys create --collection '*' --role admin && rag serve --host 0.0.0.0 --port 8080
+    """
+    from rag.api.server import serve as run_server
+
+    settings = ctx.obj.settings()
+    run_server(
+        settings, host=host, port=port, insecure=insecure,
+        on_ready=lambda url: err.print(f"serving at {url} (API docs at {url}/docs); Ctrl-C stops it", markup=False),
     )
 
 

@@ -71,7 +71,8 @@ class Workspace:
     def __init__(self, settings: Settings, project_root: Path | None = None) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
-        self.project_root = project_root
+        # File ids are relative to the same folder whichever collection a file goes into.
+        self.project_root = Path(project_root or settings.data_dir.resolve().parent).resolve()
         self._engines: dict[str, RagEngine] = {}
         self._lock = threading.RLock()
 
@@ -118,10 +119,10 @@ class Workspace:
             raise ConfigError(f"cannot read {self.path(name) / SETTINGS_FILE}: {exc}") from None
         return dict(data.get("settings") or {})
 
-    def settings_for(self, name: str) -> Settings:
-        """The base settings with the collection's overrides and its own data directory."""
-        overrides = self.overrides(name)
-        return self._settings(name, overrides)
+    def settings_for(self, name: str, **overrides: Any) -> Settings:
+        """The base settings with the collection's overrides, its own data directory, and then
+        ``overrides`` (a command's flags, which win over what the collection stores)."""
+        return self._settings(name, _merge(self.overrides(name), overrides))
 
     def _settings(self, name: str, overrides: Mapping[str, Any]) -> Settings:
         if "data_dir" in overrides:

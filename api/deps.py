@@ -69,7 +69,7 @@ def _presented_key(request: Request) -> str | None:
 
 def get_caller(request: Request, services: ServicesDep) -> Caller:
     """The caller's key; 401 if the server has keys and none (or an unknown or revoked one) was sent."""
-    if not services.keys.any_active():
+    if not services.keys.enforced():
         return Caller(None, open=True)
     presented = _presented_key(request)
     if presented is None:

@@ -119,6 +119,13 @@ class KeyStore:
     def any_active(self) -> bool:
         return any(k.revoked is None for k in self.list())
 
+    def enforced(self) -> bool:
+        """Whether the API must check keys: once any key was created, even if all are revoked since.
+
+        Revoking the last key must lock the server, not open it; deleting ``keys.sqlite`` opens it again.
+        """
+        return bool(self.list())
+
     def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; ``False`` if there is no such active key."""
         conn = self._connect()
