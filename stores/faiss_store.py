@@ -636,9 +636,15 @@ class FaissStore:
             allowed = self._allowed(filter) if filter else None
             if allowed is not None and not len(allowed):
                 return []
-            with _one_omp_thread():
-                keys, scores = self._index.search(query, k, allowed)
-            return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
+            if not self.read_only:  # a writable index may change under a search: one at a time
+                with _one_omp_thread():
+                    keys, scores = self._index.search(query, k, allowed)
+                return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
+        # A read-only index never changes, and FAISS searches a constant index from many threads at once
+        # (it releases the GIL): concurrent API requests run in parallel instead of queueing here.
+        with _one_omp_thread():
+            keys, scores = self._index.search(query, k, allowed)
+        return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
 
     def _allowed(self, filter: Filter) -> _Selection:
         """The index positions whose metadata satisfies ``filter``, memoised until the next write."""
