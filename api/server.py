@@ -21,6 +21,8 @@ from rag.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+GRACE_SECONDS = 10
+
 
 def is_loopback(host: str) -> bool:
     """``127.0.0.1``, ``::1``, ``localhost`` and the like; anything that resolves elsewhere is not."""
@@ -65,7 +67,12 @@ def serve(
     port = port if port is not None else settings.api.port
     check_exposure(settings, host, insecure)
     app = create_app(settings, project_root=project_root)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+    # A request blocked on a slow LLM must not hold up a stop for long: after this, open requests are
+    # cancelled and the embedded LLM server is stopped with the app.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACE_SECONDS
+    )
+    server = uvicorn.Server(config)
     if on_ready is not None:
         startup = server.startup
 
