@@ -90,7 +90,6 @@ class RagEngine:
         self.project_root = Path(project_root or self.data_dir.resolve().parent).resolve()
         self._lock = threading.RLock()
         self._catalog = Catalog(self.catalog_path, read_only=True)
-        self._catalog_is_file = self.catalog_path.exists()
         self._state: _ReadState | None = None
         self._llm = ExitStack()
         self._generator: Any = None
@@ -213,10 +212,9 @@ class RagEngine:
 
     def _reopen_catalog_if_created(self) -> None:
         # An engine made before the first ingest holds an empty in-memory catalog; open the file once it exists.
-        if not self._catalog_is_file and self.catalog_path.exists():
+        if self._catalog.is_placeholder and self.catalog_path.exists():
             self._catalog.close()
             self._catalog = Catalog(self.catalog_path, read_only=True)
-            self._catalog_is_file = True
 
     def _drop_state(self) -> None:
         if self._state is not None:
@@ -383,7 +381,6 @@ class RagEngine:
             for folder in _LOCAL_FOLDERS:
                 shutil.rmtree(self.data_dir / folder, ignore_errors=True)
             self._catalog = Catalog(self.catalog_path, read_only=True)
-            self._catalog_is_file = False
         if self.settings.store.url or self.settings.store.kind not in ("faiss", "qdrant"):
             self._drop_configured_store()
 
@@ -550,7 +547,10 @@ class RagEngine:
             meta = self._catalog.get_meta()
             counts = self._catalog.counts()
             generation = self._catalog.generation
-        size = _folder_size(self.data_dir)
+        # The index's own files only: a data directory also holds other collections and the API keys.
+        size = sum(_folder_size(self.data_dir / name) for name in _LOCAL_FOLDERS) + sum(
+            _folder_size(p) for p in self.data_dir.glob(f"{CATALOG_NAME}*")
+        )
         return {
             "data_dir": str(self.data_dir),
             **counts,
@@ -566,7 +566,12 @@ class RagEngine:
 
 
 def _folder_size(folder: Path) -> int:
-    """Bytes of the files under ``folder``; what a writer removes while it is walked is skipped."""
+    """Bytes of the file ``folder`` or of the files under it; what a writer removes meanwhile is skipped."""
+    if folder.is_file():
+        try:
+            return folder.stat().st_size
+        except OSError:
+            return 0
     total = 0
     for parent, _, names in os.walk(folder):  # os.walk ignores folders that vanish under it
         for name in names:

@@ -150,6 +150,12 @@ class Workspace:
         check_name(name)
         overrides = dict(settings or {})
         resolved = self._settings(name, overrides)  # validates every override
+        from rag.stores import available_stores
+
+        if resolved.store.kind not in available_stores():
+            raise ConfigError(
+                f"unknown vector store {resolved.store.kind!r}; available: {', '.join(available_stores())}"
+            )
         with self._lock:
             if self.exists(name):
                 raise CollectionExistsError(f"collection {name!r} already exists")

@@ -59,7 +59,8 @@ class JobManager:
         classify: Callable[[RagError], tuple[int, str]] | None = None,
         on_finish: Callable[[str, str], None] | None = None,
     ) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rag-job")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None  # made on the first job, and again after a shutdown
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._classify = classify
@@ -74,7 +75,9 @@ class JobManager:
                 if oldest.status in ("queued", "running"):
                     break
                 self._jobs.popitem(last=False)
-        self._pool.submit(self._run, job, work)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="rag-job")
+            self._pool.submit(self._run, job, work)
         return job
 
     def _run(self, job: Job, work: Work) -> None:
@@ -91,6 +94,8 @@ class JobManager:
         except Exception as exc:  # noqa: BLE001 - a job must end in a state, never vanish
             job.error, job.status = {"type": "internal_error", "message": str(exc) or type(exc).__name__}, "failed"
         else:
+            # JSON uploads report no progress while they run; a finished job has done every file either way.
+            job.files_done = job.files_total
             job.report, job.status = report_dict(report), "succeeded"
         if self._on_finish:
             self._on_finish(job.collection, job.status)
@@ -100,7 +105,12 @@ class JobManager:
             return self._jobs.get(job_id)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        """Wait for the running and queued jobs. A later job starts a new pool: an app's lifespan may end
+        and start again (test clients do that), and its uploads must not fail for it."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=False)
 
 
 def report_dict(report: IngestReport) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import Mount
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,20 +40,30 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        route = _route_template(request)
         started = time.perf_counter()
-        response = await call_next(request)
-        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            self.errors.labels(route, str(response.status_code)).inc()
-        return response
+        status = 500  # an exception leaving the app becomes a 500 outside this middleware (rag.api.errors)
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = _route_template(request)
+            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            self.requests.labels(request.method, route, str(status)).inc()
+            if status >= 400:
+                self.errors.labels(route, str(status)).inc()
 
 
 def _route_template(request: Request) -> str:
-    """``/v1/collections/{name}/search``, not the concrete path: bounded label values."""
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return getattr(route, "path", request.url.path)
+    """``/v1/collections/{name}/search``, not the concrete path: bounded label values.
+
+    Read after the call from the route the router picked (``scope["route"]``): FastAPI keeps included
+    routers as nested routes, so matching the app's own route list finds a router without a path.
+    """
+    path = getattr(request.scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    for route in request.app.router.routes:  # mounts (static files) are not recorded there
+        if isinstance(route, Mount) and request.url.path.startswith(f"{route.path}/"):
+            return route.path
     return "unmatched"

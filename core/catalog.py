@@ -97,14 +97,18 @@ class Catalog:
         self._lock = threading.RLock()
         conn = open_sqlite(path, read_only=read_only)
         with self._errors():
-            if conn is None:  # a reader before the first ingest: an empty catalog that writes nothing
+            if conn is not None and read_only and not _has_schema(conn):
+                conn.close()  # a writer has just created the file and not yet its tables
+                conn = None
+            #: ``True`` for a reader's stand-in before the first ingest: empty, in memory, writes nothing.
+            self.is_placeholder = conn is None
+            if conn is None:
                 conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
                 conn.executescript(_SCHEMA)
             elif not read_only:
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-            else:
-                conn.execute("SELECT count(*) FROM meta").fetchone()  # is it a catalog at all?
+                # One transaction, so a reader sees every table or none.
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         self._db = conn
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -340,6 +344,11 @@ class Catalog:
                 "documents": one("SELECT COUNT(*) FROM documents").fetchone()[0],
                 "chunks": one("SELECT COUNT(*) FROM chunks").fetchone()[0],
             }
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether the catalog's tables exist (raises for a file that is not a database at all)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None
 
 
 def _batched(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -71,13 +71,14 @@ def test_keys_and_serve(tmp_path: Path, corpus: Path) -> None:
         match = re.search(r"serving at (http://\S+) ", line)
         assert match, line
         url = match.group(1)
-        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        http = httpx.Client(timeout=120)  # the first search loads the model
+        assert http.get(f"{url}/healthz").json() == {"status": "ok"}
         body = {"query": "refund", "k": 1}
-        assert httpx.post(f"{url}/v1/collections/default/search", json=body).status_code == 401
-        ok = httpx.post(f"{url}/v1/collections/default/search", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert http.post(f"{url}/v1/collections/default/search", json=body).status_code == 401
+        ok = http.post(f"{url}/v1/collections/default/search", json=body, headers={"Authorization": f"Bearer {key}"})
         assert ok.status_code == 200 and ok.json()["hits"][0]["doc_id"] == "docs/web/pricing.html"
         assert rag(tmp_path, "keys", "revoke", created["id"]).returncode == 0
-        revoked = httpx.post(f"{url}/v1/collections/default/search", json=body, headers={"X-API-Key": key})
+        revoked = http.post(f"{url}/v1/collections/default/search", json=body, headers={"X-API-Key": key})
         assert revoked.status_code == 401 and revoked.json()["error"]["type"] == "unauthorized"
     finally:
         server.terminate()

@@ -20,6 +20,8 @@ from rag.api.responses import errors
 from rag.api.schemas import (
     DocumentListResponse, DocumentResponse, DocumentsRequest, IngestReportResponse, JobResponse,
 )
+from rag.core.errors import StorageError
+from rag.core.storage import describe_os_error
 from rag.ingest.loaders import SUPPORTED_SUFFIXES
 from rag.ingest.pipeline import IngestReport, Progress
 
@@ -27,6 +29,8 @@ router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"]
 
 UPLOADS = "uploads"
 _MB = 1024 * 1024
+# File systems take 255 bytes a name; the temporary name an upload is written under adds 15.
+_MAX_NAME_BYTES = 240
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -151,6 +155,8 @@ def _safe_name(filename: str | None) -> tuple[str, str | None]:
     name = PurePosixPath((filename or "").replace("\\", "/")).name
     if not name or name in (".", "..") or name.startswith(".") or "\x00" in name:
         return name, "a file needs a plain, visible file name"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        return name, f"the file name is longer than {_MAX_NAME_BYTES} bytes"
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         return name, f"unsupported file type {suffix or '(no suffix)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
@@ -159,13 +165,16 @@ def _safe_name(filename: str | None) -> tuple[str, str | None]:
 
 def _store(folder: Path, filename: str, data: bytes) -> Path:
     """Write an upload atomically; identical bytes leave the file (and so its index entry) untouched."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
-    if target.is_file() and target.read_bytes() == data:
-        return target
-    tmp = folder / f".{filename}.{uuid.uuid4().hex[:8]}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.read_bytes() == data:
+            return target
+        tmp = folder / f".{filename}.{uuid.uuid4().hex[:8]}.part"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as exc:  # disk full, read-only: a storage problem (503), not a bug (500)
+        raise StorageError(describe_os_error(exc, target)) from exc
     return target
 
 

@@ -36,9 +36,14 @@ _CHAT_DOC = {
                 "answer's [n] markers refer to.",
             }
         },
+        # ``itemSchema`` (OpenAPI 3.2): each event, not the whole body (see rag.api.routes.query).
         "text/event-stream": {
-            "schema": {"type": "string"},
-            "description": "chat.completion.chunk events; the last chunk carries `sources`; then `data: [DONE]`.",
+            "itemSchema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"data": {"type": "string", "description": "A chat.completion.chunk as JSON (the last "
+                                        "one carries `sources`), an `error` object, then `[DONE]`."}},
+            },
         },
     },
     "description": "The answer, OpenAI-shaped.",

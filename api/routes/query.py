@@ -18,10 +18,41 @@ from rag.generate.answer import Answer, AnswerError, numbered_hits
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
 
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event: its name and its JSON ``data``."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    }
+
+
+def _fields(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _array_of(schema: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": f"#/components/schemas/{schema}"}}
+
+
+# ``itemSchema`` (OpenAPI 3.2) describes each event; a plain ``schema`` would have to describe the whole
+# body, and tools that read streams event by event (schemathesis) take it for the schema of one event.
 _SSE_DOC = {
     "content": {
         "text/event-stream": {
-            "schema": {"type": "string"},
+            "itemSchema": {"oneOf": [
+                _event("sources", _fields(hits=_array_of("NumberedHit"))),
+                _event("delta", _fields(text={"type": "string"})),
+                _event("citations", _fields(citations=_array_of("CitationOut"))),
+                _event("done", _fields(model={"type": "string"}, usage={"type": ["object", "null"]},
+                                       warnings={"type": "array", "items": {"type": "string"}})),
+                _event("error", _fields(type={"type": "string"}, message={"type": "string"},
+                                        status={"type": "integer"})),
+            ]},
             "example": 'event: sources\ndata: {"hits": [...]}\n\nevent: delta\ndata: {"text": "Refunds"}\n\n'
             'event: citations\ndata: {"citations": [...]}\n\nevent: done\ndata: {"model": "...", "usage": null}\n\n',
         }

@@ -73,6 +73,7 @@ async def metrics(services: ServicesDep) -> Response:
 async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """Progress of a background upload, and its ingest report once it has finished."""
     job = services.jobs.get(job_id)
-    if job is None or not caller.allows(job.collection, "read"):
+    if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    caller.require(job.collection, "read")  # a job id is unguessable; the key still needs its collection
     return job.to_dict()

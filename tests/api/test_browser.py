@@ -26,7 +26,11 @@ STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
 CHROMIUM = os.environ.get("RAG_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# One llama.cpp thread and short answers: on a busy 2-core machine that is seconds per answer, not minutes.
+ENV = {
+    **os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    "RAG_LLM__THREADS": "1", "RAG_LLM__MAX_TOKENS": "160",
+}
 ANSWER_TIMEOUT_MS = 240_000  # the first question starts llama.cpp (~10 s); two slow cores can take much longer
 
 # Markup an unescaped page would execute or render: the test checks it shows up as literal text.
