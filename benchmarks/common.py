@@ -71,6 +71,35 @@ def engine_for(name: str, **overrides: Any) -> RagEngine:
     return engine
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (empty where the OS does not report them)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 15.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below ``max_load`` (at most ``max_wait_s`` seconds).
+
+    Timings on a small machine move with whatever else runs on it, so latency runs start when it is
+    quiet if they can. Returns what happened, for the result JSON: the load at the start and at the end
+    of the wait, the seconds waited and whether the machine got quiet in time.
+    """
+    started, first = time.monotonic(), load_average()
+    while True:
+        now = load_average()
+        quiet = not now or now[0] < max_load
+        waited = time.monotonic() - started
+        if quiet or waited >= max_wait_s:
+            return {
+                "max_load": max_load, "load_before": first, "load_after": now, "waited_s": round(waited),
+                "quiet": quiet,
+            }
+        print(f"waiting for a quiet machine: 1-minute load {now[0]} >= {max_load} ({waited:.0f} s)", file=sys.stderr)
+        time.sleep(poll_s)
+
+
 def mean(values: Iterable[float]) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
