@@ -115,13 +115,4 @@ class JobManager:
 
 def report_dict(report: IngestReport) -> dict[str, Any]:
     """An ingest report with the lists themselves (the API shows which documents, not just how many)."""
-    return {
-        "added": list(report.added),
-        "updated": list(report.updated),
-        "unchanged": list(report.unchanged),
-        "removed": list(report.removed),
-        "failed": [{"path": p, "reason": r} for p, r in report.failed],
-        "chunks_added": report.chunks_added,
-        "chunks_removed": report.chunks_removed,
-        "seconds": round(report.seconds, 3),
-    }
+    return report.to_dict(names=True)

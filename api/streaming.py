@@ -31,8 +31,8 @@ Ask = Callable[[Callable[[list[Hit]], None], Callable[[str], None]], Answer]
 """``ask(on_sources, on_token) -> Answer``: the engine call with everything but the callbacks bound."""
 
 
-async def ask_events(ask: Ask, limiter: anyio.CapacityLimiter) -> tuple[Event, AsyncIterator[Event]]:
-    """Start ``ask`` and return its first event and an iterator over the rest.
+async def ask_events(ask: Ask, limiter: anyio.CapacityLimiter) -> AsyncIterator[Event]:
+    """Start ``ask``, wait for its first event, and return an iterator over all its events.
 
     Raises:
         RagError: ``ask`` failed before producing any event (retrieval failed).
@@ -60,14 +60,15 @@ async def ask_events(ask: Ask, limiter: anyio.CapacityLimiter) -> tuple[Event, A
         await task
         raise first.value
 
-    async def rest() -> AsyncIterator[Event]:
+    async def events() -> AsyncIterator[Event]:
         try:
+            yield first
             while (event := await queue.get()) is not None:
                 yield event
         finally:
             await task
 
-    return first, rest()
+    return events()
 
 
 def sse(event: str | None, data: Any) -> str:

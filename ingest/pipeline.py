@@ -75,12 +75,15 @@ class IngestReport:
     def ok(self) -> bool:
         return not self.failed
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, names: bool = False) -> dict[str, Any]:
+        """The report as JSON: counts of added/updated/unchanged/removed (``rag ingest --json``), or with
+        ``names`` the lists of files or document ids themselves (the API)."""
+        shown = list if names else len
         return {
-            "added": len(self.added),
-            "updated": len(self.updated),
-            "unchanged": len(self.unchanged),
-            "removed": len(self.removed),
+            "added": shown(self.added),
+            "updated": shown(self.updated),
+            "unchanged": shown(self.unchanged),
+            "removed": shown(self.removed),
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "chunks_added": self.chunks_added,
             "chunks_removed": self.chunks_removed,

@@ -123,3 +123,26 @@ def test_reserved_metadata_fails_one_file_or_record_not_the_batch(make_engine, t
 
     with pytest.raises(ConfigError, match="text are reserved"):
         engine.ingest([docs], {"text": "override"})  # --meta: refused before anything changes
+
+
+def test_the_sweep_deletes_only_journaled_orphans(make_engine, corpus: Path) -> None:
+    """Vectors another writer flushed but has not recorded yet are not journaled as leftovers: never swept."""
+    import numpy as np
+
+    from rag.stores.base import StoredChunk
+
+    engine = make_engine()
+    engine.ingest([corpus])
+    with engine.writing() as writer:
+        vector = np.ones(writer.store.dimension, dtype=np.float32)
+        writer.store.upsert([
+            StoredChunk("in-flight", vector, "flushed by a writer, not yet recorded", {}),
+            StoredChunk("left-by-a-dead-run", vector, "journaled, never committed", {}),
+        ])
+        writer.store.flush()
+        writer.catalog.journal(["left-by-a-dead-run"])
+    (corpus / "notes" / "extra.txt").write_text("Extra\n\nA new note so that the next ingest commits something.\n")
+    engine.ingest([corpus])
+    ids = engine.store.ids()
+    assert "in-flight" in ids, "a vector nobody journaled was swept"
+    assert "left-by-a-dead-run" not in ids and not engine.catalog.journaled()

@@ -98,15 +98,15 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, c
             "sources": _sources(answer.used_hits),
             "system_fingerprint": answer.model,
         }
-    first, rest = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
+    events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
     return StreamingResponse(
-        _chunks(first, rest, completion_id, created, body.model),
+        _chunks(events, completion_id, created, body.model),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _chunks(first: Event, rest: AsyncIterator[Event], completion_id: str, created: int, model: str) -> AsyncIterator[str]:
+async def _chunks(events: AsyncIterator[Event], completion_id: str, created: int, model: str) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         return sse(None, {
             "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -115,12 +115,7 @@ async def _chunks(first: Event, rest: AsyncIterator[Event], completion_id: str, 
 
     yield chunk({"role": "assistant", "content": ""})
 
-    async def events() -> AsyncIterator[Event]:
-        yield first
-        async for event in rest:
-            yield event
-
-    async for event in events():
+    async for event in events:
         if event.kind == "delta":
             yield chunk({"content": event.value})
         elif event.kind == "answer":

@@ -106,20 +106,15 @@ async def ask(name: str, body: AskRequest, services: ServicesDep, caller: Caller
     if not body.stream:
         answer = await services.run(call)  # AnswerError -> 502/504 with the sources (see api.errors)
         return answer_body(answer)
-    first, rest = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
-    return StreamingResponse(_ask_stream(first, rest), media_type="text/event-stream", headers=_NO_BUFFERING)
+    events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
+    return StreamingResponse(_ask_stream(events), media_type="text/event-stream", headers=_NO_BUFFERING)
 
 
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _ask_stream(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[str]:
-    async def events() -> AsyncIterator[Event]:
-        yield first
-        async for event in rest:
-            yield event
-
-    async for event in events():
+async def _ask_stream(events: AsyncIterator[Event]) -> AsyncIterator[str]:
+    async for event in events:
         if event.kind == "sources":
             yield sse("sources", {"hits": numbered_hits(event.value, "n")})
         elif event.kind == "delta":

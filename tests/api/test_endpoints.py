@@ -419,3 +419,21 @@ def test_a_reader_sees_cli_commits_without_a_restart(client: httpx.Client, serve
     after = client.post("/v1/collections/default/search", json=query).json()["hits"]
     assert after and "zeppelin" in after[0]["text"].lower(), after
     assert after[0]["doc_id"] == "more/zeppelin.md"
+
+
+def test_cors_origins_are_configurable(tmp_path) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from rag.api.app import create_app
+    from rag.core.settings import load_settings
+
+    allowed = "http://app.example"
+    app = create_app(load_settings(data_dir=tmp_path / ".rag", api={"cors_origins": [allowed]}))
+    with TestClient(app) as client:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        ok = client.options("/v1/collections/default/search", headers={"Origin": allowed, **preflight})
+        assert ok.headers.get("access-control-allow-origin") == allowed
+        other = client.options("/v1/collections/default/search", headers={"Origin": "http://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
+    with TestClient(create_app(load_settings(data_dir=tmp_path / ".rag"))) as client:  # none by default
+        assert "access-control-allow-origin" not in client.get("/healthz", headers={"Origin": allowed}).headers
