@@ -28,7 +28,7 @@ from typing import Any
 from rag.core.errors import CollectionExistsError, CollectionNotFoundError, ConfigError
 from rag.core.lock import WriterLock
 from rag.core.settings import Settings, load_settings
-from rag.engine import CATALOG_NAME, RagEngine
+from rag.engine import RagEngine
 
 DEFAULT_COLLECTION = "default"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -194,6 +194,3 @@ class Workspace:
                 self.require(name)
                 engine = self._engines[name] = RagEngine(self.settings_for(name), project_root=self.project_root)
             return engine
-
-    def is_empty(self, name: str) -> bool:
-        return not (self.path(name) / CATALOG_NAME).exists()
