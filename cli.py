@@ -249,6 +249,13 @@ FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help="Pre-filter
 MinScoreOpt = Annotated[Optional[float], typer.Option(help="Post-filter: drop hits whose fused score is below this.")]
 PerDocOpt = Annotated[Optional[int], typer.Option(help="Post-filter: at most N chunks per document.")]
 
+HydeOpt = Annotated[Optional[bool], typer.Option("--hyde/--no-hyde", help="HyDE: the dense side searches with an LLM-written answer passage [default: retrieval.hyde, off].", show_default=False)]
+RewriteOpt = Annotated[Optional[bool], typer.Option("--rewrite/--no-rewrite", help="Let the LLM rewrite the question into a keyword search query [default: off].", show_default=False)]
+MultiQueryOpt = Annotated[Optional[int], typer.Option("--multi-query", min=0, max=10, help="Also search N LLM-written variants, merged by reciprocal rank [default: 0].", show_default=False)]
+RerankOpt = Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rerank the top candidates with rerank.model; `--rerank=MODEL` picks one [default: off].", show_default=False)]
+RerankModelOpt = Annotated[Optional[str], typer.Option("--rerank-model", metavar="MODEL", help="Rerank with this CrossEncoder (id or folder), or `llm` for the configured LLM; implies --rerank.", show_default=False)]
+ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each stage: rewritten queries, HyDE passage, ranks before and after reranking, time taken (`explain` in JSON).")]
+
 SEARCH_SNIPPET = 300
 """Characters of each hit's text shown by human ``rag search``."""
 
@@ -256,8 +263,46 @@ ASK_SNIPPET = 400
 """Characters of each retrieved chunk shown under ``rag ask``'s "Retrieved chunks"."""
 
 
-def _search_args(k, alpha, fusion, filters, min_score, max_per_doc) -> dict[str, Any]:  # noqa: ANN001
-    return {"k": k, "alpha": alpha, "fusion": fusion, "filter": filters, "min_score": min_score, "max_per_doc": max_per_doc}
+def _search_args(  # noqa: ANN001, PLR0913
+    k, alpha, fusion, filters, min_score, max_per_doc, hyde=None, rewrite=None, multi_query=None, rerank=None,
+    rerank_model=None,
+) -> dict[str, Any]:
+    if rerank_model is not None:
+        if rerank is False:
+            raise ConfigError("--no-rerank and --rerank-model contradict each other; give one")
+        rerank = rerank_model
+    return {
+        "k": k, "alpha": alpha, "fusion": fusion, "filter": filters, "min_score": min_score,
+        "max_per_doc": max_per_doc, "hyde": hyde, "rewrite": rewrite, "multi_query": multi_query, "rerank": rerank,
+    }
+
+
+def _print_explain(explain: dict[str, Any]) -> None:
+    """The stage record of ``--explain``, for people (``explain`` in JSON is the same data)."""
+    out.print()
+    out.print("Explain", style="bold", markup=False)
+    if explain.get("standalone_question"):
+        out.print(Text.assemble("  standalone question: ", _visible(explain["standalone_question"])))
+    for stage in explain["stages"]:
+        line = Text.assemble(("  " + stage["stage"].ljust(12), "cyan"), f"{stage['ms']:9.1f} ms")
+        if stage.get("cached"):
+            line.append("  (cached)", "dim")
+        if stage.get("fallback"):
+            line.append(f"  fell back: {_visible(stage['fallback'])}", "yellow")
+        out.print(line)
+        output = stage.get("output")
+        if isinstance(output, list):
+            for item in output:
+                out.print(Text("      - " + _snippet(item, 200)))
+        elif output:
+            out.print(Text("      " + _snippet(output, 300)))
+        if stage["stage"] == "search":
+            for query in stage["queries"]:
+                out.print(Text("      query: " + _snippet(query, 200)))
+        for rank in stage.get("ranks", [])[:20]:
+            score = "-" if rank["rerank_score"] is None else f"{rank['rerank_score']:.3f}"
+            out.print(Text(f"      {rank['before']:>3} -> {rank['after']:<3} {score:>7}  " + _visible(rank["doc_id"])))
+    out.print(Text(f"  total {explain['total_ms']:.1f} ms", "dim"))
 
 
 @app.command()
@@ -270,11 +315,21 @@ def search(
     filters: FilterOpt = [],  # noqa: B006
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
+    hyde: HydeOpt = None,
+    rewrite: RewriteOpt = None,
+    multi_query: MultiQueryOpt = None,
+    rerank: RerankOpt = None,
+    rerank_model: RerankModelOpt = None,
+    explain: ExplainOpt = False,
     queries: Annotated[Optional[Path], typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query, with or without --json.")] = None,
     collection: CollectionOpt = "default",
-    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON: doc_id, chunk_id, score, metadata, text.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON: doc_id, chunk_id, score, metadata, text (with --explain: {hits, explain}).")] = False,
 ) -> None:
-    """Hybrid search (BM25 + dense), no LLM: ranked chunks with scores.
+    """Hybrid search (BM25 + dense): ranked chunks with scores.
+
+    Optional stages (off by default; see docs/search.md): --hyde, --rewrite and --multi-query ask the
+    LLM to transform the query (falling back to the plain query if it fails); --rerank reorders the
+    top candidates with a cross-encoder or the LLM.
 
     Examples:
 
@@ -282,29 +337,45 @@ def search(
 
         rag search "alpha" --alpha 0.8 --k 10 --filter 'source~docs/*.md'
 
+        rag search "undo an ingest" --rewrite --multi-query 3 --explain
+
+        rag search "refund policy" --rerank-model ./models/my-cross-encoder
+
         rag search --queries queries.jsonl --json > runs.jsonl
     """
     if (query is None) == (queries is None):
         raise ConfigError("give either a QUERY or --queries FILE.jsonl")
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc)
+    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
     with _engine(ctx, collection) as engine:
         if queries is not None:
             for qid, text in _read_queries(queries):
-                _emit_json({"_id": qid, "hits": [h.to_dict() for h in engine.search(text, **args)]})
+                found = engine.retrieve(text, **args)
+                line = {"_id": qid, "hits": [h.to_dict() for h in found.hits]}
+                if explain:
+                    line["explain"] = found.explain
+                _emit_json(line)
             return
-        hits = engine.search(query, **args)
+        found = engine.retrieve(query, **args)
+    hits = found.hits
     if as_json:
-        _emit_json([h.to_dict() for h in hits], indent=2)
+        hits_json = [h.to_dict() for h in hits]
+        _emit_json({"hits": hits_json, "explain": found.explain} if explain else hits_json, indent=2)
         return
+    for warning in found.warnings:
+        err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
     if not hits:
         out.print("no matching chunks")
-        return
     for rank, hit in enumerate(hits, start=1):
+        scores = f"dense {_fmt(hit.dense_score)}, bm25 {_fmt(hit.bm25_score)}"
+        if hit.rerank_score is not None:
+            scores += f", rerank {_fmt(hit.rerank_score)}"
         out.print(Text.assemble(
             (f"{rank}. ", "bold"), (_visible(hit.chunk.citation_label()), "cyan"),
-            (f"  score {hit.score:.3f} (dense {_fmt(hit.dense_score)}, bm25 {_fmt(hit.bm25_score)})", "dim"),
+            (f"  score {hit.score:.3f} ({scores})", "dim"),
         ))
         out.print(Text("   " + _snippet(hit.chunk.text, SEARCH_SNIPPET)))
+    if explain:
+        _print_explain(found.explain)
 
 
 def _read_queries(path: Path) -> list[tuple[str, str]]:
@@ -343,6 +414,9 @@ def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]
     }
 
 
+HistoryOpt = Annotated[Optional[Path], typer.Option("--history", help="A JSON file of earlier turns ([{role, content}, ...]); the question is read as a follow-up, and the new turn is appended to the file.", show_default=False)]
+
+
 @app.command()
 def ask(
     ctx: typer.Context,
@@ -353,6 +427,13 @@ def ask(
     filters: FilterOpt = [],  # noqa: B006
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
+    hyde: HydeOpt = None,
+    rewrite: RewriteOpt = None,
+    multi_query: MultiQueryOpt = None,
+    rerank: RerankOpt = None,
+    rerank_model: RerankModelOpt = None,
+    history: HistoryOpt = None,
+    explain: ExplainOpt = False,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = True,
     collection: CollectionOpt = "default",
@@ -362,50 +443,156 @@ def ask(
 
     Uses the OpenAI-compatible endpoint in `llm.base_url` (OpenAI, vLLM, Ollama, llama.cpp); with none
     configured it starts the embedded llama.cpp server with the packaged SmolLM2 and stops it afterwards.
+    The retrieval stages of `rag search` (--hyde, --rewrite, --multi-query, --rerank) apply here too.
 
     Examples:
 
         rag ask "How do I re-index after changing the embedding model?"
 
+        rag ask --history chat.json "How do I rebuild the index?"   # then, as a follow-up:
+
+        rag ask --history chat.json "and how long does that take?"
+
         RAG_LLM__BASE_URL=http://localhost:11434/v1 RAG_LLM__MODEL=llama3.2 rag ask "What is alpha?"
     """
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc)
-    live = stream and not as_json
+    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
+    turns = _read_history(history) if history is not None else []
+    with _engine(ctx, collection) as engine:
+        outcome = _answer(engine, question, args, turns, stream=stream and not as_json)
+    if as_json:
+        data = _answer_json(question, outcome)
+        if explain:
+            data["explain"] = outcome.retrieval.explain if outcome.retrieval is not None else None
+        _emit_json(data, indent=2)
+    else:
+        _print_outcome(outcome, stream=stream, show_chunks=show_chunks, explain=explain)
+    if isinstance(outcome, AnswerError):
+        raise typer.Exit(outcome.exit_code)
+    if history is not None:
+        _write_history(history, [*turns, {"role": "user", "content": question}, {"role": "assistant", "content": outcome.text}])
+
+
+def _answer(engine: Any, question: str, args: dict[str, Any], history: list[dict[str, str]], *, stream: bool) -> Answer | AnswerError:
+    """Ask ``engine``, streaming the answer to the terminal when ``stream``; an LLM failure is returned."""
     streamed = False
 
     def on_sources(hits: list[Hit]) -> None:
         nonlocal streamed
-        if live:
+        if stream:
             out.print("Answer", style="bold", markup=False)
             streamed = True
 
     def on_token(piece: str) -> None:
         out.print(Text(_visible(piece)), end="")
 
-    with _engine(ctx, collection) as engine:
-        try:
-            outcome: Answer | AnswerError = engine.ask(
-                question, **args, on_sources=on_sources, on_token=on_token if live else None
-            )
-        except AnswerError as exc:  # the endpoint failed; the sources are still worth showing
-            outcome = exc
+    try:
+        outcome: Answer | AnswerError = engine.ask(
+            question, **args, history=history, on_sources=on_sources, on_token=on_token if stream else None
+        )
+    except AnswerError as exc:  # the endpoint failed; the sources are still worth showing
+        outcome = exc
     if streamed:
         out.print()  # end the streamed answer's line
-    if as_json:
-        _emit_json(_answer_json(question, outcome), indent=2)
-    elif isinstance(outcome, AnswerError):
+    return outcome
+
+
+def _print_outcome(outcome: Answer | AnswerError, *, stream: bool, show_chunks: bool, explain: bool) -> None:
+    if isinstance(outcome, AnswerError):
         err.print(Text.assemble(("error:", "red"), f" {_visible(str(outcome))}"))
         err.print("The retrieved sources are below.", markup=False)
         _print_sources(None, outcome.hits, show_chunks)
     else:
-        if not live:
+        if not stream:
             out.print("Answer", style="bold", markup=False)
             out.print(Text(_visible(outcome.text)))
         for warning in outcome.warnings:
             err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
         _print_sources(outcome, outcome.used_hits, show_chunks)
-    if isinstance(outcome, AnswerError):
-        raise typer.Exit(outcome.exit_code)
+    if explain and outcome.retrieval is not None:
+        _print_explain(outcome.retrieval.explain)
+
+
+def _read_history(path: Path) -> list[dict[str, str]]:
+    """The turns in a ``--history`` file; a missing file is a new conversation."""
+    from rag.retrieve.transforms import validate_history
+
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "[]")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read --history {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"--history {path} must hold a JSON array of {{role, content}} turns")
+    try:
+        return validate_history(data)
+    except ConfigError as exc:
+        raise ConfigError(f"--history {path}: {exc}") from None
+
+
+def _write_history(path: Path, turns: list[dict[str, str]]) -> None:
+    """Replace ``path`` with ``turns`` atomically, so an interrupted write never loses the conversation."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(json.dumps(turns, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --history {path}: {exc.strerror or exc}") from None
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    k: KOpt = None,
+    alpha: AlphaOpt = None,
+    filters: FilterOpt = [],  # noqa: B006
+    hyde: HydeOpt = None,
+    rewrite: RewriteOpt = None,
+    multi_query: MultiQueryOpt = None,
+    rerank: RerankOpt = None,
+    rerank_model: RerankModelOpt = None,
+    history: HistoryOpt = None,
+    explain: ExplainOpt = False,
+    show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = False,
+    collection: CollectionOpt = "default",
+) -> None:
+    """Ask questions in a conversation: follow-ups ("and how do I undo it?") are understood in context.
+
+    Each follow-up is rewritten by the LLM into a standalone question before retrieval (see
+    retrieval.condense). Type /reset to start over and /exit (or Ctrl-D) to leave; with --history the
+    conversation is kept in that file and resumed next time.
+
+    Example:
+
+        rag chat --history chat.json
+    """
+    args = _search_args(k, alpha, None, filters, None, None, hyde, rewrite, multi_query, rerank, rerank_model)
+    turns = _read_history(history) if history is not None else []
+    interactive = sys.stdin.isatty()
+    with _engine(ctx, collection) as engine:
+        if interactive:
+            err.print("Ask a question (/reset starts over, /exit or Ctrl-D leaves).", markup=False)
+        while True:
+            try:
+                line = input("> " if interactive else "")
+            except EOFError:
+                break
+            question = line.strip()
+            if not question:
+                continue
+            if question in ("/exit", "/quit"):
+                break
+            if question == "/reset":
+                turns = []
+                err.print("(conversation cleared)", markup=False)
+                continue
+            outcome = _answer(engine, question, args, turns, stream=True)
+            _print_outcome(outcome, stream=True, show_chunks=show_chunks, explain=explain)
+            out.print()
+            if isinstance(outcome, Answer):
+                turns += [{"role": "user", "content": question}, {"role": "assistant", "content": outcome.text}]
+                if history is not None:
+                    _write_history(history, turns)
 
 
 def _print_sources(answer: Answer | None, hits: list[Hit], show_chunks: bool) -> None:
@@ -669,8 +856,24 @@ def serve(
     )
 
 
+def _split_rerank_value(argv: list[str]) -> list[str]:
+    """``--rerank=MODEL`` as ``--rerank-model MODEL``: a flag that may carry a value, which typer cannot
+    declare (a bare ``--rerank`` stays the flag)."""
+    split: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":  # what follows is arguments, not options
+            split += argv[index:]
+            break
+        if arg.startswith("--rerank="):
+            split += ["--rerank-model", arg.removeprefix("--rerank=")]
+        else:
+            split.append(arg)
+    return split
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn library errors into messages and exit codes."""
+    sys.argv[1:] = _split_rerank_value(sys.argv[1:])
     try:
         app()
     except RagError as exc:

@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,6 +48,8 @@ from rag.ingest.chunking import SlidingWindowChunker
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
+from rag.retrieve.pipeline import Reranker, Retrieval, RetrievalPipeline, StageOptions
+from rag.retrieve.transforms import QueryTransformer, validate_history
 from rag.stores import create_store
 from rag.stores.base import VectorStore
 
@@ -66,6 +68,7 @@ class _ReadState:
     store: VectorStore
     bm25: BM25Index
     retriever: HybridRetriever
+    pipeline: RetrievalPipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,9 @@ class RagEngine:
         self._state: _ReadState | None = None
         self._llm = ExitStack()
         self._generator: Any = None
+        self._endpoint: tuple[str, str, bool] | None = None
+        self._transformer_instance: QueryTransformer | None = None
+        self._rerankers: dict[str, Reranker] = {}
 
     @property
     def catalog_path(self) -> Path:
@@ -113,7 +119,8 @@ class RagEngine:
         """Stop the embedded LLM server if this engine started one, and release the store and catalog."""
         with self._lock:
             self._llm.close()
-            self._generator = None
+            self._generator = self._endpoint = self._transformer_instance = None
+            self._rerankers.clear()
             self._drop_state()
             self._catalog.close()
 
@@ -207,7 +214,8 @@ class RagEngine:
                 store, bm25, self.embedder.encode_query, self._catalog, cfg.candidates, cfg.rrf_k,
                 cfg.confidence_power,
             )
-            self._state = _ReadState(generation, store, bm25, retriever)
+            pipeline = RetrievalPipeline(retriever, self.embedder.encode_query, self._transformer)
+            self._state = _ReadState(generation, store, bm25, retriever, pipeline)
             return self._state
 
     def _reopen_catalog_if_created(self) -> None:
@@ -416,25 +424,85 @@ class RagEngine:
         filter: Filter | Mapping[str, Any] | str | list[str] | None = None,
         min_score: float | None = None,
         max_per_doc: int | None = None,
+        hyde: bool | None = None,
+        rewrite: bool | None = None,
+        multi_query: int | None = None,
+        rerank: bool | str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Hit]:
         """Hybrid search over the last committed state; unset arguments take the configured defaults.
+
+        The stage arguments are those of :meth:`retrieve`, which returns the stage record as well.
 
         Raises:
             IndexNotFoundError: nothing has been ingested yet.
             IndexMismatchError: the index was built with another embedding model or store.
             FilterError / ConfigError: a malformed filter or argument.
         """
+        return self.retrieve(
+            query, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
+            hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
+        ).hits
+
+    def retrieve(
+        self,
+        query: str,
+        k: int | None = None,
+        *,
+        alpha: float | None = None,
+        fusion: Fusion | None = None,
+        filter: Filter | Mapping[str, Any] | str | list[str] | None = None,
+        min_score: float | None = None,
+        max_per_doc: int | None = None,
+        hyde: bool | None = None,
+        rewrite: bool | None = None,
+        multi_query: int | None = None,
+        rerank: bool | str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Retrieval:
+        """Search through the retrieval stages (see :mod:`rag.retrieve.pipeline`) and say what each did.
+
+        Args:
+            hyde, rewrite, multi_query: the query transforms (default: ``[retrieval]``); each asks the
+                configured LLM and falls back to the plain query, with a warning, if it fails.
+            rerank: ``True`` for the configured reranker (``[rerank] model``), a model id, local folder
+                or ``"llm"`` for that one, ``False`` for none (default: ``rerank.enabled``).
+            history: earlier turns (``{"role", "content"}``, oldest first); the query is then a
+                follow-up, rewritten into a standalone question before anything else.
+
+        Returns:
+            The hits with the searched question, the per-stage ``explain`` record and any warnings.
+
+        Raises:
+            ConfigError: reranking was asked for but no model is configured or it cannot be loaded;
+                plus what :meth:`search` raises.
+        """
         cfg = self.settings.retrieval
         parsed = parse_filter(filter)
         post = PostFilter(min_score, max_per_doc)
+        turns = validate_history(history)
+        options = StageOptions(
+            hyde=cfg.hyde if hyde is None else hyde,
+            hyde_weight=cfg.hyde_weight,
+            rewrite=cfg.rewrite if rewrite is None else rewrite,
+            multi_query=cfg.multi_query if multi_query is None else multi_query,
+            condense=cfg.condense,
+            rerank_top_n=self.settings.rerank.top_n,
+            rerank_score=self.settings.rerank.score,
+            rerank_blend_weight=self.settings.rerank.blend_weight,
+        )
+        reranker = self.reranker(rerank)
         self.refresh()
-        return self._read_state().retriever.search(
+        return self._read_state().pipeline.run(
             query,
             k if k is not None else cfg.k,
             alpha=cfg.alpha if alpha is None else alpha,
             fusion=fusion or cfg.fusion,
             filter=parsed,
             post=post,
+            options=options,
+            history=turns,
+            reranker=reranker,
         )
 
     def ask(
@@ -447,29 +515,46 @@ class RagEngine:
         filter: Filter | Mapping[str, Any] | str | list[str] | None = None,
         min_score: float | None = None,
         max_per_doc: int | None = None,
+        hyde: bool | None = None,
+        rewrite: bool | None = None,
+        multi_query: int | None = None,
+        rerank: bool | str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
         on_sources: Callable[[list[Hit]], None] | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
         """Retrieve, then answer ``question`` from the hits with numbered citations.
 
         Args:
-            question: the user's question; the search arguments are those of :meth:`search`.
+            question: the user's question; with ``history`` a follow-up, answered as its standalone form.
+                The search and stage arguments are those of :meth:`retrieve`.
             on_sources: called with the retrieved hits before generation starts (stream them first).
             on_token: called with each piece of answer text as it is generated.
 
+        Returns:
+            The answer; its ``retrieval`` says how the hits were found, and stage warnings lead its
+            ``warnings``.
+
         Raises:
             AnswerError: the LLM endpoint failed; its ``hits`` are the retrieved sources.
-            plus what :meth:`search` raises.
+            plus what :meth:`retrieve` raises.
         """
-        hits = self.search(
-            question, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc
+        retrieval = self.retrieve(
+            question, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
+            hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
         )
+        hits = retrieval.hits
         if on_sources is not None:
             on_sources(hits)
         try:
-            return self.generator().generate(question, hits, on_token=on_token)
+            answer = self.generator().generate(retrieval.query, hits, on_token=on_token)
         except GenerationError as exc:
-            raise AnswerError(str(exc), hits, timeout=isinstance(exc, GenerationTimeout)) from exc
+            raise AnswerError(
+                str(exc), hits, timeout=isinstance(exc, GenerationTimeout), retrieval=retrieval
+            ) from exc
+        answer.retrieval = retrieval
+        answer.warnings = [*retrieval.warnings, *answer.warnings]
+        return answer
 
     def documents(
         self, *, offset: int = 0, limit: int = 50, filter: Filter | Mapping[str, Any] | str | list[str] | None = None
@@ -513,32 +598,93 @@ class RagEngine:
         Raises:
             GenerationError / ConfigError: the embedded server cannot start.
         """
+        from rag.generate import OpenAIChatGenerator
+
         with self._lock:
             if self._generator is None:
-                self._generator = self._make_generator()
+                cfg = self.settings.llm
+                base_url, model, structured = self._llm_endpoint()
+                self._generator = OpenAIChatGenerator(
+                    base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
+                    temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
+                    structured=structured, count_tokens=self.count_tokens,
+                )
             return self._generator
 
-    def _make_generator(self) -> Any:
+    def _llm_endpoint(self) -> tuple[str, str, bool]:
+        """``(base_url, model, structured)`` of the configured endpoint, starting the embedded server once."""
+        with self._lock:
+            if self._endpoint is None:
+                cfg = self.settings.llm
+                if cfg.base_url:
+                    self._endpoint = (cfg.base_url, cfg.model, bool(cfg.structured))
+                else:
+                    from rag.core.onnx_query import cache_dir
+                    from rag.generate import LlamaCppServer
+
+                    server = self._llm.enter_context(LlamaCppServer(
+                        gguf=Path(cfg.gguf) if cfg.gguf else None, n_ctx=cfg.n_ctx, threads=cfg.threads,
+                        log_path=cache_dir() / "llm-server.log",
+                    ))
+                    self._endpoint = (server.base_url, server.model, cfg.structured is not False)
+            return self._endpoint
+
+    def completer(self) -> Any:
+        """The :class:`~rag.generate.completion.ChatCompleter` the retrieval stages use: the configured
+        LLM, bounded by ``retrieval.stage_timeout``, its replies cached in the user cache folder.
+
+        Raises:
+            GenerationError: the embedded server cannot start.
+        """
         from rag.core.onnx_query import cache_dir
-        from rag.generate import LlamaCppServer, OpenAIChatGenerator
+        from rag.generate.completion import ChatCompleter, CompletionCache
 
-        cfg = self.settings.llm
-        api_key = cfg.api_key.get_secret_value() if cfg.api_key else None
-
-        def build(base_url: str, model: str, structured: bool) -> OpenAIChatGenerator:
-            return OpenAIChatGenerator(
-                base_url, model, api_key=api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
-                temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
-                structured=structured, count_tokens=self.count_tokens,
-            )
-
-        if cfg.base_url:
-            return build(cfg.base_url, cfg.model, bool(cfg.structured))
-        gguf = Path(cfg.gguf) if cfg.gguf else None
-        server = self._llm.enter_context(
-            LlamaCppServer(gguf=gguf, n_ctx=cfg.n_ctx, threads=cfg.threads, log_path=cache_dir() / "llm-server.log")
+        cfg = self.settings.retrieval
+        base_url, model, _ = self._llm_endpoint()
+        cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
+        return ChatCompleter(
+            base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache
         )
-        return build(server.base_url, server.model, cfg.structured is not False)
+
+    def _transformer(self) -> QueryTransformer:
+        with self._lock:
+            if self._transformer_instance is None:
+                self._transformer_instance = QueryTransformer(
+                    self.completer(), self.settings.retrieval.stage_max_tokens
+                )
+            return self._transformer_instance
+
+    def reranker(self, rerank: bool | str | None = None) -> Reranker | None:
+        """The reranker ``rerank`` asks for (see :meth:`retrieve`), loaded once and kept; ``None`` for none.
+
+        Raises:
+            ConfigError: reranking is on but no model is configured, or the model cannot be loaded.
+        """
+        cfg = self.settings.rerank
+        if rerank is None:
+            rerank = cfg.enabled
+        if rerank is False:
+            return None
+        model = cfg.model if rerank is True else rerank
+        if not model or not str(model).strip():
+            raise ConfigError(
+                "reranking needs a model, and none ships with rag-platform: set rerank.model in rag.toml "
+                "(or RAG_RERANK__MODEL, or --rerank-model) to a sentence-transformers CrossEncoder id such as "
+                "cross-encoder/ms-marco-MiniLM-L-6-v2 (downloaded once) or a local folder, or to 'llm' to "
+                "rerank with the configured LLM"
+            )
+        model = str(model).strip()
+        with self._lock:
+            if model not in self._rerankers:
+                from rag.retrieve.rerank import CrossEncoderReranker, LLMReranker
+
+                if model == "llm":
+                    self._rerankers[model] = LLMReranker(self.completer(), cfg.llm_mode)
+                else:
+                    self._rerankers[model] = CrossEncoderReranker(
+                        model, batch_size=cfg.batch_size, max_length=cfg.max_length, device=cfg.device
+                    )
+            return self._rerankers[model]
 
     def status(self) -> dict[str, Any]:
         """Documents, chunks, model, store and size on disk, from the last committed state."""

@@ -143,6 +143,15 @@ class SearchOptions(Strict):
     filters: Filters = Field(None, description=FILTERS_DOC)
     min_score: float | None = Field(None, description="Post-filter: drop hits whose fused score is below this.")
     max_per_doc: int | None = Field(None, gt=0, description="Post-filter: at most N chunks per document.")
+    hyde: bool | None = Field(None, description="HyDE: the dense side searches with an LLM-written passage.")
+    rewrite: bool | None = Field(None, description="The LLM rewrites the question into a keyword search query.")
+    multi_query: int | None = Field(None, ge=0, le=10, description="Also search N LLM-written query variants.")
+    rerank: bool | str | None = Field(
+        None,
+        description="Rerank the top candidates: true for the configured model, a CrossEncoder id or folder, "
+        "or 'llm'; false for none [default: rerank.enabled].",
+    )
+    explain: bool = Field(False, description="Return `explain`: each stage's output and time.")
 
 
 class SearchRequest(SearchOptions):
@@ -155,6 +164,7 @@ class HitOut(BaseModel):
     score: float
     dense_score: float | None
     bm25_score: float | None
+    rerank_score: float | None = Field(None, description="The reranker's score, when the hits were reranked.")
     metadata: dict[str, Any]
     text: str
 
@@ -163,12 +173,40 @@ class NumberedHit(HitOut):
     n: int = Field(description="The context block number the answer's [n] markers refer to.")
 
 
+class StageRecord(BaseModel):
+    """One retrieval stage in ``explain``; the other fields depend on the stage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str = Field(description="condense, rewrite, multi_query, hyde, search, rerank or post_filter.")
+    ms: float
+
+
+class Explain(BaseModel):
+    question: str
+    standalone_question: str | None = Field(description="The follow-up rewritten to stand alone, if it was.")
+    search_queries: list[str]
+    stages: list[StageRecord]
+    warnings: list[str]
+    total_ms: float
+
+
 class SearchResponse(BaseModel):
     hits: list[HitOut]
+    explain: Explain | None = None
+
+
+class Turn(Strict):
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(max_length=20000)
 
 
 class AskRequest(SearchOptions):
     question: str = Field(min_length=1, max_length=4000)
+    history: list[Turn] = Field(
+        default_factory=list, max_length=100,
+        description="Earlier turns, oldest first: the question is a follow-up, made standalone before retrieval.",
+    )
     stream: bool = Field(False, description="Server-Sent Events: sources, delta..., citations, done (or error).")
 
 
@@ -187,6 +225,7 @@ class AskResponse(BaseModel):
     model: str
     usage: dict[str, int] | None
     warnings: list[str]
+    explain: Explain | None = None
 
 
 # -- OpenAI-compatible chat -------------------------------------------------------------------------

@@ -107,6 +107,41 @@ class RetrievalSettings(BaseModel):
     bm25_b: float = Field(0.75, ge=0, le=1)
     stemmer: str | None = Field("english", description="PyStemmer language, or empty for none.")
     stopwords: str | None = Field("en", description="bm25s stopword list, or empty for none.")
+    # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
+    hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")
+    hyde_weight: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="HyDE: weight of the passage's embedding against the query's (1 = passage only).",
+    )
+    rewrite: bool = Field(False, description="Rewrite the question into a keyword search query before searching.")
+    multi_query: int = Field(0, ge=0, le=10, description="Also search N LLM-written variants, merged by RRF.")
+    condense: bool = Field(
+        True, description="With earlier turns (chat), rewrite a follow-up into a standalone question first."
+    )
+    stage_timeout: float = Field(30.0, gt=0, description="Seconds a transform's LLM call may take.")
+    stage_max_tokens: int = Field(160, gt=0, description="Reply budget of a transform (HyDE passage, rewrites).")
+    stage_cache: bool = Field(True, description="Cache transform and LLM-rerank replies in the user cache folder.")
+
+
+class RerankSettings(BaseModel):
+    """Second-stage reranking of the fused candidates (off by default: no cross-encoder ships)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+    enabled: bool = Field(False, description="Rerank every search (same as --rerank).")
+    model: str | None = Field(
+        None,
+        description="A sentence-transformers CrossEncoder id or local folder, or 'llm' to rerank with [llm].",
+    )
+    top_n: int = Field(20, gt=0, description="How many fused candidates are reranked (at least k).")
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(256, gt=8, description="Tokens of query + passage the cross-encoder reads.")
+    device: str = "cpu"
+    score: Literal["rerank", "blend"] = Field(
+        "rerank", description="Final score: the reranker's, or a blend with the fused score."
+    )
+    blend_weight: float = Field(0.7, ge=0.0, le=1.0, description="Reranker share of a blended score.")
+    llm_mode: Literal["pointwise", "listwise"] = Field("pointwise", description="How 'llm' reranking asks.")
 
 
 class LLMSettings(BaseModel):
@@ -161,6 +196,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    rerank: RerankSettings = RerankSettings()
     llm: LLMSettings = LLMSettings()
     api: ApiSettings = ApiSettings()
 

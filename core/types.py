@@ -96,12 +96,18 @@ class Chunk:
 
 @dataclass(slots=True)
 class Hit:
-    """A retrieved chunk with its fused score and the per-retriever scores behind it."""
+    """A retrieved chunk with its final score and the scores behind it.
+
+    ``score`` is the fused score, or after reranking the reranker's (or the blend, see ``rerank.score``);
+    ``rerank_score`` is the reranker's own score, ``None`` when no reranker ran or it could not score
+    this chunk.
+    """
 
     chunk: Chunk
     score: float
     dense_score: float | None = None
     bm25_score: float | None = None
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape printed by ``rag search --json``."""
@@ -111,6 +117,7 @@ class Hit:
             "score": self.score,
             "dense_score": self.dense_score,
             "bm25_score": self.bm25_score,
+            "rerank_score": self.rerank_score,
             "metadata": self.chunk.metadata,
             "text": self.chunk.text,
         }

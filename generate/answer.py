@@ -35,6 +35,8 @@ class Answer:
             was not the JSON asked for, ...), for the caller to show.
         usage: token counts the endpoint reported (``prompt_tokens``, ``completion_tokens``,
             ``total_tokens``), or ``None`` if it reported none.
+        retrieval: how the hits were found (the searched question, each stage's output and time), when
+            :meth:`rag.engine.RagEngine.ask` made the answer; not part of :meth:`to_dict`.
     """
 
     text: str
@@ -44,6 +46,7 @@ class Answer:
     invalid_citations: list[int]
     warnings: list[str] = field(default_factory=list)
     usage: dict[str, int] | None = None
+    retrieval: Any = None  # the rag.retrieve.pipeline.Retrieval behind used_hits, set by RagEngine.ask
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape of ``rag ask --json`` and the API: answer, citations and the numbered hits.
@@ -83,10 +86,11 @@ class AnswerError(GenerationError):
         hits: the retrieved hits the answer would have been grounded in.
     """
 
-    def __init__(self, message: str, hits: list[Hit], *, timeout: bool = False) -> None:
+    def __init__(self, message: str, hits: list[Hit], *, timeout: bool = False, retrieval: Any = None) -> None:
         super().__init__(message)
         self.hits = hits
         self.timeout = timeout
+        self.retrieval = retrieval
 
 
 def find_citations(text: str, n_blocks: int) -> tuple[list[int], list[int]]:

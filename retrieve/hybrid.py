@@ -189,8 +189,13 @@ class HybridRetriever:
         fusion: Fusion = "linear",
         filter: Filter | None = None,
         post: PostFilter | None = None,
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``.
+
+        Args:
+            vector: the dense side searches with this (normalised) vector instead of the query's
+                embedding; BM25 still reads ``query`` (HyDE uses this).
 
         Raises:
             ConfigError: for ``k <= 0``, ``alpha`` outside [0, 1] or an unknown fusion.
@@ -205,7 +210,10 @@ class HybridRetriever:
         depth = max(self.candidates, k)
         use_dense, use_bm25 = alpha > 0 or fusion == "rrf", alpha < 1 or fusion == "rrf"
 
-        vector = self.embed_query(query) if use_dense else None
+        if use_dense and vector is None:
+            vector = self.embed_query(query)
+        elif not use_dense:
+            vector = None
         dense = self.store.search(vector, depth, filter) if vector is not None else []
         bm25_scores = self.bm25.score_all(query, filter) if use_bm25 else None
         keyword = self.bm25.top_k(bm25_scores, depth) if bm25_scores is not None else []
@@ -258,3 +266,20 @@ class HybridRetriever:
                 if len(hits) == k:
                     return hits
         return hits
+
+
+def apply_post_filter(hits: Sequence[Hit], post: PostFilter, k: int) -> list[Hit]:
+    """``post`` applied to an already ranked list of hits, cut to ``k`` (for reranked or merged lists)."""
+    kept: list[Hit] = []
+    per_doc: dict[str, int] = {}
+    for hit in hits:
+        if post.min_score is not None and hit.score < post.min_score:
+            continue
+        if post.max_per_doc is not None:
+            if per_doc.get(hit.chunk.doc_id, 0) >= post.max_per_doc:
+                continue
+            per_doc[hit.chunk.doc_id] = per_doc.get(hit.chunk.doc_id, 0) + 1
+        kept.append(hit)
+        if len(kept) == k:
+            break
+    return kept

@@ -39,7 +39,7 @@ def test_search_json_is_stable(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert len(hits) == 2
-    assert set(hits[0]) == {"doc_id", "chunk_id", "score", "dense_score", "bm25_score", "metadata", "text"}
+    assert set(hits[0]) == {"doc_id", "chunk_id", "score", "dense_score", "bm25_score", "rerank_score", "metadata", "text"}
     assert hits[0]["doc_id"] == "docs/web/pricing.html" and hits[0]["metadata"]["team"] == "support"
     assert hits[0]["score"] >= hits[1]["score"]
 

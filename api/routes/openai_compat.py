@@ -4,7 +4,8 @@ Any OpenAI client (the official SDK, LangChain's ``ChatOpenAI``, Open WebUI) can
 ``http://HOST:PORT/v1`` and get grounded answers. The sources travel in an extra top-level field,
 ``sources`` (numbered hits, as in ``/ask``), on the non-streamed response and on the last streamed chunk,
 so clients that ignore unknown fields keep working and those that read it can show citations. The last
-user message is the question; earlier turns are not used for retrieval yet.
+user message is the question; the user and assistant turns before it are the conversation, so a
+follow-up is rewritten into a standalone question before retrieval (``retrieval.condense``).
 """
 
 from __future__ import annotations
@@ -50,15 +51,23 @@ _CHAT_DOC = {
 }
 
 
-def _question(body: ChatCompletionRequest) -> str:
-    for message in reversed(body.messages):
-        if message.role != "user":
-            continue
-        content = message.content
-        if isinstance(content, list):  # OpenAI's content parts: keep the text ones
-            content = " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
-        if isinstance(content, str) and content.strip():
-            return content.strip()
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI's content parts: keep the text ones
+        content = " ".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    return content.strip() if isinstance(content, str) else ""
+
+
+def _question(body: ChatCompletionRequest) -> tuple[str, list[dict[str, str]]]:
+    """The last user message with text, and the user and assistant turns before it (the history)."""
+    for index in range(len(body.messages) - 1, -1, -1):
+        message = body.messages[index]
+        if message.role == "user" and _text(message.content):
+            history = [
+                {"role": m.role, "content": _text(m.content)}
+                for m in body.messages[:index]
+                if m.role in ("user", "assistant") and _text(m.content)
+            ]
+            return _text(message.content), history
     raise ApiError(422, "validation_error", "messages: no user message with text to answer")
 
 
@@ -75,11 +84,12 @@ async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any
 
 @router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)})
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, caller: CallerDep) -> Any:
-    """Answer the last user message from the collection named by ``model``, OpenAI-style."""
+    """Answer the last user message from the collection named by ``model``, OpenAI-style; earlier turns
+    make it a follow-up."""
     caller.require(body.model, "read")
-    question = _question(body)
+    question, history = _question(body)
     engine = services.workspace.engine(body.model)
-    call = partial(engine.ask, question)
+    call = partial(engine.ask, question, history=history)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:

@@ -48,8 +48,13 @@ _SSE_DOC = {
                 _event("sources", _fields(hits=_array_of("NumberedHit"))),
                 _event("delta", _fields(text={"type": "string"})),
                 _event("citations", _fields(citations=_array_of("CitationOut"))),
-                _event("done", _fields(model={"type": "string"}, usage={"type": ["object", "null"]},
-                                       warnings={"type": "array", "items": {"type": "string"}})),
+                _event("done", {**_fields(model={"type": "string"}, usage={"type": ["object", "null"]},
+                                          warnings={"type": "array", "items": {"type": "string"}}),
+                                "properties": {
+                                    "model": {"type": "string"}, "usage": {"type": ["object", "null"]},
+                                    "warnings": {"type": "array", "items": {"type": "string"}},
+                                    "explain": {"$ref": "#/components/schemas/Explain"},
+                                }}),
                 _event("error", _fields(type={"type": "string"}, message={"type": "string"},
                                         status={"type": "integer"})),
             ]},
@@ -65,20 +70,25 @@ _SSE_DOC = {
 def search_args(body: SearchOptions) -> dict[str, Any]:
     return {
         "k": body.k, "alpha": body.alpha, "fusion": body.fusion, "filter": body.filters,
-        "min_score": body.min_score, "max_per_doc": body.max_per_doc,
+        "min_score": body.min_score, "max_per_doc": body.max_per_doc, "hyde": body.hyde, "rewrite": body.rewrite,
+        "multi_query": body.multi_query, "rerank": body.rerank,
     }
 
 
 @router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 422, 503))
 async def search(name: str, body: SearchRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    """Hybrid search: hits with fused, dense and BM25 scores, metadata and text."""
+    """Hybrid search: hits with fused, dense, BM25 (and rerank) scores, metadata and text.
+
+    The optional stages (`hyde`, `rewrite`, `multi_query`, `rerank`) are those of `rag search`;
+    `explain: true` adds what each stage produced and how long it took.
+    """
     caller.require(name, "read")
     engine = services.workspace.engine(name)
-    hits = await services.run(partial(engine.search, body.query, **search_args(body)))
-    return {"hits": [hit.to_dict() for hit in hits]}
+    found = await services.run(partial(engine.retrieve, body.query, **search_args(body)))
+    return {"hits": [hit.to_dict() for hit in found.hits], "explain": found.explain if body.explain else None}
 
 
-def answer_body(answer: Answer) -> dict[str, Any]:
+def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
     return {
         "answer": answer.text,
         "citations": [
@@ -90,6 +100,7 @@ def answer_body(answer: Answer) -> dict[str, Any]:
         "model": answer.model,
         "usage": answer.usage,
         "warnings": list(answer.warnings),
+        "explain": answer.retrieval.explain if explain and answer.retrieval is not None else None,
     }
 
 
@@ -102,27 +113,31 @@ async def ask(name: str, body: AskRequest, services: ServicesDep, caller: Caller
     """Retrieve, then answer from the hits with numbered citations ``[n]`` (``n`` is a hit's ``n``)."""
     caller.require(name, "read")
     engine = services.workspace.engine(name)
-    call = partial(engine.ask, body.question, **search_args(body))
+    history = [turn.model_dump() for turn in body.history]
+    call = partial(engine.ask, body.question, **search_args(body), history=history)
     if not body.stream:
         answer = await services.run(call)  # AnswerError -> 502/504 with the sources (see api.errors)
-        return answer_body(answer)
+        return answer_body(answer, body.explain)
     events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
-    return StreamingResponse(_ask_stream(events), media_type="text/event-stream", headers=_NO_BUFFERING)
+    return StreamingResponse(_ask_stream(events, body.explain), media_type="text/event-stream", headers=_NO_BUFFERING)
 
 
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _ask_stream(events: AsyncIterator[Event]) -> AsyncIterator[str]:
+async def _ask_stream(events: AsyncIterator[Event], explain: bool = False) -> AsyncIterator[str]:
     async for event in events:
         if event.kind == "sources":
             yield sse("sources", {"hits": numbered_hits(event.value, "n")})
         elif event.kind == "delta":
             yield sse("delta", {"text": event.value})
         elif event.kind == "answer":
-            body = answer_body(event.value)
+            body = answer_body(event.value, explain)
             yield sse("citations", {"citations": body["citations"]})
-            yield sse("done", {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"]})
+            done = {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"]}
+            if explain:
+                done["explain"] = body["explain"]
+            yield sse("done", done)
         elif event.kind == "error":
             exc = event.value
             status, kind = classify(exc)

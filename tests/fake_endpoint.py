@@ -12,7 +12,8 @@ from typing import Any
 
 @dataclass
 class Reply:
-    """One scripted reply: HTTP ``status`` with ``body``, or a 200 SSE stream of ``pieces``.
+    """One scripted reply: HTTP ``status`` with ``body``, or a 200 SSE stream of ``pieces`` (one JSON
+    ``chat.completion`` with the pieces joined when the request did not ask to stream).
 
     ``delay`` stalls before the response starts; ``stall_after_first`` stalls after the first piece.
     """
@@ -65,6 +66,9 @@ class ScriptedEndpoint:
                     self.end_headers()
                     self.wfile.write(body)
                     return
+                if not endpoint.requests[-1].get("stream"):
+                    self._complete(reply)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
@@ -76,6 +80,22 @@ class ScriptedEndpoint:
                         time.sleep(reply.stall_after_first)
                 self.wfile.write(_sse(endpoint.model, {}, reply.finish_reason))
                 self.wfile.write(b"data: [DONE]\n\n")
+
+            def _complete(self, reply: Reply) -> None:
+                """A non-streamed request gets one ``chat.completion`` object with the pieces joined."""
+                body = json.dumps({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": endpoint.model,
+                    "choices": [{
+                        "index": 0, "message": {"role": "assistant", "content": "".join(reply.pieces)},
+                        "finish_reason": reply.finish_reason,
+                    }],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass

@@ -1,0 +1,108 @@
+"""Retrieval stages over HTTP: request fields named as the CLI flags, ``explain`` in the bodies, and the
+chat endpoint's earlier turns used for follow-ups. A real API process; its LLM is the scripted endpoint,
+so each test knows what the stage was told and what it replied."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from api_server import ApiServer, sse_events, upload_corpus
+from fake_endpoint import Reply, ScriptedEndpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[ScriptedEndpoint]:
+    with ScriptedEndpoint() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(
+    start_server: Callable[..., ApiServer], tmp_path_factory: pytest.TempPathFactory,
+    corpus_writer: Callable[[Path], Path], endpoint: ScriptedEndpoint,
+) -> ApiServer:
+    root = tmp_path_factory.mktemp("stages-api")
+    api = start_server(
+        root / "data", RAG_LLM__BASE_URL=endpoint.base_url, RAG_LLM__MODEL=endpoint.model,
+        RAG_LLM__MAX_RETRIES="0", RAG_CACHE_DIR=str(root / "cache"),
+    )
+    with api.client() as client:
+        upload_corpus(client, "default", corpus_writer(root))
+    return api
+
+
+@pytest.fixture
+def script(endpoint: ScriptedEndpoint) -> ScriptedEndpoint:
+    endpoint.script.clear()
+    endpoint.requests.clear()
+    return endpoint
+
+
+def test_search_with_stages_and_explain(server: ApiServer, script: ScriptedEndpoint) -> None:
+    script.reply(Reply(pieces=["refunds granted within days of purchase"]), Reply(pieces=["pricing refunds\nwidget price"]))
+    with server.client() as client:
+        response = client.post("/v1/collections/default/search", json={
+            "query": "money back?", "k": 2, "rewrite": True, "multi_query": 2, "explain": True,
+        })
+    assert response.status_code == 200, response.text
+    body = response.json()
+    explain = body["explain"]
+    assert explain["search_queries"] == ["refunds granted within days of purchase", "pricing refunds", "widget price"]
+    assert [s["stage"] for s in explain["stages"]] == ["rewrite", "multi_query", "search"]
+    assert body["hits"][0]["doc_id"] == "pricing.html" and "rerank_score" in body["hits"][0]
+
+
+def test_search_without_explain_has_none(server: ApiServer, script: ScriptedEndpoint) -> None:
+    with server.client() as client:
+        body = client.post("/v1/collections/default/search", json={"query": "refunds", "k": 1}).json()
+    assert body["explain"] is None and script.requests == []
+
+
+def test_a_failing_llm_never_fails_the_search(server: ApiServer, script: ScriptedEndpoint) -> None:
+    script.reply(Reply(status=500, body="{}"))
+    with server.client() as client:
+        response = client.post("/v1/collections/default/search", json={"query": "refund days", "hyde": True, "explain": True})
+    assert response.status_code == 200
+    assert response.json()["explain"]["warnings"][0].startswith("hyde failed")
+
+
+def test_rerank_without_a_model_is_a_client_error(server: ApiServer) -> None:
+    with server.client() as client:
+        response = client.post("/v1/collections/default/search", json={"query": "refunds", "rerank": True})
+    assert response.status_code == 422 and "rerank.model" in response.text
+
+
+def test_ask_history_condenses_the_follow_up(server: ApiServer, script: ScriptedEndpoint) -> None:
+    script.reply(Reply(pieces=["Within how many days are refunds granted?"]), Reply(pieces=["Within 30 days [1]."]))
+    with server.client() as client:
+        response = client.post("/v1/collections/default/ask", json={
+            "question": "and refunds?", "explain": True, "stream": True,
+            "history": [{"role": "user", "content": "What does the team plan cost?"},
+                        {"role": "assistant", "content": "45 euros a month [1]."}],
+        })
+    assert response.status_code == 200
+    events = dict(sse_events(response.text))
+    done = json.loads(events["done"])
+    assert done["explain"]["standalone_question"] == "Within how many days are refunds granted?"
+    assert "What does the team plan cost?" in script.requests[0]["messages"][1]["content"]
+
+
+def test_chat_completions_use_the_earlier_turns(server: ApiServer, script: ScriptedEndpoint) -> None:
+    script.reply(Reply(pieces=["Within how many days are refunds granted?"]), Reply(pieces=["Within 30 days [1]."]))
+    with server.client() as client:
+        response = client.post("/v1/chat/completions", json={"model": "default", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What does the team plan cost?"},
+            {"role": "assistant", "content": "45 euros a month."},
+            {"role": "user", "content": "and can I get a refund?"},
+        ]})
+    assert response.status_code == 200, response.text
+    condense = script.requests[0]["messages"][1]["content"]
+    assert "User: What does the team plan cost?" in condense and "Assistant: 45 euros a month." in condense
+    assert "Be brief" not in condense  # system turns are not conversation
+    assert "Refunds" in response.json()["sources"][0]["text"]
