@@ -246,8 +246,11 @@ class LLMReranker:
 
         if self.concurrency == 1 or len(passages) == 1:
             return [grade(p) for p in passages]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(passages))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(passages)))
+        try:
             return list(pool.map(grade, passages))  # re-raises the first failure, in passage order
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure, ask nothing more
 
     def _listwise(self, query: str, passages: list[str]) -> list[float]:
         numbered = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
