@@ -148,8 +148,9 @@ class SearchOptions(Strict):
     multi_query: int | None = Field(None, ge=0, le=10, description="Also search N LLM-written query variants.")
     rerank: bool | str | None = Field(
         None,
-        description="Rerank the top candidates: true for the configured model, a CrossEncoder id or folder, "
-        "or 'llm'; false for none [default: rerank.enabled].",
+        description="Rerank the top candidates: true for the configured model (rerank.model), 'llm' for the "
+        "configured LLM, false for none [default: rerank.enabled]. Other model names are refused: a client "
+        "does not choose what the server loads.",
     )
     explain: bool = Field(False, description="Return `explain`: each stage's output and time.")
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from rag.api.deps import CallerDep, ServicesDep
-from rag.api.errors import classify
+from rag.api.errors import ApiError, classify
 from rag.api.responses import errors
 from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
 from rag.api.streaming import Event, ask_events, sse
@@ -67,7 +67,14 @@ _SSE_DOC = {
 }
 
 
-def search_args(body: SearchOptions) -> dict[str, Any]:
+def search_args(body: SearchOptions, engine: Any) -> dict[str, Any]:
+    """The engine arguments of a request; a client may not make the server load a model of its choosing."""
+    if isinstance(body.rerank, str) and body.rerank not in ("llm", engine.settings.rerank.model):
+        raise ApiError(
+            422, "invalid_request",
+            f"rerank: this server reranks with its configured model ({engine.settings.rerank.model or 'none'}) "
+            "or 'llm'; send true, false or 'llm'",
+        )
     return {
         "k": body.k, "alpha": body.alpha, "fusion": body.fusion, "filter": body.filters,
         "min_score": body.min_score, "max_per_doc": body.max_per_doc, "hyde": body.hyde, "rewrite": body.rewrite,
@@ -84,7 +91,7 @@ async def search(name: str, body: SearchRequest, services: ServicesDep, caller: 
     """
     caller.require(name, "read")
     engine = services.workspace.engine(name)
-    found = await services.run(partial(engine.retrieve, body.query, **search_args(body)))
+    found = await services.run(partial(engine.retrieve, body.query, **search_args(body, engine)))
     return {"hits": [hit.to_dict() for hit in found.hits], "explain": found.explain if body.explain else None}
 
 
@@ -114,7 +121,7 @@ async def ask(name: str, body: AskRequest, services: ServicesDep, caller: Caller
     caller.require(name, "read")
     engine = services.workspace.engine(name)
     history = [turn.model_dump() for turn in body.history]
-    call = partial(engine.ask, body.question, **search_args(body), history=history)
+    call = partial(engine.ask, body.question, **search_args(body, engine), history=history)
     if not body.stream:
         answer = await services.run(call)  # AnswerError -> 502/504 with the sources (see api.errors)
         return answer_body(answer, body.explain)

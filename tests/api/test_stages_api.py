@@ -77,6 +77,12 @@ def test_rerank_without_a_model_is_a_client_error(server: ApiServer) -> None:
     assert response.status_code == 422 and "rerank.model" in response.text
 
 
+def test_a_client_cannot_make_the_server_load_a_model(server: ApiServer, tmp_path: Path) -> None:
+    with server.client() as client:
+        response = client.post("/v1/collections/default/search", json={"query": "refunds", "rerank": str(tmp_path)})
+    assert response.status_code == 422 and "configured model" in response.text
+
+
 def test_ask_history_condenses_the_follow_up(server: ApiServer, script: ScriptedEndpoint) -> None:
     script.reply(Reply(pieces=["Within how many days are refunds granted?"]), Reply(pieces=["Within 30 days [1]."]))
     with server.client() as client:
