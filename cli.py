@@ -181,7 +181,7 @@ def ingest(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index first (after changing model or chunking).")] = False,
     chunk_size: Annotated[Optional[int], typer.Option(help="Window size in tokens [default: 200].")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [default: 40].")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Vector store: faiss or qdrant [default: faiss].")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Vector store: faiss, qdrant or pgvector [default: faiss].")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="If another ingest is running: wait for it, or fail at once (exit 4).")] = True,
     collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

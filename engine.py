@@ -400,17 +400,25 @@ class RagEngine:
                 options=self.settings.store,
             )
         except IndexMismatchError:
-            if self.settings.store.kind != "qdrant":
-                raise
-            from rag.stores.qdrant_store import QdrantStore
-
             # The collection holds vectors of another size (the model changed): open it as it is.
             cfg = self.settings.store
-            store = QdrantStore(
-                self.embedder.dimension, url=cfg.url, collection=cfg.collection, any_dimension=True,
-                api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-            )
-        store.drop()
+            if cfg.kind == "qdrant":
+                from rag.stores.qdrant_store import QdrantStore
+
+                store = QdrantStore(
+                    self.embedder.dimension, url=cfg.url, collection=cfg.collection, any_dimension=True,
+                    api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+                )
+            elif cfg.kind == "pgvector":
+                from rag.stores.pgvector_store import PgVectorStore
+
+                store = PgVectorStore(
+                    self.embedder.dimension, url=cfg.url, data_dir=self.data_dir, collection=cfg.collection,
+                    any_dimension=True, password=cfg.api_key.get_secret_value() if cfg.api_key else None,
+                )
+            else:
+                raise
+        store.drop()  # and closes it
 
     # -- reading ----------------------------------------------------------------------------------
 

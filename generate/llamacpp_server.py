@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Callable
@@ -32,6 +31,7 @@ from typing import Callable
 import httpx
 
 from rag.core.errors import ConfigError, GenerationError
+from rag.core.logs import log_tail
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path, offset: int, lines: int = 15) -> str:
-    """The last ``lines`` lines written to ``path`` after byte ``offset`` (this run's share of the log)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    tail = deque((line for line in text.splitlines() if line.strip()), maxlen=lines)
-    return "\n".join(tail) or "(the log is empty)"
 
 
 class LlamaCppServer:
@@ -210,7 +198,7 @@ class LlamaCppServer:
             if code is not None:
                 raise GenerationError(
                     f"the embedded LLM server exited with code {code} while starting; "
-                    f"last lines of {self.log_path}:\n{_log_tail(self.log_path, log_offset)}"
+                    f"last lines of {self.log_path}:\n{log_tail(self.log_path, log_offset)}"
                 )
             try:
                 # /health answers 503 while the model loads and 200 once it can serve requests.
@@ -221,7 +209,7 @@ class LlamaCppServer:
             if time.monotonic() > deadline:
                 raise GenerationError(
                     f"the embedded LLM server did not answer within {self.startup_timeout:g} s; "
-                    f"last lines of {self.log_path}:\n{_log_tail(self.log_path, log_offset)}"
+                    f"last lines of {self.log_path}:\n{log_tail(self.log_path, log_offset)}"
                 )
             time.sleep(0.1)
 

@@ -1,6 +1,7 @@
 """Vector stores: the :class:`VectorStore` protocol, its backends, and the registry that picks one.
 
-Built-in backends are registered here explicitly (``faiss``, the embedded default, and ``qdrant``);
+Built-in backends are registered here explicitly (``faiss``, the embedded default, ``qdrant`` and
+``pgvector``);
 third-party ones are found through the ``rag.vector_stores`` entry-point group, whose entry points are
 factories with :func:`create_store`'s keyword signature::
 
@@ -100,7 +101,14 @@ def _create_qdrant(*, data_dir: Path, dimension: int, options: StoreSettings, re
     )
 
 
-BUILTIN_STORES: dict[str, StoreFactory] = {"faiss": _create_faiss, "qdrant": _create_qdrant}
+def _create_pgvector(**kwargs: object) -> VectorStore:
+    # Imported here: the module imports rag.stores, and psycopg is only needed by those who select it.
+    from rag.stores.pgvector_store import create_pgvector_store
+
+    return create_pgvector_store(**kwargs)
+
+
+BUILTIN_STORES: dict[str, StoreFactory] = {"faiss": _create_faiss, "qdrant": _create_qdrant, "pgvector": _create_pgvector}
 
 
 def _plugins() -> dict[str, EntryPoint]:

@@ -1,0 +1,848 @@
+"""PgVectorStore: the vector store on Postgres with pgvector, on an embedded server or your own.
+
+With no ``url`` the store runs an :class:`~rag.stores.postgres_server.EmbeddedPostgres` in
+``data_dir/postgres`` (initialised on first use, shared by every process using that folder, stopped when
+the last one closes); with a ``url`` it uses that server. One table per collection::
+
+    chunk_id text PRIMARY KEY, embedding vector(d), text text, metadata jsonb, dates jsonb
+
+with an HNSW index (``vector_cosine_ops``). Vectors are L2-normalised on the way in and scores are
+``1 - cosine distance``, so they equal :class:`~rag.stores.faiss_store.FaissStore`'s. A
+:class:`~rag.core.filters.Filter` becomes a ``WHERE`` clause over the JSONB metadata inside the same query
+as the ``ORDER BY embedding <=> q LIMIT k``, with the semantics of :meth:`Filter.matches
+<rag.core.filters.Filter.matches>` (any element of a list, a missing field never matches, ``2 == 2.0``,
+``True != 1``, globs as ``fnmatch.fnmatchcase``). Date-like strings are parsed once at upsert by the same
+parser the filters use and kept, as microseconds since the epoch, in ``dates``; date ranges compare those.
+
+Exactness follows FaissStore's HNSW mode: a search over at most ``exact_search_max`` candidate rows (the
+whole table, or the rows a filter allows) is an exact scan, a larger one walks the HNSW graph (with
+pgvector's iterative scan, so a filter still yields ``k`` rows), and a graph walk that comes back short is
+redone exactly.
+
+Writes go into one open transaction that :meth:`PgVectorStore.flush` commits, so a killed process leaves
+the last flushed state; this instance's searches see its unflushed writes, other connections do not.
+
+Known divergences from :meth:`Filter.matches`, inherent to Postgres:
+
+* metadata holding NaN or infinite numbers, or text with NUL characters, is refused at upsert (JSONB and
+  ``text`` cannot hold them);
+* number comparisons are exact decimal ones on the JSON spelling (Python compares the binary floats): the
+  two differ only for integers beyond 2**53 compared with floats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+import struct
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.filters import Condition, Filter, parse_datetime
+from rag.core.settings import StoreSettings
+from rag.core.types import ScoredId
+from rag.stores import REBUILD_HINT, unit_rows
+from rag.stores.base import StoredChunk
+from rag.stores.postgres_server import INSTALL_HINT, EmbeddedPostgres
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql as sql_module
+
+log = logging.getLogger(__name__)
+
+# A collection becomes a (quoted) table name; 48 characters leave room for the index name's suffix.
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,47}$")
+# pgvector's HNSW index takes vectors of up to 2,000 dimensions.
+MAX_DIMENSION = 2000
+# Candidate sets up to this size are scanned exactly (FaissStore's HNSW mode uses 16,384).
+EXACT_SEARCH_MAX = 10_000
+# Row counts used to choose between an exact scan and the graph are re-read after this many seconds
+# (and after every write of this instance), so other processes' writes are seen.
+_COUNT_TTL = 5.0
+_UPSERT_BATCH = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_EXTRA_OPTIONS = ("ef_construction", "exact_search_max", "database")
+
+
+def _psycopg() -> tuple[Any, Any]:
+    """Import psycopg on first use, so the package works without it."""
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError as exc:
+        raise StoreError(f"the pgvector store needs psycopg: {INSTALL_HINT}") from exc
+    return psycopg, sql
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    url = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (integer arithmetic on the timedelta)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def date_index(metadata: dict[str, Any]) -> dict[str, list[int]]:
+    """Each field's date-like strings (list elements included), as microseconds since the epoch.
+
+    The same :func:`~rag.core.filters.parse_datetime` that :meth:`Filter.matches` uses decides what is a
+    date, so SQL date ranges agree with it exactly.
+    """
+    found: dict[str, list[int]] = {}
+    for field, value in metadata.items():
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        micros = [_micros(moment) for v in values if isinstance(v, str) and (moment := parse_datetime(v)) is not None]
+        if micros:
+            found[str(field)] = micros
+    return found
+
+
+def glob_to_regex(pattern: str) -> str | None:
+    """A Postgres regular expression (ARE) matching exactly what ``fnmatch.fnmatchcase(s, pattern)`` does.
+
+    Follows ``fnmatch.translate`` step by step (``*``, ``?``, ``[seq]``, ``[!seq]``, ranges, an unclosed
+    ``[`` taken literally, reversed ranges dropped); every literal character is written as a ``\\Uxxxxxxxx``
+    escape, which means the same inside and outside brackets, so no Postgres metacharacter leaks through.
+
+    Returns:
+        The anchored expression, or ``None`` when the pattern can match nothing (an empty set ``[]``-like).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(_char("["))
+                continue
+            chunks = _bracket_chunks(pattern, i, j)
+            i = j + 1
+            negate = bool(chunks) and chunks[0].startswith("!")
+            if negate:
+                chunks[0] = chunks[0][1:]
+            members: list[str] = []
+            for k, chunk in enumerate(chunks):
+                # Adjacent chunks meet in a range: the last character of one to the first of the next.
+                start = 1 if k > 0 else 0
+                stop = len(chunk) - 1 if k < len(chunks) - 1 else len(chunk)
+                if k > 0:
+                    members.append(f"{_char(chunks[k - 1][-1])}-{_char(chunk[0])}")
+                members.extend(_char(ch) for ch in chunk[start:stop])
+            if not members:
+                if not negate:
+                    return None  # an empty set: the pattern matches nothing
+                out.append(".")  # a negated empty set: any character
+            else:
+                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
+        else:
+            out.append(_char(c))
+    return "^" + "".join(out) + "$"
+
+
+def _bracket_chunks(pattern: str, i: int, j: int) -> list[str]:
+    """The chunks ``fnmatch.translate`` splits ``pattern[i:j]`` into: hyphens between chunks are ranges,
+    hyphens inside a chunk are literal; reversed ranges are removed with their end points."""
+    stuff = pattern[i:j]
+    if "-" not in stuff:
+        return [stuff]
+    chunks: list[str] = []
+    k = i + 2 if pattern[i] == "!" else i + 1
+    while True:
+        k = pattern.find("-", k, j)
+        if k < 0:
+            break
+        chunks.append(pattern[i:k])
+        i = k + 1
+        k = k + 3
+    chunk = pattern[i:j]
+    if chunk:
+        chunks.append(chunk)
+    else:
+        chunks[-1] += "-"
+    for k in range(len(chunks) - 1, 0, -1):
+        if chunks[k - 1][-1] > chunks[k][0]:
+            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+            del chunks[k]
+    return chunks
+
+
+def _char(c: str) -> str:
+    return c if c.isascii() and c.isalnum() else f"\\U{ord(c):08x}"
+
+
+class _MatchesNothing(Exception):
+    """A filter no row can satisfy (an empty glob set, a NaN bound); the search returns nothing."""
+
+
+class _FilterSql:
+    """Translates a :class:`Filter` into a SQL condition over ``metadata``/``dates``, with bound parameters."""
+
+    def __init__(self, sql: Any) -> None:
+        self._sql = sql
+
+    def translate(self, filter: Filter) -> tuple[Any, list[Any]]:
+        """``(condition, params)``: a ``psycopg.sql.Composed`` and the values for its ``%s`` placeholders."""
+        parts, params = [], []
+        for condition in filter.conditions:
+            text, values = self._condition(condition)
+            parts.append(self._sql.SQL(text))
+            params.extend(values)
+        return self._sql.SQL(" AND ").join(parts), params
+
+    @staticmethod
+    def _any_element(predicate: str, column: str = "metadata") -> str:
+        """True when some element of the field (the value itself, if it is not a list) satisfies ``predicate``
+        over ``e``; a missing field gives ``[null]``, which no predicate accepts."""
+        field = f"{column} -> %s"
+        return (
+            f"EXISTS (SELECT FROM jsonb_array_elements(CASE WHEN jsonb_typeof({field}) = 'array' THEN {field} "
+            f"ELSE jsonb_build_array({field}) END) AS elements(e) WHERE {predicate})"
+        )
+
+    def _condition(self, c: Condition) -> tuple[str, list[Any]]:
+        if c.op in ("eq", "in", "ne", "nin"):
+            candidates = self._containments(c.field, c.value if c.op in ("in", "nin") else (c.value,))
+            if c.op in ("eq", "in"):
+                if not candidates:
+                    raise _MatchesNothing
+                return "metadata @> ANY(%s::jsonb[])", [candidates]
+            # "!=" and "not in" need the field present and not null; an empty list then matches, as in
+            # Filter.matches (no element equals the value).
+            present = "coalesce(jsonb_typeof(metadata -> %s), 'null') <> 'null'"
+            if not candidates:
+                return present, [c.field]
+            return f"({present} AND NOT metadata @> ANY(%s::jsonb[]))", [c.field, candidates]
+        if c.op == "glob":
+            regex = glob_to_regex(c.value)
+            if regex is None:
+                raise _MatchesNothing
+            predicate = "jsonb_typeof(e) = 'string' AND (e #>> '{}') ~ %s"
+            return self._any_element(predicate), [c.field, c.field, c.field, regex]
+        op = _RANGE_SQL[c.op]
+        if c.is_date_range:
+            bound = parse_datetime(c.value)
+            assert bound is not None  # Condition validated it
+            return self._any_element(f"(e)::numeric {op} %s", "dates"), [c.field] * 3 + [_micros(bound)]
+        value = float(c.value) if isinstance(c.value, float) else c.value
+        if isinstance(value, float) and math.isnan(value):
+            raise _MatchesNothing  # every comparison with NaN is false
+        if isinstance(value, float) and math.isinf(value):
+            if (c.op in ("gt", "gte")) == (value > 0):
+                raise _MatchesNothing  # above +inf or below -inf: nothing
+            return self._any_element("jsonb_typeof(e) = 'number'"), [c.field] * 3
+        predicate = f"CASE WHEN jsonb_typeof(e) = 'number' THEN (e)::numeric {op} %s ELSE false END"
+        return self._any_element(predicate), [c.field] * 3 + [Decimal(repr(value))]
+
+    @staticmethod
+    def _containments(field: str, values: tuple[Any, ...]) -> list[str]:
+        """JSON documents whose containment means "the field equals v or is a list holding v".
+
+        JSONB containment compares numbers by value (``3 == 3.0``) and keeps booleans apart from numbers,
+        as :meth:`Filter.matches` does. A NaN or infinite value equals nothing, so it is left out.
+        """
+        found: list[str] = []
+        for value in values:
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            found.append(json.dumps({field: value}))
+            found.append(json.dumps({field: [value]}))
+        return found
+
+
+class PgVectorStore:
+    """A :class:`~rag.stores.base.VectorStore` on one Postgres table with pgvector's HNSW index.
+
+    Args:
+        dimension: vector length (at most 2,000, pgvector's HNSW limit); must equal the table's.
+        url: a Postgres server (``postgresql://user@host/db``); with ``None``, an embedded server in
+            ``data_dir / "postgres"`` that the store starts and lets go of at :meth:`close`.
+        data_dir: the index's data directory (needed when ``url`` is None).
+        collection: the table's name; created on first use.
+        read_only: search only: create nothing (a missing cluster or table reads as an empty store), and
+            refuse writes.
+        hnsw_m, ef_construction: the HNSW index's build parameters (used when it is created).
+        ef_search: ``hnsw.ef_search`` for this store's searches (raised to ``k`` for larger ``k``).
+        exact_search_max: candidate sets up to this many rows are searched exactly; 0 always uses the graph.
+        password: the server's password, if not in ``url``; never logged.
+        database: the embedded server's database name.
+        any_dimension: open an existing table whatever its dimension (only to :meth:`drop` it).
+
+    Raises:
+        ConfigError: an argument is out of range or the collection name is not usable as a table name.
+        StoreError: psycopg or the embedded server is missing, or the server is unreachable.
+        IndexMismatchError: the table exists with another dimension.
+    """
+
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        url: str | None = None,
+        data_dir: Path | str | None = None,
+        collection: str = "rag",
+        read_only: bool = False,
+        hnsw_m: int = 16,
+        ef_construction: int = 64,
+        ef_search: int = 100,
+        exact_search_max: int = EXACT_SEARCH_MAX,
+        password: str | None = None,
+        database: str = "rag",
+        any_dimension: bool = False,
+    ) -> None:
+        if not 0 < dimension <= MAX_DIMENSION:
+            raise ConfigError(f"vector dimension must be between 1 and {MAX_DIMENSION} for pgvector, got {dimension}")
+        if not isinstance(collection, str) or not _COLLECTION_RE.match(collection):
+            raise ConfigError(
+                f"collection {collection!r} cannot name a Postgres table; use 1-48 letters, digits, '_' or '-'"
+            )
+        if not 2 <= hnsw_m <= 100:
+            raise ConfigError(f"hnsw_m must be between 2 and 100 (pgvector's limits), got {hnsw_m}")
+        if not 4 <= ef_construction <= 1000 or ef_construction < 2 * hnsw_m:
+            raise ConfigError(f"ef_construction must be between 4 and 1000 and at least 2 * hnsw_m, got {ef_construction}")
+        if not 1 <= ef_search <= 1000:
+            raise ConfigError(f"ef_search must be between 1 and 1000, got {ef_search}")
+        if exact_search_max < 0:
+            raise ConfigError(f"exact_search_max must not be negative, got {exact_search_max}")
+        if url is None and data_dir is None:
+            raise ConfigError("PgVectorStore needs a url or a data_dir for its embedded server")
+        self._psycopg, self._sql = _psycopg()
+        self.dimension = dimension
+        self.collection = collection
+        self.read_only = read_only
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self.exact_search_max = exact_search_max
+        self._any_dimension = any_dimension
+        self._filters = _FilterSql(self._sql)
+        self._table = self._sql.Identifier(collection)
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._server: EmbeddedPostgres | None = None
+        self._exists = False  # whether the table exists (a read-only store may find none)
+        self._dirty = False  # writes since the last flush
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._session_ef = ef_search
+        self._vector_ready = False
+        self._no_cluster = False  # read-only, and no embedded cluster exists yet: an empty store
+        self.path = Path(data_dir) / "postgres" if url is None and data_dir is not None else None
+        if url is None:
+            assert self.path is not None
+            self._server = EmbeddedPostgres(self.path, database=database, create=not read_only)
+            if read_only and not EmbeddedPostgres.cluster_exists(self.path):
+                self._server, self._no_cluster = None, True  # nothing indexed yet, and nothing created
+                self.url, self._where = "", str(self.path)
+                return
+            self._server.start()
+            url = self._server.url
+            self._where = f"the embedded server in {self.path}"
+        else:
+            self._where = redact(url)
+        self.url = url
+        try:
+            self._connect(url, password)
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connection and schema ----------------------------------------------------------------------
+
+    def _connect(self, url: str, password: str | None) -> None:
+        psycopg = self._psycopg
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            self._conn = psycopg.connect(url, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to Postgres at {self._where}: {exc}; check store.url (RAG_STORE__URL) and that "
+                "the server is running"
+            ) from exc
+        with self._errors("configure"):
+            conn = self._conn
+            if self.read_only:
+                conn.execute("SET default_transaction_read_only = on")
+            self._setup_vector()
+            conn.commit()
+
+    def _setup_vector(self) -> bool:
+        """Once the ``vector`` type exists: register its adapters and set this session's HNSW settings."""
+        if self._vector_ready:
+            return True
+        assert self._conn is not None
+        conn = self._conn
+        row = conn.execute("SELECT oid FROM pg_type WHERE typname = 'vector'").fetchone()
+        if row is None:
+            return False
+        self._register_vector(row[0])
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(self.ef_search),))
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if version and tuple(int(p) for p in re.findall(r"\d+", version[0])[:2]) >= (0, 8):
+            # pgvector >= 0.8: a filtered graph walk goes on until it has k rows that pass.
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        self._vector_ready = True
+        return True
+
+    def _register_vector(self, oid: int) -> None:
+        """Binary dumper (numpy array -> vector) and loader (vector -> float32 array) for this connection."""
+        from psycopg.adapt import Dumper, Loader
+        from psycopg.pq import Format
+
+        class VectorDumper(Dumper):
+            format = Format.BINARY
+
+            def dump(self, obj: np.ndarray) -> bytes:
+                array = np.asarray(obj, dtype=">f4")
+                return struct.pack(">HH", array.shape[0], 0) + array.tobytes()
+
+        VectorDumper.oid = oid
+
+        class VectorLoader(Loader):
+            format = Format.BINARY
+
+            def load(self, data: Any) -> np.ndarray:
+                dim = struct.unpack_from(">H", data)[0]
+                return np.frombuffer(bytes(data), dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+        assert self._conn is not None
+        self._conn.adapters.register_dumper(np.ndarray, VectorDumper)
+        self._conn.adapters.register_loader(oid, VectorLoader)
+
+    def _prepare(self) -> None:
+        """Check (and unless read-only, create) the table and its index; refuse another dimension."""
+        sql = self._sql
+        with self._errors("open"):
+            assert self._conn is not None
+            conn = self._conn
+            dimension = self._stored_dimension()
+            if dimension is None and not self.read_only:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                self._setup_vector()
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (chunk_id text PRIMARY KEY, embedding vector({}) NOT NULL, "
+                        "text text NOT NULL, metadata jsonb NOT NULL, dates jsonb NOT NULL DEFAULT '{{}}')"
+                    ).format(self._table, sql.Literal(self.dimension))
+                )
+                conn.execute(
+                    sql.SQL(
+                        "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
+                        "WITH (m = {}, ef_construction = {})"
+                    ).format(
+                        sql.Identifier(f"{self.collection}_hnsw"), self._table,
+                        sql.Literal(self.hnsw_m), sql.Literal(self.ef_construction),
+                    )
+                )
+                conn.commit()
+                dimension = self.dimension
+                log.info("created the pgvector table %r (%d dimensions) at %s", self.collection, dimension, self._where)
+            if dimension is not None:
+                self._setup_vector()
+            conn.commit()
+        self._exists = dimension is not None
+        if dimension is not None and dimension != self.dimension and not self._any_dimension:
+            raise IndexMismatchError(
+                f"the pgvector table {self.collection!r} at {self._where} holds {dimension}-dimensional vectors but "
+                f"{self.dimension}-dimensional ones were requested, e.g. after changing the embedding model; "
+                f"{REBUILD_HINT}, or choose another store.collection"
+            )
+
+    def _stored_dimension(self) -> int | None:
+        """The table's vector dimension, or ``None`` if there is no such table.
+
+        Raises:
+            StoreError: a table of that name exists but is not a pgvector store table.
+        """
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT a.atttypmod, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped",
+            (self._sql.Identifier(self.collection).as_string(self._conn),),
+        ).fetchone()
+        exists = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._table.as_string(self._conn),)).fetchone()
+        if not exists or not exists[0]:
+            return None
+        if row is None or row[1] != "vector":
+            raise StoreError(
+                f"the table {self.collection!r} at {self._where} is not a pgvector store table; choose another "
+                "store.collection"
+            )
+        return int(row[0])
+
+    def _errors(self, action: str) -> Any:
+        """A context manager turning psycopg errors into :class:`StoreError` naming the action and server."""
+        store = self
+
+        class _Translate:
+            def __enter__(self) -> None:
+                if store._conn is None:
+                    raise StoreError(f"the pgvector store at {store._where} is closed")
+
+            def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+                if exc is not None and isinstance(exc, store._psycopg.Error):
+                    raise StoreError(
+                        f"cannot {action} the pgvector table {store.collection!r} at {store._where}: "
+                        f"{str(exc).strip()}"
+                    ) from exc
+                return False
+
+        return _Translate()
+
+    def _end_read(self) -> None:
+        """End the transaction a read opened, unless it holds unflushed writes (it must stay open)."""
+        assert self._conn is not None
+        if not self._dirty:
+            self._conn.commit()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def _writable(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise StoreError(f"the pgvector store at {self._where} is closed")
+        if self.read_only:
+            raise StoreError(f"the pgvector store at {self._where} was opened read-only")
+        if self._conn.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
+            # Open the transaction that flush() commits; conn.transaction() would otherwise commit each call
+            # on its own (it only nests as a savepoint inside a transaction already in progress).
+            with self._errors("write to"):
+                self._conn.execute("SELECT")
+        return self._conn
+
+    def upsert(self, chunks: list[StoredChunk]) -> None:
+        """Insert or replace chunks by id (the last of repeated ids in one call wins), in one savepoint.
+
+        Raises:
+            IndexMismatchError: a vector has another dimension than the store.
+            StoreError: a vector is zero or not finite, text or metadata cannot be stored (not JSON, NaN,
+                NUL characters), or the database refused the write.
+        """
+        batch = list({chunk.chunk_id: chunk for chunk in chunks}.values())
+        if not batch:
+            return
+        vectors = unit_rows([c.vector for c in batch], self.dimension, "upsert")
+        rows = [
+            (c.chunk_id, vector, c.text, *self._metadata_json(c))
+            for c, vector in zip(batch, vectors)
+        ]
+        query = self._sql.SQL(
+            "INSERT INTO {} (chunk_id, embedding, text, metadata, dates) VALUES (%s, %s, %s, %s::jsonb, %s::jsonb) "
+            "ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text, "
+            "metadata = EXCLUDED.metadata, dates = EXCLUDED.dates"
+        ).format(self._table)
+        with self._lock:
+            conn = self._writable()
+            with self._errors("write to"):
+                with conn.transaction(), conn.cursor() as cursor:  # a savepoint inside the open transaction
+                    for start in range(0, len(rows), _UPSERT_BATCH):
+                        cursor.executemany(query, rows[start : start + _UPSERT_BATCH])
+            self._wrote()
+
+    @staticmethod
+    def _metadata_json(chunk: StoredChunk) -> tuple[str, str]:
+        if "\x00" in chunk.chunk_id or "\x00" in chunk.text:
+            raise StoreError(f"chunk {chunk.chunk_id!r} has a NUL character in its id or text; Postgres cannot store it")
+        try:
+            metadata = json.dumps(chunk.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
+            dates = json.dumps(date_index(json.loads(metadata)), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"metadata of chunk {chunk.chunk_id!r} cannot be stored as JSON: {exc}; use strings, finite numbers, "
+                "booleans, lists and ISO-8601 date strings"
+            ) from exc
+        if "\\u0000" in metadata:
+            raise StoreError(f"metadata of chunk {chunk.chunk_id!r} has a NUL character; Postgres cannot store it")
+        return metadata, dates
+
+    def delete(self, chunk_ids: list[str]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+        if not chunk_ids:
+            return
+        with self._lock:
+            conn = self._writable()
+            with self._errors("delete from"):
+                with conn.transaction():
+                    conn.execute(
+                        self._sql.SQL("DELETE FROM {} WHERE chunk_id = ANY(%s)").format(self._table), (list(chunk_ids),)
+                    )
+            self._wrote()
+
+    def _wrote(self) -> None:
+        self._dirty = True
+        self._counts.clear()
+
+    def flush(self) -> None:
+        """Commit every write since the last flush, in one transaction.
+
+        Raises:
+            StoreError: the commit failed (the previous flushed state stays intact).
+        """
+        with self._lock:
+            if self._conn is None or not self._dirty:
+                return
+            with self._errors("commit to"):
+                self._conn.commit()
+            self._dirty = False
+
+    def close(self) -> None:
+        """Flush, close the connection and let go of the embedded server (stopping it if this was its last
+        user); idempotent."""
+        with self._lock:
+            try:
+                if self._conn is not None:
+                    try:
+                        self.flush()
+                    finally:
+                        self._conn.close()
+                        self._conn = None
+            finally:
+                if self._server is not None:
+                    self._server.stop()
+                    self._server = None
+
+    def drop(self) -> None:
+        """Drop the table with every chunk in it, then close (``rag ingest --rebuild``).
+
+        Raises:
+            StoreError: the store is read-only, or the table could not be dropped.
+        """
+        with self._lock:
+            if self.read_only:
+                raise StoreError(f"the pgvector store at {self._where} was opened read-only")
+            if self._conn is not None:
+                with self._errors("drop"):
+                    self._conn.rollback()  # unflushed writes go with the table
+                    self._dirty = False
+                    self._conn.execute(self._sql.SQL("DROP TABLE IF EXISTS {}").format(self._table))
+                    self._conn.commit()
+                self._exists = False
+            self.close()
+
+    def __enter__(self) -> PgVectorStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def search(self, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` chunks with the highest cosine similarity to ``vector`` that satisfy ``filter``.
+
+        Raises:
+            ValueError: ``k`` is not positive.
+            IndexMismatchError: ``vector`` has another dimension than the store.
+            StoreError: ``vector`` is zero or not finite, or the server failed.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        query = unit_rows(vector, self.dimension, "the query")[0]
+        sql = self._sql
+        try:
+            where, params = self._filters.translate(filter) if filter else (sql.SQL("true"), [])
+        except _MatchesNothing:
+            return []
+        with self._lock:
+            if not self._readable():
+                return []
+            assert self._conn is not None
+            # With unflushed writes pending, a failing search must not abort their transaction: a savepoint.
+            guard = self._conn.transaction() if self._dirty else contextlib.nullcontext()
+            with self._errors("search"), guard:
+                try:
+                    candidates = self._candidates(filter, where, params)
+                    if candidates == 0:
+                        return []
+                    if candidates <= self.exact_search_max:
+                        rows = self._exact(query, k, where, params)
+                    else:
+                        rows = self._graph(query, k, where, params)
+                        if len(rows) < min(k, candidates):
+                            # The graph walk ran out of reachable rows that pass: exactness beats too few.
+                            rows = self._exact(query, k, where, params)
+                finally:
+                    self._end_read()
+        return [ScoredId(chunk_id, float(score)) for chunk_id, score in rows]
+
+    def _readable(self) -> bool:
+        """Whether there is a table to read; a reader looks again each time until a writer has made one."""
+        if self._no_cluster:
+            return False
+        if self._conn is None:
+            raise StoreError(f"the pgvector store at {self._where} is closed")
+        if not self._exists:
+            with self._errors("open"):
+                try:
+                    self._exists = self._stored_dimension() is not None
+                finally:
+                    self._end_read()
+            if self._exists:
+                self._prepare()  # registers the vector type and checks the dimension
+        return self._exists
+
+    def _candidates(self, filter: Filter | None, where: Any, params: list[Any]) -> int:
+        """How many rows the filter allows, counted up to ``exact_search_max + 1`` (that is enough to choose
+        exact or graph search); cached for a few seconds and until this instance writes."""
+        key = repr(filter) if filter else ""
+        cached = self._counts.get(key)
+        if cached is not None and time.monotonic() - cached[1] < _COUNT_TTL:
+            return cached[0]
+        assert self._conn is not None
+        query = self._sql.SQL("SELECT count(*) FROM (SELECT FROM {} WHERE {} LIMIT %s) AS allowed").format(
+            self._table, where
+        )
+        count = int(self._conn.execute(query, [*params, self.exact_search_max + 1]).fetchone()[0])
+        if len(self._counts) > 64:
+            self._counts.clear()
+        self._counts[key] = (count, time.monotonic())
+        return count
+
+    def _exact(self, query: np.ndarray, k: int, where: Any, params: list[Any]) -> list[tuple[str, float]]:
+        """A sequential scan: the function form ``cosine_distance`` is not an index ordering operator, so the
+        planner cannot use the graph."""
+        assert self._conn is not None
+        statement = self._sql.SQL(
+            "SELECT chunk_id, 1 - cosine_distance(embedding, %s) AS score FROM {} WHERE {} "
+            "ORDER BY cosine_distance(embedding, %s), chunk_id LIMIT %s"
+        ).format(self._table, where)
+        return self._conn.execute(statement, [query, *params, query, k]).fetchall()
+
+    def _graph(self, query: np.ndarray, k: int, where: Any, params: list[Any]) -> list[tuple[str, float]]:
+        """The HNSW walk, ``ORDER BY embedding <=> q LIMIT k`` with the filter inside; the outer sort puts
+        iterative scanning's relaxed order right."""
+        assert self._conn is not None
+        ef = min(max(self.ef_search, k), 1000)
+        if ef != self._session_ef:
+            self._conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef),))
+            self._session_ef = ef
+        statement = self._sql.SQL(
+            "WITH nearest AS MATERIALIZED (SELECT chunk_id, embedding <=> %s AS distance FROM {} WHERE {} "
+            "ORDER BY embedding <=> %s LIMIT %s) "
+            "SELECT chunk_id, 1 - distance FROM nearest ORDER BY distance, chunk_id"
+        ).format(self._table, where)
+        # The candidate count already chose the graph; the planner's guess at a JSONB filter's selectivity
+        # (a fixed fraction) must not turn it into a sequential scan of the whole table. Session-level and
+        # reset at once, since an open write transaction would keep a SET LOCAL until the next flush.
+        self._conn.execute("SET enable_seqscan = off")
+        try:
+            return self._conn.execute(statement, [query, *params, query, k]).fetchall()
+        finally:
+            if self._conn.info.transaction_status != self._psycopg.pq.TransactionStatus.INERROR:
+                self._conn.execute("RESET enable_seqscan")  # (a failed transaction's rollback resets it)
+
+    def get_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored (normalised) vectors of the given ids; unknown ids are left out."""
+        if not chunk_ids:
+            return {}
+        with self._lock:
+            if not self._readable():
+                return {}
+            with self._errors("read"):
+                try:
+                    assert self._conn is not None
+                    with self._conn.cursor(binary=True) as cursor:
+                        rows = cursor.execute(
+                            self._sql.SQL("SELECT chunk_id, embedding FROM {} WHERE chunk_id = ANY(%s)").format(self._table),
+                            (list(chunk_ids),),
+                        ).fetchall()
+                finally:
+                    self._end_read()
+        return {chunk_id: vector for chunk_id, vector in rows}
+
+    def ids(self) -> set[str]:
+        """Every stored chunk id (this instance's unflushed writes included)."""
+        return {row[0] for row in self._read_all("SELECT chunk_id FROM {}")}
+
+    def count(self) -> int:
+        """Number of stored chunks (this instance's unflushed writes included)."""
+        rows = self._read_all("SELECT count(*) FROM {}")
+        return int(rows[0][0]) if rows else 0
+
+    def _read_all(self, statement: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if not self._readable():
+                return []
+            with self._errors("read"):
+                assert self._conn is not None
+                try:
+                    return self._conn.execute(self._sql.SQL(statement).format(self._table)).fetchall()
+                finally:
+                    self._end_read()
+
+    def size_bytes(self) -> int:
+        """Bytes of the embedded server's folder (cluster, log); 0 for a server given by ``url``."""
+        if self.path is None or not self.path.exists():
+            return 0
+        total = 0
+        for file in self.path.rglob("*"):
+            try:
+                if file.is_file():
+                    total += file.stat().st_size
+            except OSError:  # a server's temporary file went away while we looked
+                continue
+        return total
+
+
+def create_pgvector_store(
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+) -> PgVectorStore:
+    """The registry's factory for ``store.kind = "pgvector"``.
+
+    Reads ``store.url`` (unset: the embedded server under ``data_dir/postgres``), ``store.api_key`` (the
+    password, if not in the URL), ``store.collection`` (the table), ``store.hnsw_m`` and
+    ``store.hnsw_ef_search``, and from ``[store.options]``: ``ef_construction`` (default 64),
+    ``exact_search_max`` (default 10,000) and ``database`` (the embedded server's, default ``rag``).
+
+    Raises:
+        ConfigError: an unknown or malformed ``[store.options]`` key.
+    """
+    extra = dict(options.options)
+    unknown = sorted(set(extra) - set(_EXTRA_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown pgvector store option(s) {unknown}; known: {', '.join(_EXTRA_OPTIONS)}")
+    try:
+        ef_construction = int(extra.get("ef_construction", max(64, 2 * options.hnsw_m)))
+        exact_search_max = int(extra.get("exact_search_max", EXACT_SEARCH_MAX))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"pgvector store options must be integers: {exc}") from exc
+    return PgVectorStore(
+        dimension,
+        url=options.url,
+        data_dir=data_dir,
+        collection=options.collection,
+        read_only=read_only,
+        hnsw_m=options.hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=options.hnsw_ef_search,
+        exact_search_max=exact_search_max,
+        # The one place the secret is read; it goes straight to the driver and is never logged.
+        password=options.api_key.get_secret_value() if options.api_key else None,
+        database=str(extra.get("database", "rag")),
+    )
