@@ -77,11 +77,11 @@ class StoreSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
-    kind: str = Field("faiss", description="faiss (embedded default), qdrant, or a plugin name.")
+    kind: str = Field("faiss", description="faiss (embedded default), qdrant, pgvector, opensearch, or a plugin name.")
     index: Literal["flat", "hnsw"] = Field("flat", description="FAISS: exact (flat) or approximate (hnsw).")
     hnsw_m: int = Field(32, gt=1)
     hnsw_ef_search: int = Field(128, gt=0)
-    url: str | None = Field(None, description="Remote server URL (qdrant); unset means local on-disk mode.")
+    url: str | None = Field(None, description="Server URL (qdrant, pgvector, opensearch); unset: local mode (qdrant on disk, pgvector a private embedded Postgres).")
     api_key: SecretStr | None = None
     collection: str = "rag"
     options: dict[str, Any] = Field(

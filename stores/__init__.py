@@ -1,7 +1,7 @@
 """Vector stores: the :class:`VectorStore` protocol, its backends, and the registry that picks one.
 
-Built-in backends are registered here explicitly (``faiss``, the embedded default, ``qdrant`` and
-``pgvector``);
+Built-in backends are registered here explicitly (``faiss``, the embedded default, ``qdrant``,
+``pgvector`` and ``opensearch``);
 third-party ones are found through the ``rag.vector_stores`` entry-point group, whose entry points are
 factories with :func:`create_store`'s keyword signature::
 
@@ -108,7 +108,15 @@ def _create_pgvector(**kwargs: object) -> VectorStore:
     return create_pgvector_store(**kwargs)
 
 
-BUILTIN_STORES: dict[str, StoreFactory] = {"faiss": _create_faiss, "qdrant": _create_qdrant, "pgvector": _create_pgvector}
+def _create_opensearch(**kwargs: object) -> VectorStore:
+    from rag.stores.opensearch_store import create_opensearch_store
+
+    return create_opensearch_store(**kwargs)
+
+
+BUILTIN_STORES: dict[str, StoreFactory] = {
+    "faiss": _create_faiss, "qdrant": _create_qdrant, "pgvector": _create_pgvector, "opensearch": _create_opensearch,
+}
 
 
 def _plugins() -> dict[str, EntryPoint]:

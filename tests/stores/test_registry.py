@@ -40,7 +40,7 @@ def test_qdrant_is_local_without_url(tmp_path: Path) -> None:
 
 
 def test_unknown_kind_lists_the_available_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown vector store 'milvus'; available: faiss, qdrant"):
+    with pytest.raises(ConfigError, match=r"unknown vector store 'milvus'; available: faiss, opensearch, pgvector, qdrant"):
         create_store("milvus", data_dir=tmp_path, dimension=8, options=StoreSettings())
 
 
@@ -53,7 +53,7 @@ def test_plugins_come_from_entry_points(tmp_path: Path, monkeypatch: pytest.Monk
 
     plugins = [_plugin("mine", factory), _plugin("faiss", factory)]  # a built-in name cannot be taken
     monkeypatch.setattr(rag.stores, "entry_points", lambda group: plugins)
-    assert available_stores() == ["faiss", "qdrant", "mine"]
+    assert available_stores() == ["faiss", "opensearch", "pgvector", "qdrant", "mine"]
     store = create_store("mine", data_dir=tmp_path, dimension=4, options=StoreSettings(collection="c"))
     store.close()
     assert calls == [(tmp_path, 4, "c")]

@@ -1,0 +1,1081 @@
+"""OpenSearchStore: the vector store on an OpenSearch index, with its own BM25 and native hybrid search.
+
+One index per collection, holding per chunk::
+
+    chunk_id   keyword            the caller's id (also the document ``_id`` when it fits in 512 bytes)
+    text       text               analysed (``english`` by default): the keyword side of hybrid search
+    vector     knn_vector         HNSW (Lucene engine by default), ``innerproduct`` on L2-normalised vectors
+    metadata   object, not indexed the metadata as given, kept in ``_source`` for inspection
+    filterable object             the metadata again, split by value type for filtering (below)
+
+Metadata is schemaless here: one field may hold a string in one chunk, a number or a list in the next.
+An OpenSearch field has one type per index, so a value of another type would be coerced (``2`` matching
+``"2"``) or would make the whole bulk item fail. Each metadata value therefore goes to the typed
+sub-object for its type, mapped by dynamic templates whatever the key: ``filterable.keyword.K`` (strings),
+``filterable.number.K`` (``double``: ``3 == 3.0``), ``filterable.boolean.K``, ``filterable.date.K``
+(date-like strings, parsed by the same :func:`~rag.core.filters.parse_datetime` the filters use, as
+microseconds since the epoch in a ``long``), plus ``filterable.present``, the keys whose value is not null.
+List elements are spread over the same fields, and OpenSearch matches a term against any element of an
+array, so a :class:`~rag.core.filters.Filter` becomes query DSL with the semantics of :meth:`Filter.matches
+<rag.core.filters.Filter.matches>`: any element of a list, a missing or null field never matches (not
+even ``!=``, which needs the key in ``present``), ``True != 1``, ranges on numbers or instants only, and
+globs as ``fnmatch.fnmatchcase`` (translated to an anchored Lucene ``regexp``).
+
+Scores: OpenSearch turns the inner product ``ip`` of two unit vectors (their cosine similarity) into
+``_score = ip + 1`` for ``ip > 0`` and ``1 / (1 - ip)`` otherwise, for the approximate query of every engine
+and for the exact scoring script alike. :func:`cosine_from_score` inverts that exactly, so scores equal
+:class:`~rag.stores.faiss_store.FaissStore`'s. (``innerproduct`` rather than ``cosinesimil``: the latter's
+score transform differed between engines and changed in OpenSearch 2.19.)
+
+Exactness follows FaissStore's HNSW mode: a search over at most ``exact_search_max`` candidate documents
+(the index, or those the filter allows) runs the k-NN plugin's exact scoring script under the filter; a
+larger one is a ``knn`` query with the filter *inside* it (efficient filtering: the engine pre-filters,
+searching the graph only for allowed documents and exactly when few are), and a graph walk that comes
+back short is redone exactly.
+
+Writes are bulk requests; each is durable when acknowledged (OpenSearch fsyncs its translog per request).
+They become searchable at a refresh: :meth:`OpenSearchStore.flush` refreshes, and this instance refreshes
+before reading its own unflushed writes. There are no transactions: a process killed before ``flush``
+leaves the writes it made (which rag's ingest journal sweeps), as with Qdrant.
+
+Known divergences from :meth:`Filter.matches`, inherent to OpenSearch:
+
+* strings longer than 8,191 characters are stored but not indexed (Lucene's term limit), so no equality,
+  membership or glob condition matches them;
+* numbers are compared as doubles: integers beyond 2**53 may compare equal to their neighbours;
+* metadata holding NaN or infinite numbers is refused at upsert (JSON cannot carry them);
+* an index holds at most ``index.mapping.total_fields.limit`` fields (1,000 by default): up to four per
+  distinct metadata key, so corpora with hundreds of distinct keys need a higher limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from rag.core.errors import ConfigError, FilterError, IndexMismatchError, StoreError
+from rag.core.filters import RANGE_OPERATORS, Condition, Filter, parse_datetime
+from rag.core.settings import StoreSettings
+from rag.core.types import ScoredId
+from rag.stores import REBUILD_HINT, unit_rows
+from rag.stores.base import StoredChunk
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'rag-platform[opensearch]'"
+ENGINES = ("lucene", "faiss")  # the two engines whose filtered k-NN search takes the filter inside `knn`
+SPACE_TYPE = "innerproduct"
+# Candidate sets up to this size are searched exactly (FaissStore's HNSW mode uses 16,384).
+EXACT_SEARCH_MAX = 10_000
+# index.max_result_window and the k-NN plugin's largest k.
+MAX_RESULTS = 10_000
+BULK_CHUNK = 500
+KEYWORD_IGNORE_ABOVE = 8191  # Lucene's 32,766-byte term limit, in 4-byte characters
+_ID_MAX_BYTES = 512  # OpenSearch's limit on a document _id
+_PAGE = 1_000
+_COUNT_TTL = 5.0
+_INDEX_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,199}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EXTRA_OPTIONS = (
+    "username", "verify_certs", "ca_certs", "timeout", "engine", "ef_construction", "exact_search_max",
+    "shards", "replicas", "analyzer",
+)
+_SCORE_SORT = [{"_score": "desc"}, {"chunk_id": "asc"}]
+
+
+def _opensearch() -> Any:
+    """Import opensearch-py on first use, so the package works without it."""
+    try:
+        import opensearchpy
+    except ImportError as exc:
+        raise StoreError(f"the opensearch vector store needs opensearch-py: {INSTALL_HINT}") from exc
+    return opensearchpy
+
+
+def redact(url: str) -> str:
+    """``url`` without the password of any ``user:password@`` part (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def document_id(chunk_id: str) -> str:
+    """The OpenSearch ``_id`` of a chunk: the chunk id itself, or a SHA-256 of it past 512 bytes."""
+    if len(chunk_id.encode("utf-8")) <= _ID_MAX_BYTES:
+        return chunk_id
+    return "sha256:" + hashlib.sha256(chunk_id.encode("utf-8")).hexdigest()
+
+
+def score_from_cosine(ip: float) -> float:
+    """OpenSearch's ``_score`` for an inner product ``ip`` in the ``innerproduct`` space (every engine, and
+    the exact scoring script): ``ip + 1`` above 0, ``1 / (1 - ip)`` otherwise; always positive."""
+    return ip + 1.0 if ip > 0 else 1.0 / (1.0 - ip)
+
+
+def cosine_from_score(score: float) -> float:
+    """The exact inverse of :func:`score_from_cosine`: the cosine similarity of unit vectors."""
+    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (integer arithmetic on the timedelta)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def field_name(key: str) -> str:
+    """A metadata key as one OpenSearch field name: characters other than ASCII letters, digits, ``_`` and
+    ``-`` (and a leading ``_``) are percent-encoded, so ``a.b`` stays one flat key instead of becoming the
+    object path ``a`` → ``b`` (which would also clash with a key ``a``). Injective, since ``%`` is encoded."""
+    encoded = re.sub(r"[^A-Za-z0-9_\-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), key)
+    return "%5F" + encoded[1:] if encoded.startswith("_") else encoded
+
+
+def filterable_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The ``filterable`` object of a chunk: its metadata values split by type (see the module docstring)."""
+    typed: dict[str, dict[str, list[Any]]] = {"keyword": {}, "number": {}, "boolean": {}, "date": {}}
+    present: list[str] = []
+    for key, value in metadata.items():
+        key = str(key)
+        if value is None or not key:  # a null or unnamed field matches no condition
+            continue
+        present.append(key)
+        name = field_name(key)
+        for element in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(element, bool):
+                typed["boolean"].setdefault(name, []).append(element)
+            elif isinstance(element, (int, float)):
+                typed["number"].setdefault(name, []).append(element)
+            elif isinstance(element, str):
+                typed["keyword"].setdefault(name, []).append(element)
+                if (moment := parse_datetime(element)) is not None:
+                    typed["date"].setdefault(name, []).append(_micros(moment))
+            # None, nested lists and objects: present (for != / not in), but equal to no filter value.
+    return {**typed, "present": present}
+
+
+def index_body(
+    dimension: int,
+    *,
+    engine: str = "lucene",
+    m: int = 16,
+    ef_construction: int = 128,
+    analyzer: str = "english",
+    shards: int | None = 1,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The body of the index-creation request: settings, fixed properties and the dynamic templates."""
+    index: dict[str, Any] = {"knn": True}
+    if shards is not None:
+        index["number_of_shards"] = shards
+    if replicas is not None:
+        index["number_of_replicas"] = replicas
+    typed = {
+        "keyword": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
+        "number": {"type": "double"},
+        "boolean": {"type": "boolean"},
+        "date": {"type": "long"},  # microseconds since the epoch, UTC
+    }
+    return {
+        "settings": {"index": index},
+        "mappings": {
+            "dynamic": "strict",  # only `filterable` grows, through the templates below
+            "dynamic_templates": [
+                {f"filterable_{kind}": {"path_match": f"filterable.{kind}.*", "mapping": mapping}}
+                for kind, mapping in typed.items()
+            ],
+            "properties": {
+                "chunk_id": {"type": "keyword"},
+                "text": {"type": "text", "analyzer": analyzer},
+                "vector": {
+                    "type": "knn_vector",
+                    "dimension": dimension,
+                    "method": {
+                        "name": "hnsw",
+                        "engine": engine,
+                        "space_type": SPACE_TYPE,
+                        "parameters": {"m": m, "ef_construction": ef_construction},
+                    },
+                },
+                "metadata": {"type": "object", "enabled": False},
+                "filterable": {
+                    "type": "object",
+                    "dynamic": True,
+                    "properties": {
+                        **{kind: {"type": "object", "dynamic": True} for kind in typed},
+                        "present": {"type": "keyword"},
+                    },
+                },
+            },
+        },
+    }
+
+
+# -- filters -----------------------------------------------------------------------------------------
+
+
+class _MatchesNothing(Exception):
+    """A filter no document can satisfy (an empty glob set, a NaN bound); the search returns nothing."""
+
+
+def glob_to_lucene_regexp(pattern: str) -> str | None:
+    """A Lucene regular expression matching exactly the strings ``fnmatch.fnmatchcase(s, pattern)`` accepts.
+
+    Lucene's ``regexp`` query is anchored to the whole term. This follows ``fnmatch.translate`` step by
+    step (``*``, ``?``, ``[seq]``, ``[!seq]``, ranges, an unclosed ``[`` taken literally, reversed ranges
+    dropped). Every character other than an ASCII letter or digit is escaped with ``\\``, which Lucene reads
+    as that literal character inside and outside brackets; letters and digits are never escaped, since
+    ``\\d``, ``\\w`` and ``\\s`` are classes in recent Lucene versions.
+
+    Returns:
+        The expression, or ``None`` when the pattern can match nothing (an empty set such as ``[z-a]``).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(_literal("["))
+                continue
+            chunks = _bracket_chunks(pattern, i, j)
+            i = j + 1
+            negate = bool(chunks) and chunks[0].startswith("!")
+            if negate:
+                chunks[0] = chunks[0][1:]
+            members: list[str] = []
+            for k, chunk in enumerate(chunks):
+                # Adjacent chunks meet in a range: the last character of one to the first of the next.
+                start = 1 if k > 0 else 0
+                stop = len(chunk) - 1 if k < len(chunks) - 1 else len(chunk)
+                if k > 0:
+                    members.append(f"{_literal(chunks[k - 1][-1])}-{_literal(chunk[0])}")
+                members.extend(_literal(ch) for ch in chunk[start:stop])
+            if not members:
+                if not negate:
+                    return None  # an empty set: the pattern matches nothing
+                out.append(".")  # a negated empty set: any character
+            else:
+                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
+        else:
+            out.append(_literal(c))
+    return "".join(out)
+
+
+def _bracket_chunks(pattern: str, i: int, j: int) -> list[str]:
+    """The chunks ``fnmatch.translate`` splits ``pattern[i:j]`` into: hyphens between chunks are ranges,
+    hyphens inside a chunk are literal; reversed ranges are removed with their end points."""
+    stuff = pattern[i:j]
+    if "-" not in stuff:
+        return [stuff]
+    chunks: list[str] = []
+    k = i + 2 if pattern[i] == "!" else i + 1
+    while True:
+        k = pattern.find("-", k, j)
+        if k < 0:
+            break
+        chunks.append(pattern[i:k])
+        i = k + 1
+        k = k + 3
+    chunk = pattern[i:j]
+    if chunk:
+        chunks.append(chunk)
+    else:
+        chunks[-1] += "-"
+    for k in range(len(chunks) - 1, 0, -1):
+        if chunks[k - 1][-1] > chunks[k][0]:
+            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+            del chunks[k]
+    return chunks
+
+
+def _literal(c: str) -> str:
+    return c if c.isascii() and c.isalnum() else "\\" + c
+
+
+def filter_clauses(filter: Filter | None) -> list[dict[str, Any]]:
+    """Query DSL clauses, one per condition, for a ``bool`` query's ``filter`` (all must hold).
+
+    Raises:
+        _MatchesNothing: no document can match (the caller returns no results without searching).
+        FilterError: a value that is neither a string, a number nor a boolean.
+    """
+    return [_clause(c) for c in filter.conditions] if filter else []
+
+
+def filter_query(filter: Filter | None) -> dict[str, Any]:
+    """The filter as one query: ``{"bool": {"filter": [...]}}``, or ``match_all`` for no filter."""
+    clauses = filter_clauses(filter)
+    return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
+
+
+def _typed(kind: str, field: str) -> str:
+    return f"filterable.{kind}.{field_name(field)}"
+
+
+def _clause(c: Condition) -> dict[str, Any]:
+    if c.op in ("eq", "in", "ne", "nin"):
+        equals = _equals_any(c.field, c.value if c.op in ("in", "nin") else (c.value,))
+        if c.op in ("eq", "in"):
+            if not equals:
+                raise _MatchesNothing
+            return equals[0] if len(equals) == 1 else {"bool": {"should": equals, "minimum_should_match": 1}}
+        # "!=" and "not in" hold for a present, non-null field none of whose elements is equal.
+        present = {"term": {"filterable.present": c.field}}
+        if not equals:
+            return present
+        return {"bool": {"filter": [present], "must_not": equals}}
+    if c.op == "glob":
+        regexp = glob_to_lucene_regexp(c.value)
+        if regexp is None:
+            raise _MatchesNothing
+        return {"regexp": {_typed("keyword", c.field): {"value": regexp, "flags": "NONE"}}}
+    assert c.op in RANGE_OPERATORS
+    if c.is_date_range:
+        bound = parse_datetime(c.value)
+        assert bound is not None  # Condition validated it
+        return {"range": {_typed("date", c.field): {c.op: _micros(bound)}}}
+    value = c.value
+    if isinstance(value, float) and math.isnan(value):
+        raise _MatchesNothing  # every comparison with NaN is false
+    if isinstance(value, float) and math.isinf(value):
+        if (c.op in ("gt", "gte")) == (value > 0):
+            raise _MatchesNothing  # above +inf or below -inf: nothing (stored numbers are finite)
+        return {"exists": {"field": _typed("number", c.field)}}
+    return {"range": {_typed("number", c.field): {c.op: value}}}
+
+
+def _equals_any(field: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+    """Clauses matching a field any element of which equals one of ``values`` (grouped per type)."""
+    by_kind: dict[str, list[Any]] = {"keyword": [], "number": [], "boolean": []}
+    for value in values:
+        if isinstance(value, bool):
+            by_kind["boolean"].append(value)
+        elif isinstance(value, (int, float)):
+            if math.isfinite(value):  # NaN equals nothing; stored numbers are finite
+                by_kind["number"].append(value)
+        elif isinstance(value, str):
+            by_kind["keyword"].append(value)
+        else:
+            raise FilterError(
+                f"filter {field!r}: cannot compare {value!r} in OpenSearch; use a string, number or boolean"
+            )
+    clauses = []
+    for kind, found in by_kind.items():
+        unique = list(dict.fromkeys(found))
+        if len(unique) == 1:
+            clauses.append({"term": {_typed(kind, field): unique[0]}})
+        elif unique:
+            clauses.append({"terms": {_typed(kind, field): unique}})
+    return clauses
+
+
+# -- the store ---------------------------------------------------------------------------------------
+
+
+class OpenSearchStore:
+    """A :class:`~rag.stores.base.VectorStore` on one OpenSearch index, with keyword and hybrid search.
+
+    Args:
+        dimension: vector length; must equal the existing index's.
+        url: the cluster, e.g. ``http://localhost:9200``; ``user:password@`` in it is used and redacted.
+        collection: the index name (lowercase letters, digits, ``_``, ``-``, ``.``); created on first use.
+        username, password: basic authentication (the password is never logged).
+        verify_certs, ca_certs, timeout: TLS verification, a CA bundle, the request timeout in seconds.
+        read_only: search only: create nothing (a missing index reads as empty), refuse writes. Hybrid
+            search still creates its search pipelines, which are cluster settings, not data.
+        engine: ``"lucene"`` (default) or ``"faiss"``: both take the filter inside the ``knn`` query.
+        hnsw_m, ef_construction: HNSW build parameters (used when the index is created).
+        ef_search: graph candidates per search (``k`` of the ``knn`` query, at least the results wanted).
+        exact_search_max: candidate sets up to this many documents are searched exactly; 0: always the graph.
+        shards, replicas: the new index's shard and replica counts (``None``: the cluster's default).
+            One shard (the default) keeps BM25 statistics exact; with more, term statistics are per shard.
+        analyzer: the ``text`` field's analyzer (``english``: stemming and stop words, like the local BM25).
+        client: an ``opensearchpy.OpenSearch`` to use instead of building one from ``url`` (custom
+            authentication such as AWS SigV4, or tests); the store closes it.
+        any_dimension: open an existing index whatever its dimension (only to :meth:`drop` it).
+
+    Raises:
+        ConfigError: an argument is out of range or the collection cannot name an index.
+        StoreError: opensearch-py is missing, or the cluster is unreachable or refuses the request.
+        IndexMismatchError: the index exists with another dimension or space, or is not one of ours.
+    """
+
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        url: str | None = None,
+        collection: str = "rag",
+        username: str | None = None,
+        password: str | None = None,
+        verify_certs: bool = True,
+        ca_certs: str | None = None,
+        timeout: float = 30.0,
+        read_only: bool = False,
+        engine: str = "lucene",
+        hnsw_m: int = 16,
+        ef_construction: int = 128,
+        ef_search: int = 100,
+        exact_search_max: int = EXACT_SEARCH_MAX,
+        shards: int | None = 1,
+        replicas: int | None = None,
+        analyzer: str = "english",
+        client: OpenSearch | None = None,
+        any_dimension: bool = False,
+    ) -> None:
+        if dimension <= 0:
+            raise ConfigError(f"vector dimension must be positive, got {dimension}")
+        if not isinstance(collection, str) or not _INDEX_RE.match(collection):
+            raise ConfigError(
+                f"collection {collection!r} cannot name an OpenSearch index; use 1-200 lowercase letters, digits, "
+                "'_', '-' or '.', starting with a letter or digit"
+            )
+        if engine not in ENGINES:
+            raise ConfigError(
+                f"OpenSearch engine must be one of {', '.join(ENGINES)} (efficient filtering), got {engine!r}"
+            )
+        if not 2 <= hnsw_m <= 512:
+            raise ConfigError(f"hnsw_m must be between 2 and 512, got {hnsw_m}")
+        if not 2 <= ef_construction <= 3200:
+            raise ConfigError(f"ef_construction must be between 2 and 3200 (Lucene's limit), got {ef_construction}")
+        if not 1 <= ef_search <= MAX_RESULTS:
+            raise ConfigError(f"ef_search must be between 1 and {MAX_RESULTS}, got {ef_search}")
+        if exact_search_max < 0:
+            raise ConfigError(f"exact_search_max must be >= 0, got {exact_search_max}")
+        if shards is not None and shards < 1 or replicas is not None and replicas < 0:
+            raise ConfigError(f"shards must be >= 1 and replicas >= 0, got {shards} and {replicas}")
+        if client is None and not url:
+            raise ConfigError(
+                "the opensearch store needs a server: set store.url (RAG_STORE__URL), e.g. http://localhost:9200"
+            )
+        self._os = _opensearch()
+        self.dimension = dimension
+        self.collection = self.index = collection
+        self.read_only = read_only
+        self.url = url
+        self.engine = engine
+        self.ef_search = ef_search
+        self.exact_search_max = exact_search_max
+        self._where = redact(url) if url else "the given client"
+        self._index_body = index_body(
+            dimension, engine=engine, m=hnsw_m, ef_construction=ef_construction, analyzer=analyzer,
+            shards=shards, replicas=replicas,
+        )
+        if client is None:
+            auth = (username or "admin", password) if password is not None else None
+            client = self._os.OpenSearch(
+                hosts=[url], http_auth=auth, verify_certs=verify_certs, ca_certs=ca_certs, timeout=timeout
+            )
+        self._client: OpenSearch | None = client
+        self._lock = threading.RLock()
+        self._exists = False
+        self._dirty = False
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._pipelines: set[str] = set()
+        self._any_dimension = any_dimension
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def client(self) -> OpenSearch:
+        """The open opensearch-py client.
+
+        Raises:
+            StoreError: the store is closed.
+        """
+        if self._client is None:
+            raise StoreError(f"the OpenSearch store {self.index!r} at {self._where} is closed")
+        return self._client
+
+    # -- opening -----------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._call("reach", self.client.indices.exists, index=self.index):
+            self._exists = True
+            self._check_mapping()
+        elif not self.read_only:
+            self._create()
+
+    def _create(self) -> None:
+        try:
+            self.client.indices.create(index=self.index, body=self._index_body)
+        except self._os.exceptions.RequestError as exc:
+            if exc.error != "resource_already_exists_exception":  # another process created it just now
+                raise self._error("create", exc) from exc
+        except self._os.exceptions.OpenSearchException as exc:
+            raise self._error("create", exc) from exc
+        self._exists = True
+        self._check_mapping()
+
+    def _check_mapping(self) -> None:
+        response = self._call("read the mapping of", self.client.indices.get_mapping, index=self.index)
+        mapping = next(iter(response.values()), {}).get("mappings", {}) if response else {}
+        properties = mapping.get("properties", {})
+        vector = properties.get("vector", {})
+        if vector.get("type") != "knn_vector" or "filterable" not in properties or "chunk_id" not in properties:
+            raise IndexMismatchError(
+                f"the OpenSearch index {self.index!r} at {self._where} was not created by rag-platform (no "
+                f"knn_vector field 'vector' and 'filterable' object); choose another store.collection"
+            )
+        if self._any_dimension:
+            return
+        dimension = vector.get("dimension")
+        space = vector.get("space_type") or vector.get("method", {}).get("space_type")
+        if dimension != self.dimension or space != SPACE_TYPE:
+            raise IndexMismatchError(
+                f"the OpenSearch index {self.index!r} at {self._where} holds {dimension}-dimensional vectors "
+                f"({space}) but {self.dimension}-dimensional {SPACE_TYPE} vectors were requested, e.g. after "
+                f"changing the embedding model; {REBUILD_HINT}, or choose another store.collection"
+            )
+
+    def _readable(self) -> bool:
+        """Whether the index exists; a reader looks again each time until a writer has created it."""
+        if not self._exists:
+            if not self._call("reach", self.client.indices.exists, index=self.index):
+                return False
+            self._check_mapping()
+            self._exists = True
+        return True
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"the OpenSearch store {self.index!r} at {self._where} was opened read-only")
+        if not self._exists:  # dropped and reopened by this instance's caller: create it again
+            self._create()
+
+    def _visible(self) -> bool:
+        """Make this instance's writes searchable before it reads them; ``False`` if there is no index."""
+        with self._lock:
+            if not self._readable():
+                return False
+            if self._dirty:
+                self._call("refresh", self.client.indices.refresh, index=self.index)
+                self._dirty = False
+            return True
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def upsert(self, chunks: list[StoredChunk]) -> None:
+        """Insert or replace chunks by id with bulk requests of 500 (the last of repeated ids wins).
+
+        Raises:
+            IndexMismatchError: a vector has another dimension than the index.
+            StoreError: a vector is zero or not finite, metadata is not JSON (or holds NaN), the store is
+                read-only, or OpenSearch refused a document.
+        """
+        batch = list({chunk.chunk_id: chunk for chunk in chunks}.values())
+        if not batch:
+            return
+        vectors = unit_rows([c.vector for c in batch], self.dimension, "upsert")
+        actions = [
+            {"_op_type": "index", "_index": self.index, "_id": document_id(c.chunk_id), "_source": self._source(c, v)}
+            for c, v in zip(batch, vectors)
+        ]
+        with self._lock:
+            self._writable()
+            self._bulk("write to", actions)
+
+    @staticmethod
+    def _source(chunk: StoredChunk, vector: np.ndarray) -> dict[str, Any]:
+        try:
+            metadata = json.loads(json.dumps(chunk.metadata, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"metadata of chunk {chunk.chunk_id!r} cannot be stored as JSON: {exc}; use strings, finite "
+                "numbers, booleans, lists and ISO-8601 date strings"
+            ) from exc
+        return {
+            "chunk_id": chunk.chunk_id,
+            "text": chunk.text,
+            "vector": vector.tolist(),
+            "metadata": metadata,
+            "filterable": filterable_fields(metadata),
+        }
+
+    def delete(self, chunk_ids: list[str]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+        if not chunk_ids:
+            return
+        unique = dict.fromkeys(map(document_id, chunk_ids))
+        actions = [{"_op_type": "delete", "_index": self.index, "_id": doc} for doc in unique]
+        with self._lock:
+            self._writable()
+            self._bulk("delete from", actions, ignore_status=(404,))  # 404: an unknown id
+
+    def _bulk(self, action: str, actions: list[dict[str, Any]], ignore_status: tuple[int, ...] = ()) -> None:
+        try:
+            self._os.helpers.bulk(self.client, actions, chunk_size=BULK_CHUNK, ignore_status=ignore_status)
+        except self._os.helpers.BulkIndexError as exc:
+            # Quote the first failure's reason only: the error items also carry whole documents.
+            first = next(iter(exc.errors[0].values()), {}) if exc.errors else {}
+            reason = first.get("error", {})
+            reason = reason.get("reason", reason) if isinstance(reason, dict) else reason
+            raise StoreError(
+                f"cannot {action} the OpenSearch index {self.index!r} at {self._where}: {len(exc.errors)} document(s) "
+                f"refused; the first ({first.get('_id')!r}): {reason}"
+            ) from None
+        except self._os.exceptions.OpenSearchException as exc:
+            raise self._error(action, exc) from exc
+        finally:
+            self._dirty = True
+            self._counts.clear()
+
+    def flush(self) -> None:
+        """Refresh the index, so every write so far is searchable by every reader.
+
+        Each bulk request was already durable when acknowledged (the translog is fsynced per request).
+        """
+        with self._lock:
+            if self._client is not None and self._dirty and self._exists:
+                self._call("refresh", self.client.indices.refresh, index=self.index)
+                self._dirty = False
+
+    def close(self) -> None:
+        """Flush and close the client; idempotent."""
+        with self._lock:
+            if self._client is None:
+                return
+            try:
+                self.flush()
+            finally:
+                self._client.close()
+                self._client = None
+
+    def drop(self) -> None:
+        """Delete the index with every chunk in it, then close (``rag ingest --rebuild``).
+
+        Raises:
+            StoreError: the store is read-only, or the index could not be deleted.
+        """
+        with self._lock:
+            if self.read_only:
+                raise StoreError(f"the OpenSearch store {self.index!r} at {self._where} was opened read-only")
+            self._call("drop", self.client.indices.delete, index=self.index, ignore_unavailable=True)
+            self._exists = self._dirty = False
+            self.close()
+
+    def __enter__(self) -> OpenSearchStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def search(self, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` chunks (at most 10,000) with the highest cosine similarity to ``vector`` that satisfy
+        ``filter``; exact up to ``exact_search_max`` candidates, the HNSW graph with the filter inside beyond.
+
+        Raises:
+            ValueError: ``k`` is not positive.
+            IndexMismatchError: ``vector`` has another dimension than the index.
+            FilterError: a filter value OpenSearch cannot compare.
+            StoreError: ``vector`` is zero or not finite, or OpenSearch failed.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        query = unit_rows(vector, self.dimension, "the query")[0].tolist()
+        try:
+            allowed = filter_query(filter)
+        except _MatchesNothing:
+            return []
+        if not self._visible():
+            return []
+        size = min(k, MAX_RESULTS)
+        candidates = self._candidates(filter, allowed)
+        if candidates == 0:
+            return []
+        if candidates <= self.exact_search_max:
+            return self._search(self.exact_body(query, size, allowed))
+        hits = self._search(self.knn_body(query, size, allowed))
+        if len(hits) < min(size, candidates):
+            # The graph walk ran out of reachable documents that pass: exactness beats too few.
+            log.debug("knn search of %r returned %d of %d; redoing it exactly", self.index, len(hits), size)
+            hits = self._search(self.exact_body(query, size, allowed))
+        return hits
+
+    def _search(self, body: dict[str, Any], **kwargs: Any) -> list[ScoredId]:
+        """Send a vector search; scores converted back to cosine similarities."""
+        return self._hits(self._call("search", self.client.search, index=self.index, body=body, **kwargs))
+
+    def exact_body(self, query: list[float], size: int, allowed: dict[str, Any]) -> dict[str, Any]:
+        """The exact search: the k-NN plugin's scoring script over the documents the filter allows."""
+        script = {
+            "lang": "knn",
+            "source": "knn_score",
+            "params": {"field": "vector", "query_value": query, "space_type": SPACE_TYPE},
+        }
+        return {
+            "size": size,
+            "_source": ["chunk_id"],
+            "track_scores": True,
+            "sort": _SCORE_SORT,
+            "query": {"script_score": {"query": allowed, "script": script}},
+        }
+
+    def knn_body(self, query: list[float], size: int, allowed: dict[str, Any]) -> dict[str, Any]:
+        """The approximate search: a ``knn`` query with the filter inside it (efficient filtering)."""
+        knn: dict[str, Any] = {"vector": query, "k": min(max(size, self.ef_search), MAX_RESULTS)}
+        if "bool" in allowed:
+            knn["filter"] = allowed
+        return {
+            "size": size,
+            "_source": ["chunk_id"],
+            "track_scores": True,
+            "sort": _SCORE_SORT,
+            "query": {"knn": {"vector": knn}},
+        }
+
+    def _candidates(self, filter: Filter | None, allowed: dict[str, Any]) -> int:
+        """How many documents the filter allows; cached for a few seconds and until this instance writes."""
+        key = repr(filter) if filter else ""
+        with self._lock:
+            cached = self._counts.get(key)
+            if cached is not None and time.monotonic() - cached[1] < _COUNT_TTL:
+                return cached[0]
+        count = int(self._call("count", self.client.count, index=self.index, body={"query": allowed})["count"])
+        with self._lock:
+            if len(self._counts) > 64:
+                self._counts.clear()
+            self._counts[key] = (count, time.monotonic())
+        return count
+
+    @staticmethod
+    def _hits(response: dict[str, Any], convert: Callable[[float], float] = cosine_from_score) -> list[ScoredId]:
+        found = []
+        for hit in response["hits"]["hits"]:
+            score = hit.get("_score")
+            if score is None:  # sorted searches carry the score in the sort values
+                score = hit["sort"][0]
+            found.append(ScoredId(hit["_source"]["chunk_id"], convert(float(score))))
+        return found
+
+    def get_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored (normalised) vectors of the given ids; unknown ids are left out."""
+        wanted = {document_id(cid): cid for cid in chunk_ids}
+        if not wanted or not self._visible():
+            return {}
+        found: dict[str, np.ndarray] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), _PAGE):
+            response = self._call(
+                "read", self.client.mget, index=self.index, body={"ids": ids[start : start + _PAGE]},
+                params={"_source_includes": "chunk_id,vector"},
+            )
+            for doc in response["docs"]:
+                if doc.get("found"):
+                    found[doc["_source"]["chunk_id"]] = np.asarray(doc["_source"]["vector"], dtype=np.float32)
+        return found
+
+    def ids(self) -> set[str]:
+        """Every stored chunk id (paged by ``search_after`` on the ``chunk_id`` keyword)."""
+        if not self._visible():
+            return set()
+        found: set[str] = set()
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {"size": _PAGE, "_source": ["chunk_id"], "sort": [{"chunk_id": "asc"}],
+                                    "query": {"match_all": {}}}
+            if after is not None:
+                body["search_after"] = after
+            hits = self._call("read", self.client.search, index=self.index, body=body)["hits"]["hits"]
+            found.update(hit["_source"]["chunk_id"] for hit in hits)
+            if len(hits) < _PAGE:
+                return found
+            after = hits[-1]["sort"]
+
+    def count(self) -> int:
+        """Number of stored chunks (this instance's writes included)."""
+        if not self._visible():
+            return 0
+        return int(self._call("count", self.client.count, index=self.index)["count"])
+
+    def size_bytes(self) -> int:
+        """0: the data lives on the cluster, not on this machine's disk."""
+        return 0
+
+    # -- keyword and hybrid search ----------------------------------------------------------------
+
+    def keyword_index(self) -> OpenSearchKeywordIndex:
+        """BM25 over the ``text`` field of the same index (the engine's keyword side of hybrid search)."""
+        return OpenSearchKeywordIndex(self)
+
+    @staticmethod
+    def pipeline_name(alpha: float) -> str:
+        """The search pipeline for ``alpha`` rounded to 2 decimals: ``rag-hybrid-a050`` for 0.5."""
+        return f"rag-hybrid-a{round(alpha * 100):03d}"
+
+    @staticmethod
+    def pipeline_body(alpha: float) -> dict[str, Any]:
+        """The normalization processor: min-max per sub-query, arithmetic mean weighted ``[1 - α, α]``
+        (keyword first, as in :meth:`hybrid_body`)."""
+        a = round(alpha, 2)
+        return {
+            "description": f"rag-platform hybrid search, alpha={a:.2f}: min_max, arithmetic_mean [keyword, dense]",
+            "phase_results_processors": [
+                {
+                    "normalization-processor": {
+                        "normalization": {"technique": "min_max"},
+                        "combination": {
+                            "technique": "arithmetic_mean",
+                            "parameters": {"weights": [round(1 - a, 2), a]},
+                        },
+                    }
+                }
+            ],
+        }
+
+    def hybrid_body(
+        self, query: str, vector: list[float], size: int, depth: int, filter: Filter | None
+    ) -> dict[str, Any]:
+        """The ``hybrid`` query: BM25 ``match`` and ``knn`` (filter inside both), fused by the pipeline.
+
+        Raises:
+            _MatchesNothing: the filter can match nothing.
+        """
+        clauses = filter_clauses(filter)
+        keyword: dict[str, Any] = {"must": [{"match": {"text": {"query": query}}}]}
+        knn: dict[str, Any] = {"vector": vector, "k": depth}
+        if clauses:
+            keyword["filter"] = clauses
+            knn["filter"] = {"bool": {"filter": clauses}}
+        return {
+            "size": size,
+            "_source": ["chunk_id"],
+            "query": {"hybrid": {"queries": [{"bool": keyword}, {"knn": {"vector": knn}}]}},
+        }
+
+    def hybrid_search(
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        alpha: float,
+        filter: Filter | None = None,
+        *,
+        candidates: int = 100,
+    ) -> list[ScoredId]:
+        """Hybrid search inside OpenSearch: a ``hybrid`` query whose sub-query scores a search pipeline
+        min-max normalises and combines as ``(1 - α) · keyword + α · dense`` (arithmetic mean).
+
+        The pipeline for ``alpha`` rounded to 2 decimals (``rag-hybrid-a050``) is created on first use by
+        this store object. Scores are the fused values in [0, 1], not cosine similarities.
+
+        Args:
+            query: the keyword query text.
+            vector: the query embedding.
+            k: results wanted (at most 10,000).
+            alpha: weight of the dense side, 0 to 1.
+            filter: applied inside both sub-queries.
+            candidates: the ``knn`` sub-query's ``k`` (at least ``k``).
+
+        Raises:
+            ValueError: ``k`` is not positive.
+            ConfigError: ``alpha`` is outside [0, 1].
+            StoreError: OpenSearch failed (the neural-search plugin provides the ``hybrid`` query).
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"alpha must be between 0 and 1, got {alpha}")
+        size = min(k, MAX_RESULTS)
+        query_vector = unit_rows(vector, self.dimension, "the query")[0].tolist()
+        try:
+            body = self.hybrid_body(query, query_vector, size, min(max(size, candidates), MAX_RESULTS), filter)
+        except _MatchesNothing:
+            return []
+        if not self._visible():
+            return []
+        name = self._pipeline(alpha)
+        params = {"search_pipeline": name}
+        response = self._call("search", self.client.search, index=self.index, body=body, params=params)
+        return self._hits(response, convert=float)
+
+    def _pipeline(self, alpha: float) -> str:
+        name = self.pipeline_name(alpha)
+        with self._lock:
+            if name not in self._pipelines:
+                self._call(
+                    "create the search pipeline for", self.client.transport.perform_request,
+                    "PUT", f"/_search/pipeline/{name}", body=self.pipeline_body(alpha),
+                )
+                self._pipelines.add(name)
+        return name
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def _call(self, action: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the client, turning its transport and response errors into :class:`StoreError`."""
+        try:
+            return method(*args, **kwargs)
+        except self._os.exceptions.OpenSearchException as exc:
+            raise self._error(action, exc) from exc
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        hint = ""
+        if isinstance(exc, self._os.exceptions.ConnectionError):
+            hint = "; check store.url (RAG_STORE__URL) and that the server is running"
+        elif isinstance(exc, self._os.exceptions.AuthenticationException):
+            hint = "; check the credentials (store.api_key, [store.options] username)"
+        return StoreError(f"cannot {action} the OpenSearch index {self.index!r} at {self._where}: {exc}{hint}")
+
+
+class OpenSearchKeywordIndex:
+    """:class:`~rag.retrieve.keyword.KeywordIndex` over an :class:`OpenSearchStore`'s ``text`` field: BM25
+    ``match`` queries, with the store's filters in the same ``bool`` query; it sees the store's writes.
+
+    Args:
+        store: the store whose index it searches (it lives and closes with it).
+    """
+
+    name = "opensearch-bm25"
+
+    def __init__(self, store: OpenSearchStore) -> None:
+        self.store = store
+
+    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` best chunks (at most 10,000) sharing a term with ``query`` that satisfy ``filter``, best
+        first, ties by chunk id.
+
+        Raises:
+            ValueError: ``k`` is not positive.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        try:
+            body = self.search_body(query, min(k, MAX_RESULTS), filter)
+        except _MatchesNothing:
+            return []
+        if not self.store._visible():
+            return []
+        store = self.store
+        return store._hits(store._call("search", store.client.search, index=store.index, body=body), convert=float)
+
+    @staticmethod
+    def search_body(query: str, size: int, filter: Filter | None) -> dict[str, Any]:
+        """The request body of :meth:`search`.
+
+        Raises:
+            _MatchesNothing: the filter can match nothing.
+        """
+        clauses = filter_clauses(filter)
+        bool_query: dict[str, Any] = {"must": [{"match": {"text": {"query": query}}}]}
+        if clauses:
+            bool_query["filter"] = clauses
+        return {"size": size, "_source": ["chunk_id"], "track_scores": True, "sort": _SCORE_SORT,
+                "query": {"bool": bool_query}}
+
+    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 scores of ``chunk_ids``: 0.0 for a stored chunk that shares no term with ``query``; ids the
+        index does not hold are left out."""
+        ids = list(dict.fromkeys(document_id(cid) for cid in chunk_ids))
+        if not ids or not self.store._visible():
+            return {}
+        store = self.store
+        found: dict[str, float] = {}
+        for start in range(0, len(ids), MAX_RESULTS):
+            body = self.scores_body(query, ids[start : start + MAX_RESULTS])
+            response = store._call("search", store.client.search, index=store.index, body=body)
+            found.update((hit.chunk_id, hit.score) for hit in store._hits(response, convert=float))
+        return found
+
+    @staticmethod
+    def scores_body(query: str, doc_ids: list[str]) -> dict[str, Any]:
+        """The request body of :meth:`scores`: the ``match`` is optional (``should``), so every listed
+        document comes back, scoring 0 when it matches no term."""
+        return {
+            "size": len(doc_ids),
+            "_source": ["chunk_id"],
+            "query": {"bool": {
+                "should": [{"match": {"text": {"query": query}}}],
+                "filter": [{"ids": {"values": doc_ids}}],
+            }},
+        }
+
+
+def create_opensearch_store(
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+) -> OpenSearchStore:
+    """The registry's factory for ``store.kind = "opensearch"``.
+
+    Reads ``store.url`` (required), ``store.api_key`` (the basic-auth password; never logged),
+    ``store.collection`` (the index), ``store.hnsw_m`` and ``store.hnsw_ef_search``, and from
+    ``[store.options]``: ``username`` (default ``admin``), ``verify_certs`` (default true), ``ca_certs``,
+    ``timeout`` (seconds, default 30), ``engine`` (``lucene`` or ``faiss``), ``ef_construction`` (default
+    ``max(128, 2 * hnsw_m)``), ``exact_search_max`` (default 10,000), ``shards`` (default 1), ``replicas``
+    (default: the cluster's) and ``analyzer`` (default ``english``). ``data_dir`` is not used: the data
+    lives on the cluster.
+
+    Raises:
+        ConfigError: ``store.url`` is unset, or an unknown or malformed ``[store.options]`` key.
+    """
+    extra = dict(options.options)
+    unknown = sorted(set(extra) - set(_EXTRA_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown opensearch store option(s) {unknown}; known: {', '.join(_EXTRA_OPTIONS)}")
+    if not options.url:
+        raise ConfigError("store.kind = 'opensearch' needs store.url (RAG_STORE__URL), e.g. http://localhost:9200")
+    try:
+        ef_construction = int(extra.get("ef_construction", max(128, 2 * options.hnsw_m)))
+        exact_search_max = int(extra.get("exact_search_max", EXACT_SEARCH_MAX))
+        shards = int(extra["shards"]) if extra.get("shards") is not None else 1
+        replicas = int(extra["replicas"]) if extra.get("replicas") is not None else None
+        timeout = float(extra.get("timeout", 30.0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"opensearch store options must be numbers: {exc}") from exc
+    verify = extra.get("verify_certs", True)
+    if isinstance(verify, str):
+        verify = verify.strip().lower() not in ("0", "false", "no", "off")
+    return OpenSearchStore(
+        dimension,
+        url=options.url,
+        collection=options.collection,
+        username=str(extra["username"]) if extra.get("username") else None,
+        # The one place the secret is read; it goes straight to the client and is never logged.
+        password=options.api_key.get_secret_value() if options.api_key else None,
+        verify_certs=bool(verify),
+        ca_certs=str(extra["ca_certs"]) if extra.get("ca_certs") else None,
+        timeout=timeout,
+        read_only=read_only,
+        engine=str(extra.get("engine", "lucene")),
+        hnsw_m=options.hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=options.hnsw_ef_search,
+        exact_search_max=exact_search_max,
+        shards=shards,
+        replicas=replicas,
+        analyzer=str(extra.get("analyzer", "english")),
+    )
