@@ -675,6 +675,11 @@ keys_app = typer.Typer(help="API keys for `rag serve`, scoped to a collection an
 app.add_typer(collections_app, name="collections")
 app.add_typer(keys_app, name="keys")
 
+# Its heavy imports (RAGAS, matplotlib) happen inside the commands, so `rag --help` stays fast.
+from rag.evaluate.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     """``--set retrieval.alpha=0.3`` pairs as nested settings overrides (values read as JSON when they parse)."""

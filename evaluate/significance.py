@@ -120,3 +120,16 @@ def paired_bootstrap_ci(
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float], *, confidence: float = 0.95, trials: int = 10000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values`` (one system's per-query scores).
+
+    The same resampling as :func:`paired_bootstrap_ci` against a system scoring 0 everywhere.
+
+    Raises:
+        ValueError: as :func:`paired_bootstrap_ci` does.
+    """
+    return paired_bootstrap_ci(values, [0.0] * len(values), confidence=confidence, trials=trials, seed=seed)

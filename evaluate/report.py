@@ -1,0 +1,359 @@
+"""Run reports: ``results.json`` (schema versioned), ``samples.jsonl``, ``report.md`` and ``report.html``.
+
+``report.html`` is one self-contained file: inline CSS, a few lines of inline JavaScript to sort the
+per-question table, and plots rendered by matplotlib to inline SVG. It loads nothing from the network, so it
+opens offline and can be attached to a ticket. Every piece of data (questions, answers, contexts, the judge's
+reasons) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rag.evaluate import plots
+from rag.evaluate.significance import bootstrap_mean_ci
+
+CONFIDENCE = 0.95
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes a score."""
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in ("rag-platform", "ragas", "openai", "instructor", "sentence-transformers", "xllamacpp", "matplotlib"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def metric_summary(values: list[float | None], reasons: list[str | None]) -> dict[str, Any]:
+    """Mean, bootstrap CI, spread and the count of missing scores (with their reasons) of one metric."""
+    present = [v for v in values if v is not None]
+    missing = Counter(r or "unknown" for v, r in zip(values, reasons) if v is None)
+    summary: dict[str, Any] = {"n": len(present), "missing": len(values) - len(present),
+                               "missing_reasons": dict(missing.most_common())}
+    if present:
+        mean = statistics.fmean(present)
+        low, high = bootstrap_mean_ci(present, confidence=CONFIDENCE) if len(present) > 1 else (mean, mean)
+        summary.update(mean=mean, ci_low=low, ci_high=high, median=statistics.median(present),
+                       min=min(present), max=max(present))
+    else:
+        summary.update(mean=None, ci_low=None, ci_high=None, median=None, min=None, max=None)
+    return summary
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = (len(ordered) - 1) * q
+    low, high = math.floor(index), math.ceil(index)
+    return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
+
+
+def latency_series(samples: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Milliseconds per stage over the questions: retrieval, its stages (when reported), generation, total."""
+    series: dict[str, list[float]] = {}
+    for sample in samples:
+        timings = sample.get("timings") or {}
+        if "retrieval_ms" in timings:
+            series.setdefault("retrieval", []).append(timings["retrieval_ms"])
+        for stage, ms in (timings.get("stages") or {}).items():
+            series.setdefault(f"retrieval: {stage}", []).append(ms)
+        if "generation_ms" in timings:
+            series.setdefault("generation", []).append(timings["generation_ms"])
+        if "total_ms" in timings:
+            series.setdefault("total", []).append(timings["total_ms"])
+    return series
+
+
+def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[str, Any], *,
+              answer_seconds: float, judge_seconds: float, total_seconds: float) -> dict[str, Any]:
+    """The content of ``results.json`` for a run (see the module docstring of :mod:`rag.evaluate.run`)."""
+    from rag.evaluate.run import SCHEMA_VERSION
+
+    summary = {}
+    for metric in spec.metrics:
+        scores = [s["scores"][metric.name] for s in samples]
+        summary[metric.name] = metric_summary([sc["value"] for sc in scores], [sc["missing"] for sc in scores])
+    latency = {
+        stage: {"n": len(ms), "mean_ms": statistics.fmean(ms), "p50_ms": _percentile(ms, 0.5),
+                "p95_ms": _percentile(ms, 0.95)}
+        for stage, ms in latency_series(samples).items() if ms
+    }
+    errors = sum(1 for s in samples if s.get("error"))
+    judge_info = None
+    if judge is not None and spec.judge_metrics:
+        judge_info = {**judge.describe(), "calls": calls}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "rag-eval-run",
+        "name": spec.name or spec.out.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "testset": spec.testset.describe(),
+        "collection": spec.collection,
+        "overrides": spec.overrides,
+        "config": spec.settings.model_dump(mode="json"),
+        "metrics": [m.name for m in spec.metrics],
+        "judge": judge_info,
+        "versions": versions(),
+        "summary": summary,
+        "latency": latency,
+        "timing": {
+            "answer_seconds": round(answer_seconds, 3),
+            "judge_seconds": round(judge_seconds, 3),
+            "total_seconds": round(total_seconds, 3),
+            "judge_seconds_per_question": round(judge_seconds / len(samples), 3) if samples else None,
+        },
+        "generation_errors": errors,
+        "notes": list(spec.notes),
+        "confidence": CONFIDENCE,
+    }
+
+
+def write_run(out: Path, results: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    """Write the four report files of a run into ``out`` (each replaced atomically)."""
+    _write(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
+    _write(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    _write(out / "report.md", run_markdown(results, samples))
+    _write(out / "report.html", run_html(results, samples))
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(summary: dict[str, Any]) -> str:
+    if summary.get("mean") is None:
+        return "—"
+    return f"[{fmt(summary['ci_low'])}, {fmt(summary['ci_high'])}]"
+
+
+# -- Markdown -----------------------------------------------------------------------------------------
+
+
+def _md(text: Any) -> str:
+    """Table-safe Markdown text: pipes escaped, line breaks flattened."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def run_markdown(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
+    lines = [f"# rag eval: {_md(results['name'])}", ""]
+    judge = results.get("judge")
+    if judge and judge.get("caveat"):
+        lines += [f"> **Smoke-test scores only.** {_md(judge['caveat'])}", ""]
+    ts = results["testset"]
+    lines += [
+        f"Test set `{_md(ts['source'])}` ({ts['questions']} questions, sha256 `{ts['sha256'][:16]}…`), "
+        f"collection `{_md(results['collection'])}`, created {results['created']}.", "",
+    ]
+    if judge:
+        lines += [f"Judge: `{_md(judge['model'])}` at `{_md(judge['base_url'])}` (RAGAS {judge['ragas']}, "
+                  f"max_tokens {judge['max_tokens']}; calls sent {judge['calls'].get('sent', 0)}, "
+                  f"from cache {judge['calls'].get('cached', 0)}, failed {judge['calls'].get('failed', 0)}).", ""]
+    if results.get("overrides"):
+        lines += [f"Overrides: `{_md(json.dumps(results['overrides'], sort_keys=True))}`", ""]
+    for note in results.get("notes", []):
+        lines.append(f"- note: {_md(note)}")
+    if results.get("generation_errors"):
+        lines.append(f"- {results['generation_errors']} question(s) got no answer (generation failed)")
+    lines += ["", "## Summary", "", "| metric | mean | 95% CI | scored | missing |", "|---|---|---|---|---|"]
+    for name, s in results["summary"].items():
+        reasons = "; ".join(f"{_md(r)} ({c})" for r, c in s["missing_reasons"].items())
+        lines.append(f"| {name} | {fmt(s['mean'])} | {_ci(s)} | {s['n']} | {s['missing']}"
+                     f"{': ' + reasons if reasons else ''} |")
+    lines += ["", "## Latency per question", "", "| stage | mean ms | p50 ms | p95 ms |", "|---|---|---|---|"]
+    for stage, s in results["latency"].items():
+        lines.append(f"| {_md(stage)} | {s['mean_ms']:.1f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} |")
+    timing = results["timing"]
+    lines += ["", f"Answering took {timing['answer_seconds']:.1f} s, judging {timing['judge_seconds']:.1f} s "
+              f"({timing['judge_seconds_per_question'] or 0:.1f} s per question), {timing['total_seconds']:.1f} s in all.", ""]
+    metrics = results["metrics"]
+    lines += ["## Questions", "", "| id | question | " + " | ".join(metrics) + " |",
+              "|---|---|" + "---|" * len(metrics)]
+    for sample in samples:
+        cells = []
+        for name in metrics:
+            score = sample["scores"][name]
+            cells.append(fmt(score["value"]) if score["value"] is not None else f"— ({_md(score['missing'])})")
+        lines.append(f"| {_md(sample['id'])} | {_md(sample['question'])} | " + " | ".join(cells) + " |")
+    v = results["versions"]
+    lines += ["", "## Versions", "", ", ".join(f"{k} {_md(val)}" for k, val in v.items()), ""]
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------------------
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;color:#1b1f24}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.muted{color:#57606a}.caveat{background:#fff8c5;border:1px solid #d4a72c;padding:10px 14px;border-radius:6px;margin:12px 0}
+.note{background:#f6f8fa;border-left:3px solid #8c959f;padding:4px 10px;margin:4px 0}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top;text-align:left}
+th{background:#f6f8fa}th.sortable{cursor:pointer;user-select:none}th.sortable:after{content:" \\2195";color:#8c959f}
+th.asc:after{content:" \\2191";color:#1b1f24}th.desc:after{content:" \\2193";color:#1b1f24}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.missing{color:#9a6700}
+.err{color:#cf222e}pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;background:#f6f8fa;padding:6px;border-radius:4px}
+.ok{color:#1a7f37}.bad{color:#cf222e}details summary{cursor:pointer;color:#0969da}.plots svg{max-width:100%;height:auto}
+#questions td.question{min-width:220px}#questions td.answer{min-width:260px}
+.kv td:first-child{white-space:nowrap;font-weight:600;width:1%}.better{color:#1a7f37}.worse{color:#cf222e}
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th.sortable').forEach(function (th, index) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var descending = !th.classList.contains('desc');
+      table.querySelectorAll('th').forEach(function (h) { h.classList.remove('asc', 'desc'); });
+      th.classList.add(descending ? 'desc' : 'asc');
+      var column = parseInt(th.getAttribute('data-col'), 10);
+      rows.sort(function (a, b) {
+        var x = a.cells[column].getAttribute('data-sort'), y = b.cells[column].getAttribute('data-sort');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        if (x === '' || y === '') { return (x === '') - (y === ''); }
+        var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return descending ? -order : order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>\n{body}\n"
+        f"<script>{SORT_SCRIPT}</script></body></html>\n"
+    )
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    return "<table class=\"kv\">" + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _score_cell(score: dict[str, Any]) -> str:
+    if score["value"] is None:
+        return f"<td class=\"num missing\" data-sort=\"\" title=\"{esc(score['missing'])}\">—<br><small>{esc(score['missing'])}</small></td>"
+    return f"<td class=\"num\" data-sort=\"{score['value']:.6f}\">{fmt(score['value'])}</td>"
+
+
+def _reasons(sample: dict[str, Any]) -> str:
+    parts = []
+    for name, score in sample["scores"].items():
+        if not score.get("summary") and not score.get("details") and score["value"] is not None:
+            continue
+        items = []
+        for item in score.get("details") or []:
+            if "verdict" in item:
+                mark = "<span class=\"ok\">✓</span>" if item["verdict"] else "<span class=\"bad\">✗</span>"
+                items.append(f"<li>{mark} {esc(item.get('item'))} <span class=\"muted\">— {esc(item.get('reason'))}</span></li>")
+            elif item.get("error"):
+                items.append(f"<li class=\"missing\">{esc(item.get('call'))}: {esc(item['error'])}"
+                             f"{' (cached)' if item.get('cached') else ''}</li>")
+        headline = score.get("summary") or score.get("missing") or ""
+        parts.append(f"<p><b>{esc(name)}</b>: {esc(headline)}</p>" + (f"<ul>{''.join(items)}</ul>" if items else ""))
+    return "".join(parts) or "<p class=\"muted\">no judge verdicts</p>"
+
+
+def _contexts(sample: dict[str, Any]) -> str:
+    blocks = []
+    for ctx in sample.get("contexts") or []:
+        label = ctx["source"] + (f" § {ctx['section']}" if ctx.get("section") else "")
+        blocks.append(f"<p><b>[{ctx['number']}]</b> {esc(label)} <span class=\"muted\">score {ctx['score']:.3f}</span></p>"
+                      f"<pre>{esc(ctx['text'])}</pre>")
+    return "".join(blocks) or "<p class=\"muted\">nothing retrieved</p>"
+
+
+def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
+    metrics = results["metrics"]
+    judge = results.get("judge")
+    ts = results["testset"]
+    out = [f"<h1>rag eval: {esc(results['name'])}</h1>",
+           f"<p class=\"muted\">created {esc(results['created'])} · test set {esc(ts['source'])} "
+           f"({ts['questions']} questions) · collection {esc(results['collection'])}</p>"]
+    if judge and judge.get("caveat"):
+        out.append(f"<div class=\"caveat\" id=\"judge-caveat\"><b>Smoke-test scores only.</b> {esc(judge['caveat'])}</div>")
+    for note in results.get("notes", []):
+        out.append(f"<div class=\"note\">{esc(note)}</div>")
+    if results.get("generation_errors"):
+        out.append(f"<div class=\"note err\">{results['generation_errors']} question(s) got no answer: generation failed.</div>")
+    out.append(f"<h2>Summary</h2><table id=\"summary\"><thead><tr><th>metric</th><th>mean</th>"
+               f"<th>{int(results['confidence'] * 100)}% CI (bootstrap)</th><th>scored</th><th>missing</th></tr></thead><tbody>")
+    for name, s in results["summary"].items():
+        reasons = "; ".join(f"{r} ({c})" for r, c in s["missing_reasons"].items())
+        out.append(f"<tr><td>{esc(name)}</td><td class=\"num\">{fmt(s['mean'])}</td><td class=\"num\">{_ci(s)}</td>"
+                   f"<td class=\"num\">{s['n']}</td><td>{s['missing']}{(': ' + esc(reasons)) if reasons else ''}</td></tr>")
+    out.append("</tbody></table>")
+    timing = results["timing"]
+    out.append(f"<p class=\"muted\">answering {timing['answer_seconds']:.1f} s · judging {timing['judge_seconds']:.1f} s "
+               f"({timing['judge_seconds_per_question'] or 0:.1f} s per question) · total {timing['total_seconds']:.1f} s</p>")
+    distributions = {m: [s["scores"][m]["value"] for s in samples if s["scores"][m]["value"] is not None] for m in metrics}
+    out.append("<h2>Distributions</h2><div class=\"plots\" id=\"plot-metrics\">" + plots.metric_distributions(distributions) + "</div>")
+    out.append("<h2>Latency per stage</h2><div class=\"plots\" id=\"plot-latency\">" + plots.latency(latency_series(samples)) + "</div>")
+    out.append("<table><thead><tr><th>stage</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th></tr></thead><tbody>"
+               + "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{v['mean_ms']:.1f}</td><td class=\"num\">{v['p50_ms']:.1f}</td>"
+                         f"<td class=\"num\">{v['p95_ms']:.1f}</td></tr>" for k, v in results["latency"].items())
+               + "</tbody></table>")
+    headers = ["id", "question", "answer", *metrics, "ms", "contexts and judge's reasons"]
+    out.append("<h2>Questions</h2><p class=\"muted\">Click a column header to sort.</p>"
+               "<table class=\"sortable\" id=\"questions\"><thead><tr>"
+               + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{esc(h)}</th>" if i < len(headers) - 1 else f"<th>{esc(h)}</th>"
+                         for i, h in enumerate(headers)) + "</tr></thead><tbody>")
+    for sample in samples:
+        answer = (f"<span class=\"err\">generation failed: {esc(sample['error'])}</span>" if sample.get("error")
+                  else esc(sample.get("answer") if sample.get("answer") is not None else "(retrieval only)"))
+        total = (sample.get("timings") or {}).get("total_ms")
+        cells = [f"<td data-sort=\"{esc(sample['id'])}\">{esc(sample['id'])}</td>",
+                 f"<td data-sort=\"{esc(sample['question'])}\" class=\"question\">{esc(sample['question'])}"
+                 + (f"<br><small class=\"muted\">reference: {esc(sample['reference'])}</small>" if sample.get("reference") else "")
+                 + "</td>",
+                 f"<td class=\"answer\" data-sort=\"{esc(sample.get('answer') or '')}\">{answer}</td>",
+                 *(_score_cell(sample["scores"][m]) for m in metrics),
+                 f"<td class=\"num\" data-sort=\"{total or 0:.3f}\">{(total or 0):.0f}</td>",
+                 f"<td><details><summary>{len(sample.get('contexts') or [])} contexts, reasons</summary>"
+                 f"{_reasons(sample)}<h4>Retrieved contexts</h4>{_contexts(sample)}</details></td>"]
+        out.append(f"<tr data-id=\"{esc(sample['id'])}\">" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    out.append("<h2>Judge</h2>")
+    if judge:
+        out.append(_kv_table([("model", judge["model"]), ("endpoint", judge["base_url"]),
+                              ("embedded", judge["embedded"]), ("RAGAS", judge["ragas"]),
+                              ("embeddings", judge["embeddings"]), ("max_tokens", judge["max_tokens"]),
+                              ("temperature", judge["temperature"]), ("timeout per request (s)", judge["timeout_s"]),
+                              ("retries", judge["max_retries"]), ("concurrency", judge["concurrency"]),
+                              ("JSON schema enforced", judge["json_schema"]), ("cache", judge["cache"]),
+                              ("calls sent / from cache / failed",
+                               f"{judge['calls'].get('sent', 0)} / {judge['calls'].get('cached', 0)} / {judge['calls'].get('failed', 0)}")]))
+    else:
+        out.append("<p class=\"muted\">no judge metric in this run</p>")
+    out.append("<h2>Test set</h2>" + _kv_table([("source", ts["source"]), ("format", ts["format"]),
+                                               ("questions", ts["questions"]), ("sha256", ts["sha256"])]))
+    out.append("<h2>Configuration</h2>" + _kv_table([("collection", results["collection"]),
+                                                     ("overrides", json.dumps(results["overrides"], sort_keys=True))])
+               + f"<details><summary>all settings</summary><pre>{esc(json.dumps(results['config'], indent=2, sort_keys=True))}</pre></details>")
+    out.append("<h2>Versions</h2>" + _kv_table(list(results["versions"].items())))
+    return page(f"rag eval: {results['name']}", "\n".join(out))
