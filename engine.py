@@ -16,9 +16,9 @@ An engine is a *reader* until it writes: searching, answering and ``status`` ope
 write nothing, so they work while another process ingests, and on a read-only data directory. Writes
 (:meth:`RagEngine.ingest`, :meth:`~RagEngine.ingest_documents`, :meth:`~RagEngine.delete_documents`) take
 the data directory's writer lock for their whole run, open the files for writing, and release both when
-done. Every read component (store, BM25, retriever) is stamped with the catalog generation it was loaded
-at; :meth:`RagEngine.refresh` (run before every search) reloads them when another process, or this one,
-has committed since. The engine is safe to share between threads.
+done. Every read component (store, keyword index, retriever) is stamped with the catalog generation it was
+loaded at; :meth:`RagEngine.refresh` (run before every search) reloads them when another process, or this
+one, has committed since. The engine is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ from rag.ingest.chunking import SlidingWindowChunker
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
+from rag.retrieve.keyword import KeywordIndex, LocalBM25
 from rag.retrieve.pipeline import Reranker, Retrieval, RetrievalPipeline, StageOptions
 from rag.retrieve.transforms import QueryTransformer, validate_history
 from rag.stores import create_store
-from rag.stores.base import VectorStore
+from rag.stores.base import ProvidesKeywordIndex, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class _ReadState:
 
     generation: int
     store: VectorStore
-    bm25: BM25Index
+    keyword: KeywordIndex
+    bm25: BM25Index | None  # the local index behind ``keyword``; None when the store searches text itself
     retriever: HybridRetriever
     pipeline: RetrievalPipeline
 
@@ -185,6 +187,40 @@ class RagEngine:
             index.save(folder, rows.generation)
         return index
 
+    def _store_keyword_index(self, store: VectorStore, *, strict: bool = True) -> KeywordIndex | None:
+        """The store's own keyword search when ``retrieval.keyword`` lets it be used, else ``None`` (local BM25).
+
+        ``auto`` (the default) takes the store's when it offers one (see
+        :class:`~rag.stores.base.ProvidesKeywordIndex`), ``local`` never does, ``store`` insists on it.
+
+        Raises:
+            ConfigError: ``retrieval.keyword`` is unknown, or (``strict``) it is ``store`` and the store
+                offers no keyword search.
+        """
+        mode = self.settings.retrieval.keyword
+        if mode == "local":
+            return None
+        provided = store.keyword_index() if isinstance(store, ProvidesKeywordIndex) else None
+        if provided is None and mode == "store" and strict:
+            raise ConfigError(
+                f"retrieval.keyword = 'store', but the {self.settings.store.kind} store offers no keyword search "
+                "(or its table predates it and no ingest has run since); use 'auto' or 'local'"
+            )
+        return provided
+
+    def _keyword_side(
+        self, store: VectorStore, catalog: Catalog, *, save: bool
+    ) -> tuple[KeywordIndex, BM25Index | None]:
+        """The keyword index hybrid search uses, and the local BM25 index behind it (``None`` if the store's).
+
+        The local index is loaded, or built from ``catalog`` and (``save``) persisted, as :meth:`_load_bm25` says.
+        """
+        provided = self._store_keyword_index(store)
+        if provided is not None:
+            return provided, None
+        bm25 = self._load_bm25(catalog, save=save)
+        return LocalBM25(bm25), bm25
+
     def _read_state(self) -> _ReadState:
         """The current read components, (re)loaded if the catalog moved on since they were loaded."""
         with self._lock:
@@ -205,17 +241,17 @@ class RagEngine:
                         f"{self.data_dir} lists {self._catalog.counts()['chunks']} chunks: the store was deleted "
                         f"or replaced; {REBUILD_HINT}"
                     )
-                bm25 = self._load_bm25(self._catalog, save=False)
+                keyword, bm25 = self._keyword_side(store, self._catalog, save=False)
             except BaseException:
                 store.close()
                 raise
             cfg = self.settings.retrieval
             retriever = HybridRetriever(
-                store, bm25, self.embedder.encode_query, self._catalog, cfg.candidates, cfg.rrf_k,
+                store, keyword, self.embedder.encode_query, self._catalog, cfg.candidates, cfg.rrf_k,
                 cfg.confidence_power,
             )
             pipeline = RetrievalPipeline(retriever, self.embedder.encode_query, self._transformer)
-            self._state = _ReadState(generation, store, bm25, retriever, pipeline)
+            self._state = _ReadState(generation, store, keyword, bm25, retriever, pipeline)
             return self._state
 
     def _reopen_catalog_if_created(self) -> None:
@@ -248,8 +284,9 @@ class RagEngine:
         return self._read_state().store
 
     @property
-    def bm25(self) -> BM25Index:
-        """The BM25 index of the current committed state."""
+    def bm25(self) -> BM25Index | None:
+        """The local BM25 index of the current committed state; ``None`` when the store's own keyword
+        search is used instead (``retriever.keyword`` is the keyword side either way)."""
         return self._read_state().bm25
 
     @property
@@ -270,9 +307,11 @@ class RagEngine:
         """Hold the writer lock and the writable catalog and store for a write operation.
 
         With ``rebuild``, everything indexed is dropped first, under the same lock (see :meth:`ingest`).
-        On leaving, BM25 is rebuilt and saved if the catalog changed, and this engine's read components
-        are refreshed. Raises what :class:`~rag.core.lock.WriterLock` raises (``IndexBusyError`` with
-        ``wait=False``), and :class:`IndexMismatchError` if the index was built with other settings.
+        On leaving, the local BM25 index is rebuilt and saved if the catalog changed (unless the store
+        searches text itself, keeping its keyword side in step with its rows), and this engine's read
+        components are refreshed. Raises what :class:`~rag.core.lock.WriterLock` raises
+        (``IndexBusyError`` with ``wait=False``), and :class:`IndexMismatchError` if the index was built
+        with other settings.
         """
         with WriterLock(self.data_dir, "rebuild" if rebuild else purpose, wait=wait, on_wait=on_wait):
             if rebuild:
@@ -287,7 +326,9 @@ class RagEngine:
                 try:
                     generation = catalog.generation
                     yield Writer(catalog, store)
-                    if catalog.generation != generation or not (self.data_dir / "bm25").exists():
+                    changed = catalog.generation != generation or not (self.data_dir / "bm25").exists()
+                    # (A missing keyword side under retrieval.keyword = "store" is the reader's error to raise.)
+                    if changed and self._store_keyword_index(store, strict=False) is None:
                         self._load_bm25(catalog, save=True)
                 finally:
                     store.close()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -229,3 +229,86 @@ def parse_filter(spec: Filter | Mapping[str, Any] | str | Iterable[str] | None) 
     for item in spec:
         conditions.extend(parse_filter(item).conditions)
     return Filter(tuple(conditions))
+
+
+def glob_regex(pattern: str, literal: Callable[[str], str]) -> str | None:
+    """The body of a regular expression matching exactly what ``fnmatch.fnmatchcase(s, pattern)`` accepts.
+
+    Follows ``fnmatch.translate`` step by step (``*``, ``?``, ``[seq]``, ``[!seq]``, ranges, an unclosed
+    ``[`` taken literally, reversed ranges dropped), so stores that filter inside an engine (Postgres,
+    OpenSearch) match globs as :meth:`Condition.matches` does. ``literal`` writes one literal character
+    in the engine's regex dialect; anchoring is left to the caller.
+
+    Returns:
+        The expression, or ``None`` when the pattern can match nothing (an empty set such as ``[z-a]``).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(literal("["))
+                continue
+            chunks = _bracket_chunks(pattern, i, j)
+            i = j + 1
+            negate = bool(chunks) and chunks[0].startswith("!")
+            if negate:
+                chunks[0] = chunks[0][1:]
+            members: list[str] = []
+            for k, chunk in enumerate(chunks):
+                # Adjacent chunks meet in a range: the last character of one to the first of the next.
+                start = 1 if k > 0 else 0
+                stop = len(chunk) - 1 if k < len(chunks) - 1 else len(chunk)
+                if k > 0:
+                    members.append(f"{literal(chunks[k - 1][-1])}-{literal(chunk[0])}")
+                members.extend(literal(ch) for ch in chunk[start:stop])
+            if not members:
+                if not negate:
+                    return None  # an empty set: the pattern matches nothing
+                out.append(".")  # a negated empty set: any character
+            else:
+                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
+        else:
+            out.append(literal(c))
+    return "".join(out)
+
+
+def _bracket_chunks(pattern: str, i: int, j: int) -> list[str]:
+    """The chunks ``fnmatch.translate`` splits ``pattern[i:j]`` into: hyphens between chunks are ranges,
+    hyphens inside a chunk are literal; reversed ranges are removed with their end points."""
+    stuff = pattern[i:j]
+    if "-" not in stuff:
+        return [stuff]
+    chunks: list[str] = []
+    k = i + 2 if pattern[i] == "!" else i + 1
+    while True:
+        k = pattern.find("-", k, j)
+        if k < 0:
+            break
+        chunks.append(pattern[i:k])
+        i = k + 1
+        k = k + 3
+    chunk = pattern[i:j]
+    if chunk:
+        chunks.append(chunk)
+    else:
+        chunks[-1] += "-"
+    for k in range(len(chunks) - 1, 0, -1):
+        if chunks[k - 1][-1] > chunks[k][0]:
+            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+            del chunks[k]
+    return chunks

@@ -107,6 +107,11 @@ class RetrievalSettings(BaseModel):
     bm25_b: float = Field(0.75, ge=0, le=1)
     stemmer: str | None = Field("english", description="PyStemmer language, or empty for none.")
     stopwords: str | None = Field("en", description="bm25s stopword list, or empty for none.")
+    keyword: Literal["auto", "local", "store"] = Field(
+        "auto",
+        description="Keyword side: the store's own text search when it has one (auto), always the local bm25s "
+        "index (local), or the store's or an error (store).",
+    )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")
     hyde_weight: float = Field(

@@ -139,9 +139,11 @@ class BM25Index:
         tokens = self.analyzer(query)
         scores = self._model.get_scores(tokens) if tokens else np.zeros(len(self.chunk_ids), dtype=np.float32)
         scores = np.asarray(scores, dtype=np.float32)
-        if filter:
-            scores = np.where(self._filter_index.mask(filter), scores, np.float32(-np.inf))
-        return scores
+        return self.mask(scores, filter) if filter else scores
+
+    def mask(self, scores: np.ndarray, filter: Filter) -> np.ndarray:
+        """A copy of a :meth:`score_all` result in which rows failing ``filter`` score ``-inf``."""
+        return np.where(self._filter_index.mask(filter), scores, np.float32(-np.inf))
 
     def top_k(self, scores: np.ndarray, k: int) -> list[ScoredId]:
         """The ``k`` best rows of a :meth:`score_all` result that matched at least one term."""

@@ -1,4 +1,8 @@
-"""Hybrid retrieval: dense and BM25 candidates, fused, post-filtered, hydrated into hits.
+"""Hybrid retrieval: dense and keyword candidates, fused, post-filtered, hydrated into hits.
+
+The keyword side is a :class:`~rag.retrieve.keyword.KeywordIndex`: the local ``bm25s`` index by default,
+or the store's own text search where the store provides one (Postgres full-text search for pgvector).
+The docstrings below say "BM25" for the keyword side, its default.
 
 Linear fusion scores every candidate in the union of both lists with *both* of its true scores (a
 BM25-only candidate gets its real cosine similarity from the stored vector, a dense-only one its real
@@ -31,7 +35,7 @@ import numpy as np
 from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.types import Chunk, Hit, ScoredId
-from rag.retrieve.bm25 import BM25Index
+from rag.retrieve.keyword import KeywordIndex
 from rag.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -151,22 +155,27 @@ class PostFilter:
 
 
 class HybridRetriever:
-    """Dense + BM25 retrieval with fusion, pre-filters inside both searches, and post-filters.
+    """Dense + keyword retrieval with fusion, pre-filters inside both searches, and post-filters.
 
     Args:
         store: the vector store holding chunk vectors.
-        bm25: the BM25 index over the same chunks.
+        keyword: the keyword index over the same chunks (:class:`~rag.retrieve.keyword.LocalBM25` wraps
+            a local :class:`~rag.retrieve.bm25.BM25Index`).
         embed_query: turns a query into a normalised vector.
         lookup: hydrates chunk ids into chunks (ids it lacks are dropped as orphans).
         candidates: how many candidates each retriever contributes before fusion.
         rrf_k: the RRF rank constant.
         confidence_power: γ of confidence-weighted linear fusion; 0 for a fixed ``alpha``.
+
+    Raises:
+        ConfigError: ``candidates`` or ``confidence_power`` is out of range, or ``keyword`` is not a
+            :class:`~rag.retrieve.keyword.KeywordIndex` (a bare ``BM25Index`` needs ``LocalBM25(index)``).
     """
 
     def __init__(
         self,
         store: VectorStore,
-        bm25: BM25Index,
+        keyword: KeywordIndex,
         embed_query: Callable[[str], np.ndarray],
         lookup: ChunkLookup,
         candidates: int = 100,
@@ -177,7 +186,12 @@ class HybridRetriever:
             raise ConfigError(f"candidates must be positive, got {candidates}")
         if confidence_power < 0:
             raise ConfigError(f"confidence_power must be >= 0, got {confidence_power}")
-        self.store, self.bm25, self.embed_query, self.lookup = store, bm25, embed_query, lookup
+        if not isinstance(keyword, KeywordIndex):
+            raise ConfigError(
+                f"keyword must be a KeywordIndex (search, scores, name), got {type(keyword).__name__}; wrap a "
+                "BM25Index in rag.retrieve.keyword.LocalBM25"
+            )
+        self.store, self.keyword, self.embed_query, self.lookup = store, keyword, embed_query, lookup
         self.candidates, self.rrf_k, self.confidence_power = candidates, rrf_k, confidence_power
 
     def search(
@@ -195,7 +209,7 @@ class HybridRetriever:
 
         Args:
             vector: the dense side searches with this (normalised) vector instead of the query's
-                embedding; BM25 still reads ``query`` (HyDE uses this).
+                embedding; the keyword side still reads ``query`` (HyDE uses this).
 
         Raises:
             ConfigError: for ``k <= 0``, ``alpha`` outside [0, 1] or an unknown fusion.
@@ -215,8 +229,7 @@ class HybridRetriever:
         elif not use_dense:
             vector = None
         dense = self.store.search(vector, depth, filter) if vector is not None else []
-        bm25_scores = self.bm25.score_all(query, filter) if use_bm25 else None
-        keyword = self.bm25.top_k(bm25_scores, depth) if bm25_scores is not None else []
+        keyword = self.keyword.search(query, depth, filter) if use_bm25 else []
 
         if fusion == "rrf":
             fused = rrf_fusion(dense, keyword, alpha, self.rrf_k)
@@ -225,16 +238,12 @@ class HybridRetriever:
             bm25_map = {h.chunk_id: h.score for h in keyword}
             if use_dense and use_bm25:
                 alpha = confidence_alpha(alpha, dense, keyword, self.confidence_power)
-                self._complete_scores(vector, bm25_scores, dense_map, bm25_map)
+                self._complete_scores(query, vector, dense_map, bm25_map)
             fused = linear_fusion(dense_map, bm25_map, alpha)
         return self._finish(fused, k, post or PostFilter())
 
     def _complete_scores(
-        self,
-        vector: np.ndarray,
-        bm25_scores: np.ndarray,
-        dense_map: dict[str, float],
-        bm25_map: dict[str, float],
+        self, query: str, vector: np.ndarray, dense_map: dict[str, float], bm25_map: dict[str, float]
     ) -> None:
         """Give every union candidate its true score from the retriever that did not propose it."""
         need_dense = [cid for cid in bm25_map if cid not in dense_map]
@@ -242,7 +251,8 @@ class HybridRetriever:
             for cid, vec in self.store.get_vectors(need_dense).items():
                 dense_map[cid] = float(np.dot(vec, vector))
         need_bm25 = [cid for cid in dense_map if cid not in bm25_map]
-        bm25_map.update(self.bm25.scores_of(bm25_scores, need_bm25))
+        if need_bm25:
+            bm25_map.update(self.keyword.scores(query, need_bm25))
 
     def _finish(self, fused: list[FusedScore], k: int, post: PostFilter) -> list[Hit]:
         if post.min_score is not None:

@@ -1,14 +1,17 @@
-"""The vector store contract every backend honours, and the record it stores."""
+"""The vector store contract every backend honours, the record it stores, and its optional capabilities."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
+
+if TYPE_CHECKING:
+    from rag.retrieve.keyword import KeywordIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,20 @@ class VectorStore(Protocol):
 
     def size_bytes(self) -> int:
         """Bytes the store occupies on disk (0 for a remote server)."""
+
+
+@runtime_checkable
+class ProvidesKeywordIndex(Protocol):
+    """Optional capability, not part of :class:`VectorStore`: the store searches chunk text itself.
+
+    A store that keeps the chunk text (``StoredChunk.text``) and can rank it by keywords offers a
+    :class:`~rag.retrieve.keyword.KeywordIndex` over the same rows, with the store's filter semantics,
+    and the engine uses it as the keyword side of hybrid search instead of the local ``bm25s`` index
+    (``retrieval.keyword = "auto"``). Such an index must see the store's writes as its vector search does
+    (no separate rebuild), live as long as the store (it is not closed separately), and be safe to call
+    from several threads as the store is. Stores without the method get the local index.
+    """
+
+    def keyword_index(self) -> KeywordIndex | None:
+        """The store's keyword search, or ``None`` when it cannot offer one right now (for example a
+        read-only store whose table predates keyword search and has not been migrated by a writer)."""

@@ -66,7 +66,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from rag.core.errors import ConfigError, FilterError, IndexMismatchError, StoreError
-from rag.core.filters import RANGE_OPERATORS, Condition, Filter, parse_datetime
+from rag.core.filters import RANGE_OPERATORS, Condition, Filter, glob_regex, parse_datetime
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
@@ -246,76 +246,7 @@ def glob_to_lucene_regexp(pattern: str) -> str | None:
     Returns:
         The expression, or ``None`` when the pattern can match nothing (an empty set such as ``[z-a]``).
     """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if not out or out[-1] != ".*":
-                out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(_literal("["))
-                continue
-            chunks = _bracket_chunks(pattern, i, j)
-            i = j + 1
-            negate = bool(chunks) and chunks[0].startswith("!")
-            if negate:
-                chunks[0] = chunks[0][1:]
-            members: list[str] = []
-            for k, chunk in enumerate(chunks):
-                # Adjacent chunks meet in a range: the last character of one to the first of the next.
-                start = 1 if k > 0 else 0
-                stop = len(chunk) - 1 if k < len(chunks) - 1 else len(chunk)
-                if k > 0:
-                    members.append(f"{_literal(chunks[k - 1][-1])}-{_literal(chunk[0])}")
-                members.extend(_literal(ch) for ch in chunk[start:stop])
-            if not members:
-                if not negate:
-                    return None  # an empty set: the pattern matches nothing
-                out.append(".")  # a negated empty set: any character
-            else:
-                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
-        else:
-            out.append(_literal(c))
-    return "".join(out)
-
-
-def _bracket_chunks(pattern: str, i: int, j: int) -> list[str]:
-    """The chunks ``fnmatch.translate`` splits ``pattern[i:j]`` into: hyphens between chunks are ranges,
-    hyphens inside a chunk are literal; reversed ranges are removed with their end points."""
-    stuff = pattern[i:j]
-    if "-" not in stuff:
-        return [stuff]
-    chunks: list[str] = []
-    k = i + 2 if pattern[i] == "!" else i + 1
-    while True:
-        k = pattern.find("-", k, j)
-        if k < 0:
-            break
-        chunks.append(pattern[i:k])
-        i = k + 1
-        k = k + 3
-    chunk = pattern[i:j]
-    if chunk:
-        chunks.append(chunk)
-    else:
-        chunks[-1] += "-"
-    for k in range(len(chunks) - 1, 0, -1):
-        if chunks[k - 1][-1] > chunks[k][0]:
-            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
-            del chunks[k]
-    return chunks
+    return glob_regex(pattern, _literal)
 
 
 def _literal(c: str) -> str:

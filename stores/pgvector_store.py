@@ -4,10 +4,12 @@ With no ``url`` the store runs an :class:`~rag.stores.postgres_server.EmbeddedPo
 ``data_dir/postgres`` (initialised on first use, shared by every process using that folder, stopped when
 the last one closes); with a ``url`` it uses that server. One table per collection::
 
-    chunk_id text PRIMARY KEY, embedding vector(d), text text, metadata jsonb, dates jsonb
+    chunk_id text PRIMARY KEY, embedding vector(d), text text, metadata jsonb, dates jsonb,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector(<config>, text)) STORED
 
-with an HNSW index (``vector_cosine_ops``). Vectors are L2-normalised on the way in and scores are
-``1 - cosine distance``, so they equal :class:`~rag.stores.faiss_store.FaissStore`'s. A
+with an HNSW index (``vector_cosine_ops``) on ``embedding`` and a GIN index on ``tsv``. Vectors are
+L2-normalised on the way in and scores are ``1 - cosine distance``, so they equal
+:class:`~rag.stores.faiss_store.FaissStore`'s. A
 :class:`~rag.core.filters.Filter` becomes a ``WHERE`` clause over the JSONB metadata inside the same query
 as the ``ORDER BY embedding <=> q LIMIT k``, with the semantics of :meth:`Filter.matches
 <rag.core.filters.Filter.matches>` (any element of a list, a missing field never matches, ``2 == 2.0``,
@@ -21,6 +23,13 @@ redone exactly.
 
 Writes go into one open transaction that :meth:`PgVectorStore.flush` commits, so a killed process leaves
 the last flushed state; this instance's searches see its unflushed writes, other connections do not.
+
+The store is also the keyword side of hybrid search (:meth:`PgVectorStore.keyword_index`, a
+:class:`PostgresKeywordIndex`): Postgres full-text search over the ``tsv`` column, with the query's terms
+OR-ed (BM25's semantics: any shared term counts), ranked by ``ts_rank`` weighted by BM25's inverse
+document frequency, and filtered by the same ``WHERE`` clause as the vector search. A table made before
+the column existed gains it (and its index) when a writer opens it; a reader never alters a table, and
+offers no keyword index until a writer has.
 
 Known divergences from :meth:`Filter.matches`, inherent to Postgres:
 
@@ -40,6 +49,7 @@ import re
 import struct
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -48,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.core.errors import ConfigError, IndexMismatchError, StoreError
-from rag.core.filters import Condition, Filter, parse_datetime
+from rag.core.filters import Condition, Filter, glob_regex, parse_datetime
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
@@ -73,7 +83,10 @@ _COUNT_TTL = 5.0
 _UPSERT_BATCH = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_EXTRA_OPTIONS = ("ef_construction", "exact_search_max", "database")
+_EXTRA_OPTIONS = ("ef_construction", "exact_search_max", "database", "text_search_config")
+DEFAULT_TEXT_SEARCH_CONFIG = "english"
+# The text search config a tsv column was generated with, from its expression (pg_get_expr).
+_TSV_CONFIG_RE = re.compile(r"to_tsvector\('((?:[^']|'')+)'::regconfig")
 
 
 def _psycopg() -> tuple[Any, Any]:
@@ -122,76 +135,8 @@ def glob_to_regex(pattern: str) -> str | None:
     Returns:
         The anchored expression, or ``None`` when the pattern can match nothing (an empty set ``[]``-like).
     """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if not out or out[-1] != ".*":
-                out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(_char("["))
-                continue
-            chunks = _bracket_chunks(pattern, i, j)
-            i = j + 1
-            negate = bool(chunks) and chunks[0].startswith("!")
-            if negate:
-                chunks[0] = chunks[0][1:]
-            members: list[str] = []
-            for k, chunk in enumerate(chunks):
-                # Adjacent chunks meet in a range: the last character of one to the first of the next.
-                start = 1 if k > 0 else 0
-                stop = len(chunk) - 1 if k < len(chunks) - 1 else len(chunk)
-                if k > 0:
-                    members.append(f"{_char(chunks[k - 1][-1])}-{_char(chunk[0])}")
-                members.extend(_char(ch) for ch in chunk[start:stop])
-            if not members:
-                if not negate:
-                    return None  # an empty set: the pattern matches nothing
-                out.append(".")  # a negated empty set: any character
-            else:
-                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
-        else:
-            out.append(_char(c))
-    return "^" + "".join(out) + "$"
-
-
-def _bracket_chunks(pattern: str, i: int, j: int) -> list[str]:
-    """The chunks ``fnmatch.translate`` splits ``pattern[i:j]`` into: hyphens between chunks are ranges,
-    hyphens inside a chunk are literal; reversed ranges are removed with their end points."""
-    stuff = pattern[i:j]
-    if "-" not in stuff:
-        return [stuff]
-    chunks: list[str] = []
-    k = i + 2 if pattern[i] == "!" else i + 1
-    while True:
-        k = pattern.find("-", k, j)
-        if k < 0:
-            break
-        chunks.append(pattern[i:k])
-        i = k + 1
-        k = k + 3
-    chunk = pattern[i:j]
-    if chunk:
-        chunks.append(chunk)
-    else:
-        chunks[-1] += "-"
-    for k in range(len(chunks) - 1, 0, -1):
-        if chunks[k - 1][-1] > chunks[k][0]:
-            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
-            del chunks[k]
-    return chunks
+    body = glob_regex(pattern, _char)
+    return None if body is None else "^" + body + "$"
 
 
 def _char(c: str) -> str:
@@ -293,6 +238,9 @@ class PgVectorStore:
         exact_search_max: candidate sets up to this many rows are searched exactly; 0 always uses the graph.
         password: the server's password, if not in ``url``; never logged.
         database: the embedded server's database name.
+        text_search_config: the Postgres text search configuration (``english``, ``simple``, ``german``,
+            ...) that analyses chunk text and queries for :meth:`keyword_index`, used when the ``tsv``
+            column is made; searches always use the column's own.
         any_dimension: open an existing table whatever its dimension (only to :meth:`drop` it).
 
     Raises:
@@ -315,6 +263,7 @@ class PgVectorStore:
         exact_search_max: int = EXACT_SEARCH_MAX,
         password: str | None = None,
         database: str = "rag",
+        text_search_config: str = DEFAULT_TEXT_SEARCH_CONFIG,
         any_dimension: bool = False,
     ) -> None:
         if not 0 < dimension <= MAX_DIMENSION:
@@ -333,6 +282,8 @@ class PgVectorStore:
             raise ConfigError(f"exact_search_max must not be negative, got {exact_search_max}")
         if url is None and data_dir is None:
             raise ConfigError("PgVectorStore needs a url or a data_dir for its embedded server")
+        if not isinstance(text_search_config, str) or not text_search_config.strip():
+            raise ConfigError(f"text_search_config must name a text search configuration, got {text_search_config!r}")
         self._psycopg, self._sql = _psycopg()
         self.dimension = dimension
         self.collection = collection
@@ -340,6 +291,9 @@ class PgVectorStore:
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self.exact_search_max = exact_search_max
         self._any_dimension = any_dimension
+        self.text_search_config = text_search_config
+        self._tsv_config: str | None = None  # the config the table's tsv column uses; None: no column (yet)
+        self._keyword: PostgresKeywordIndex | None = None
         self._filters = _FilterSql(self._sql)
         self._table = self._sql.Identifier(collection)
         self._lock = threading.RLock()
@@ -466,6 +420,7 @@ class PgVectorStore:
                 log.info("created the pgvector table %r (%d dimensions) at %s", self.collection, dimension, self._where)
             if dimension is not None:
                 self._setup_vector()
+                self._tsv_config = self._text_search_column()
             conn.commit()
         self._exists = dimension is not None
         if dimension is not None and dimension != self.dimension and not self._any_dimension:
@@ -474,6 +429,73 @@ class PgVectorStore:
                 f"{self.dimension}-dimensional ones were requested, e.g. after changing the embedding model; "
                 f"{REBUILD_HINT}, or choose another store.collection"
             )
+        if self._exists and not self.read_only and not self._any_dimension:
+            self._add_text_search()
+
+    def _text_search_column(self) -> str | None:
+        """The text search config the table's ``tsv`` column is generated with; ``None`` if it has none
+        (a table made before keyword search), ``""`` if ``tsv`` is not a column this store made."""
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d "
+            "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'tsv' AND NOT a.attisdropped",
+            (self._table.as_string(self._conn),),
+        ).fetchone()
+        if row is None:
+            return None
+        found = _TSV_CONFIG_RE.search(row[0] or "")
+        return found.group(1).replace("''", "'") if found else ""
+
+    def _add_text_search(self) -> None:
+        """(Writers only.) Give a table made before keyword search its ``tsv`` column and GIN index,
+        generated with ``text_search_config``; Postgres computes the column for every row (a table
+        rewrite). Like the HNSW parameters, the config takes effect when the column is made: a table whose
+        column has another one keeps it (with a warning) until ``rag ingest --rebuild``.
+
+        Raises:
+            ConfigError: the server has no text search configuration of that name.
+        """
+        assert self._conn is not None
+        conn, sql = self._conn, self._sql
+        with self._errors("add full-text search to"):
+            try:
+                with conn.transaction():
+                    config = conn.execute("SELECT %s::regconfig::text", (self.text_search_config,)).fetchone()[0]
+            except self._psycopg.errors.UndefinedObject:
+                known = [row[0] for row in conn.execute("SELECT cfgname FROM pg_ts_config ORDER BY 1")]
+                conn.rollback()
+                raise ConfigError(
+                    f"Postgres at {self._where} has no text search configuration {self.text_search_config!r} "
+                    f"([store.options] text_search_config); it has {', '.join(known)}"
+                ) from None
+            if self._tsv_config is not None:
+                conn.commit()
+                if self._tsv_config != config:
+                    log.warning(
+                        "the pgvector table %r at %s searches text with the %r configuration, not %r; it takes "
+                        "effect when the table is made: %s", self.collection, self._where, self._tsv_config,
+                        config, REBUILD_HINT,
+                    )
+                return
+            started = time.monotonic()
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE {} ADD COLUMN tsv tsvector "
+                    "GENERATED ALWAYS AS (to_tsvector({}::regconfig, text)) STORED"
+                ).format(self._table, sql.Literal(config))
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (tsv)").format(
+                    sql.Identifier(f"{self.collection}_tsv"), self._table
+                )
+            )
+            conn.commit()
+        self._tsv_config = config
+        log.info(
+            "added full-text search (%s) to the pgvector table %r at %s in %.1f s", config, self.collection,
+            self._where, time.monotonic() - started,
+        )
 
     def _stored_dimension(self) -> int | None:
         """The table's vector dimension, or ``None`` if there is no such table.
@@ -757,6 +779,41 @@ class PgVectorStore:
             if self._conn.info.transaction_status != self._psycopg.pq.TransactionStatus.INERROR:
                 self._conn.execute("RESET enable_seqscan")  # (a failed transaction's rollback resets it)
 
+    def keyword_index(self) -> PostgresKeywordIndex | None:
+        """Postgres full-text search over this table, as the keyword side of hybrid search
+        (:class:`~rag.stores.base.ProvidesKeywordIndex`).
+
+        Returns:
+            The index (one per store, living as long as it), or ``None`` while the table lacks the ``tsv``
+            column: a table made before keyword search, opened read-only before a writer migrated it.
+        """
+        with self._lock:
+            if self._exists and not self._tsv_config:
+                return None
+            if self._keyword is None:
+                self._keyword = PostgresKeywordIndex(self)
+            return self._keyword
+
+    def _keyword_rows(self, action: str, build: Callable[[str], tuple[Any, list[Any]]]) -> list[tuple[Any, ...]]:
+        """Run the statement ``build(config)`` makes (``config``: the ``tsv`` column's text search config) as
+        a read, the way :meth:`search` does; nothing while there is no table."""
+        with self._lock:
+            if not self._readable():
+                return []
+            if not self._tsv_config:
+                raise StoreError(
+                    f"the pgvector table {self.collection!r} at {self._where} has no full-text search column yet; "
+                    "run an ingest (a writer adds it), or set retrieval.keyword = 'local'"
+                )
+            statement, params = build(self._tsv_config)
+            assert self._conn is not None
+            guard = self._conn.transaction() if self._dirty else contextlib.nullcontext()
+            with self._errors(action), guard:
+                try:
+                    return self._conn.execute(statement, params).fetchall()
+                finally:
+                    self._end_read()
+
     def get_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
         """The stored (normalised) vectors of the given ids; unknown ids are left out."""
         if not chunk_ids:
@@ -810,6 +867,121 @@ class PgVectorStore:
         return total
 
 
+# The query's lexemes, as the column's text search config analyses them, OR-ed into a tsquery; NULL for a
+# query with none (only stopwords), which matches nothing. Each lexeme goes in quoted, quotes and
+# backslashes doubled, so no character of the query is read as a tsquery operator.
+_QUOTED_LEXEME = "'''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)), '''', '''''') || ''''"
+_OR_QUERY = f"SELECT string_agg({_QUOTED_LEXEME}, ' | ')::tsquery AS query FROM unnest(to_tsvector(%s::regconfig, %s))"
+# ts_rank_idf ranks each query lexeme on its own and weighs it by BM25's inverse document frequency over
+# the whole table (counted through the GIN index for every query).
+_IDF_TERMS = (
+    f"SELECT term, ln(1 + (total.n - df.n + 0.5) / (df.n + 0.5)) AS idf FROM "
+    f"(SELECT ({_QUOTED_LEXEME})::tsquery AS term FROM unnest(to_tsvector(%s::regconfig, %s))) AS terms, "
+    "(SELECT count(*) AS n FROM {table}) AS total, LATERAL (SELECT count(*) AS n FROM {table} WHERE tsv @@ term) AS df"
+)
+RANK_FUNCTIONS = ("ts_rank", "ts_rank_cd", "ts_rank_idf")
+DEFAULT_RANK, DEFAULT_NORMALIZATION = "ts_rank_idf", 1
+
+
+class PostgresKeywordIndex:
+    """The keyword side of hybrid search on Postgres full-text search: a
+    :class:`~rag.retrieve.keyword.KeywordIndex` over a :class:`PgVectorStore`'s table.
+
+    * **Terms are OR-ed.** The query is analysed with the ``tsv`` column's text search config (the parser,
+      stopwords and Snowball stemmer of ``english`` by default) and its lexemes are joined with ``|``.
+      ``plainto_tsquery`` and ``websearch_to_tsquery`` join them with ``&``, which finds nothing for most
+      natural-language questions; BM25 scores any chunk that shares a term, and so does this index.
+    * **Ranked like BM25** (``ts_rank_idf``, the default): the sum over the query's lexemes of
+      ``idf(lexeme) * ts_rank(tsv, lexeme, 1)``, where ``ts_rank`` of one lexeme is a saturating function
+      of its frequency in the chunk, divided by ``1 + log(length)``, and ``idf`` is BM25's
+      ``ln(1 + (N - df + 0.5) / (df + 0.5))``, counted over the table through the GIN index for each query.
+      Plain ``ts_rank`` and ``ts_rank_cd`` over the OR-ed query weigh a common term like a rare one; on
+      NFCorpus that made keyword search significantly worse than bm25s, and the IDF weighting closed the
+      gap (docs/pgvector.md has the measurements).
+    * **Filters** are the store's ``WHERE`` translation, inside the same query, as for vector search.
+    * **Writes** are seen at once: ``tsv`` is a generated column with a GIN index, so nothing is rebuilt
+      after an ingest, and this store's unflushed writes are seen as its vector search sees them.
+
+    Args:
+        store: the store whose table is searched (its connection and lock are shared).
+        rank: ``ts_rank_idf`` (above), or Postgres' ``ts_rank`` or ``ts_rank_cd`` (cover density) of the
+            OR-ed query, without IDF.
+        normalization: the rank function's length normalisation bit mask: 0 none, 1 ``1 + log(length)``,
+            2 length, 4 mean harmonic distance of covers (``ts_rank_cd`` only), 8 unique words,
+            16 ``1 + log(unique words)``, 32 ``rank / (rank + 1)``.
+
+    Raises:
+        ConfigError: an unknown rank function or normalisation.
+    """
+
+    name = "postgres-fts"
+
+    def __init__(
+        self, store: PgVectorStore, *, rank: str = DEFAULT_RANK, normalization: int = DEFAULT_NORMALIZATION
+    ) -> None:
+        if rank not in RANK_FUNCTIONS:
+            raise ConfigError(f"rank must be one of {', '.join(RANK_FUNCTIONS)}, got {rank!r}")
+        if isinstance(normalization, bool) or not isinstance(normalization, int) or not 0 <= normalization < 64:
+            raise ConfigError(f"normalization must be a bit mask between 0 and 63, got {normalization!r}")
+        self.store, self.rank, self.normalization = store, rank, normalization
+        sql = store._sql
+        if rank == "ts_rank_idf":
+            self._with = sql.SQL("WITH q AS MATERIALIZED ({}), terms AS MATERIALIZED ({})").format(
+                sql.SQL(_OR_QUERY), sql.SQL(_IDF_TERMS).format(table=store._table)
+            )
+            self._rank = sql.SQL("(SELECT sum(idf * ts_rank(tsv, term, {})) FROM terms WHERE tsv @@ term)").format(
+                sql.Literal(normalization)
+            )
+        else:
+            self._with = sql.SQL("WITH q AS MATERIALIZED ({})").format(sql.SQL(_OR_QUERY))
+            self._rank = sql.SQL("{}(tsv, q.query, {})").format(sql.Identifier(rank), sql.Literal(normalization))
+
+    def _query_params(self, config: str, query: str) -> list[str]:
+        """The parameters of the ``WITH`` clause: the config and query for each CTE that analyses it."""
+        return [config, query] * (2 if self.rank == "ts_rank_idf" else 1)
+
+    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` best-ranked chunks sharing a term with ``query`` and satisfying ``filter``, best first
+        (ties by chunk id).
+
+        Raises:
+            ValueError: ``k`` is not positive.
+            StoreError: the server failed, or the table has no full-text search column yet.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        store, sql = self.store, self.store._sql
+        try:
+            where, params = store._filters.translate(filter) if filter else (sql.SQL("true"), [])
+        except _MatchesNothing:
+            return []
+        statement = sql.SQL(
+            "{} SELECT chunk_id, {} AS score FROM {}, q WHERE tsv @@ q.query AND {} "
+            "ORDER BY score DESC, chunk_id LIMIT %s"
+        ).format(self._with, self._rank, store._table, where)
+        rows = store._keyword_rows(
+            "search", lambda config: (statement, [*self._query_params(config, query), *params, k])
+        )
+        return [ScoredId(chunk_id, float(score)) for chunk_id, score in rows]
+
+    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """The ranks of ``chunk_ids`` for ``query``, 0.0 for no shared term; ids not stored are left out.
+
+        Raises:
+            StoreError: the server failed, or the table has no full-text search column yet.
+        """
+        if not chunk_ids:
+            return {}
+        store, sql = self.store, self.store._sql
+        statement = sql.SQL(
+            "{} SELECT chunk_id, CASE WHEN tsv @@ q.query THEN {} ELSE 0 END FROM {}, q WHERE chunk_id = ANY(%s)"
+        ).format(self._with, self._rank, store._table)
+        rows = store._keyword_rows(
+            "search", lambda config: (statement, [*self._query_params(config, query), list(chunk_ids)])
+        )
+        return {chunk_id: float(score) for chunk_id, score in rows}
+
+
 def create_pgvector_store(
     *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
 ) -> PgVectorStore:
@@ -818,7 +990,8 @@ def create_pgvector_store(
     Reads ``store.url`` (unset: the embedded server under ``data_dir/postgres``), ``store.api_key`` (the
     password, if not in the URL), ``store.collection`` (the table), ``store.hnsw_m`` and
     ``store.hnsw_ef_search``, and from ``[store.options]``: ``ef_construction`` (default 64),
-    ``exact_search_max`` (default 10,000) and ``database`` (the embedded server's, default ``rag``).
+    ``exact_search_max`` (default 10,000), ``database`` (the embedded server's, default ``rag``) and
+    ``text_search_config`` (the keyword side's Postgres text search configuration, default ``english``).
 
     Raises:
         ConfigError: an unknown or malformed ``[store.options]`` key.
@@ -845,4 +1018,5 @@ def create_pgvector_store(
         # The one place the secret is read; it goes straight to the driver and is never logged.
         password=options.api_key.get_secret_value() if options.api_key else None,
         database=str(extra.get("database", "rag")),
+        text_search_config=str(extra.get("text_search_config", DEFAULT_TEXT_SEARCH_CONFIG)),
     )

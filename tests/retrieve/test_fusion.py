@@ -10,6 +10,7 @@ from rag.core.filters import parse_filter
 from rag.core.types import Chunk, ScoredId
 from rag.retrieve.bm25 import BM25Index
 from rag.retrieve.hybrid import HybridRetriever, PostFilter, linear_fusion, min_max, rrf_fusion
+from rag.retrieve.keyword import LocalBM25
 from rag.stores.base import StoredChunk
 
 
@@ -103,14 +104,14 @@ def world() -> tuple[HybridRetriever, list[Chunk]]:
     bm25 = BM25Index(analyzer=None)
     bm25.build([c.chunk_id for c in chunks], [c.text for c in chunks], [c.metadata for c in chunks])
     query_vec = stored[5].vector
-    retriever = HybridRetriever(ListStore(stored), bm25, lambda q: query_vec, Lookup(chunks), candidates=10)
+    retriever = HybridRetriever(ListStore(stored), LocalBM25(bm25), lambda q: query_vec, Lookup(chunks), candidates=10)
     return retriever, chunks
 
 
 def test_retriever_endpoints_match_single_retrievers(world) -> None:  # noqa: ANN001
     retriever, _ = world
     dense_only = [s.chunk_id for s in retriever.store.search(retriever.embed_query(""), 5)]
-    bm25_only = [s.chunk_id for s in retriever.bm25.search("gamma delta", 5)]
+    bm25_only = [s.chunk_id for s in retriever.keyword.search("gamma delta", 5)]
     assert [h.chunk.chunk_id for h in retriever.search("gamma delta", 5, alpha=1.0)] == dense_only
     assert [h.chunk.chunk_id for h in retriever.search("gamma delta", 5, alpha=0.0)] == bm25_only
 
