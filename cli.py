@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from rag.core.errors import ConfigError, RagError
-from rag.core.settings import Settings, load_settings
+from rag.core.settings import Settings, load_settings, put_dotted
 from rag.core.types import Hit
 from rag.generate.answer import Answer, AnswerError, numbered_hits
 
@@ -692,13 +692,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except ValueError:
             value = raw
-        *sections, name = key.strip().split(".")
-        target = overrides
-        for section in sections:
-            target = target.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--set {pair!r} conflicts with another --set")
-        target[name] = value
+        put_dotted(overrides, key.strip(), value, f"--set {pair!r} conflicts with another --set")
     return overrides
 
 

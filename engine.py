@@ -100,6 +100,7 @@ class RagEngine:
         self._generator: Any = None
         self._endpoint: tuple[str, str, bool] | None = None
         self._transformer_instance: QueryTransformer | None = None
+        self._completer: Any = None
         self._rerankers: dict[str, Reranker] = {}
 
     @property
@@ -122,6 +123,9 @@ class RagEngine:
         with self._lock:
             self._llm.close()
             self._generator = self._endpoint = self._transformer_instance = None
+            if self._completer is not None and self._completer.cache is not None:
+                self._completer.cache.close()
+            self._completer = None
             self._rerankers.clear()
             self._drop_state()
             self._catalog.close()
@@ -679,8 +683,9 @@ class RagEngine:
             return self._endpoint
 
     def completer(self) -> Any:
-        """The :class:`~rag.generate.completion.ChatCompleter` the retrieval stages use: the configured
-        LLM, bounded by ``retrieval.stage_timeout``, its replies cached in the user cache folder.
+        """The :class:`~rag.generate.completion.ChatCompleter` the retrieval stages use (transforms and LLM
+        reranking share it): the configured LLM, bounded by ``retrieval.stage_timeout``, its replies cached
+        in the user cache folder. Made on first use and kept until :meth:`close`.
 
         Raises:
             GenerationError: the embedded server cannot start.
@@ -688,12 +693,15 @@ class RagEngine:
         from rag.core.onnx_query import cache_dir
         from rag.generate.completion import ChatCompleter, CompletionCache
 
-        cfg = self.settings.retrieval
-        base_url, model, _ = self._llm_endpoint()
-        cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
-        return ChatCompleter(
-            base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache
-        )
+        with self._lock:
+            if self._completer is None:
+                cfg = self.settings.retrieval
+                base_url, model, _ = self._llm_endpoint()
+                cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
+                self._completer = ChatCompleter(
+                    base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache
+                )
+            return self._completer
 
     def _transformer(self) -> QueryTransformer:
         with self._lock:

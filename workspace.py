@@ -50,11 +50,12 @@ def check_name(name: str) -> str:
     return name
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` merged into a copy of ``base``, nested tables key by key (settings overrides)."""
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_overrides(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -122,7 +123,7 @@ class Workspace:
     def settings_for(self, name: str, **overrides: Any) -> Settings:
         """The base settings with the collection's overrides, its own data directory, and then
         ``overrides`` (a command's flags, which win over what the collection stores)."""
-        return self._settings(name, _merge(self.overrides(name), overrides))
+        return self._settings(name, merge_overrides(self.overrides(name), overrides))
 
     def _settings(self, name: str, overrides: Mapping[str, Any]) -> Settings:
         if "data_dir" in overrides:
@@ -130,7 +131,7 @@ class Workspace:
         base = self.settings.model_dump(exclude={"data_dir"})  # secrets stay SecretStr objects
         if name != DEFAULT_COLLECTION and "collection" not in overrides.get("store", {}):
             base["store"]["collection"] = f"rag_{name}"
-        return load_settings(data_dir=self.path(name), **_merge(base, overrides))
+        return load_settings(data_dir=self.path(name), **merge_overrides(base, overrides))
 
     def require(self, name: str) -> None:
         """Raise :class:`CollectionNotFoundError` unless ``name`` exists."""

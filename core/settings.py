@@ -251,6 +251,20 @@ def config_path(explicit: Path | None = None) -> Path | None:
     return default if default.is_file() else None
 
 
+def put_dotted(target: dict[str, Any], key: str, value: Any, conflict: str) -> None:
+    """Set ``target["a"]["b"] = value`` for ``key = "a.b"``, creating tables on the way.
+
+    Raises:
+        ConfigError: with the message ``conflict`` when a table on the way already holds a value.
+    """
+    *sections, name = key.split(".")
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(conflict)
+    target[name] = value
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build settings with CLI-level overrides on top; nested overrides are dicts.
 

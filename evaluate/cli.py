@@ -60,7 +60,7 @@ def _spec_factory(ctx: typer.Context, testset: Any, collection: str, sets: list[
     """A function ``(extra overrides, out, name) -> RunSpec`` for this command's options."""
     from rag.evaluate.metrics import parse_metrics
     from rag.evaluate.run import RunSpec
-    from rag.workspace import Workspace
+    from rag.workspace import Workspace, merge_overrides
 
     cli = _cli()
     workspace = Workspace(ctx.obj.settings())
@@ -70,7 +70,7 @@ def _spec_factory(ctx: typer.Context, testset: Any, collection: str, sets: list[
                                  has_reference_docs=testset.has_reference_docs, retrieval_only=testset.format == "beir")
 
     def make(extra: dict[str, Any], out: Path, name: str | None) -> Any:
-        overrides = _merge(base_overrides, extra)
+        overrides = merge_overrides(base_overrides, extra)
         settings = workspace.settings_for(collection, **overrides)
         return RunSpec(
             testset=testset, out=Path(out), settings=settings, metrics=specs,
@@ -79,16 +79,6 @@ def _spec_factory(ctx: typer.Context, testset: Any, collection: str, sets: list[
         )
 
     return make
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.core.errors import ConfigError
+from rag.core.settings import put_dotted
 from rag.evaluate.compare import compare_runs, write_comparison
 from rag.evaluate.judge import Judge
 from rag.evaluate.run import Progress, RunResult, RunSpec, run_eval
@@ -74,13 +75,7 @@ def nested(flat: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str
     """``{"retrieval.alpha": 0.5}`` merged into a copy of ``base`` as ``{"retrieval": {"alpha": 0.5}}``."""
     merged = copy.deepcopy(base or {})
     for key, value in flat.items():
-        *sections, name = key.split(".")
-        target = merged
-        for section in sections:
-            target = target.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--grid {key} conflicts with --set")
-        target[name] = value
+        put_dotted(merged, key, value, f"--grid {key} conflicts with --set")
     return merged
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ import openai
 from pydantic import SecretStr
 
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
+from rag.generate.openai_chat import openai_client
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,8 @@ class ChatCompleter:
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"the stage LLM timeout must be positive, got {timeout}")
-        if isinstance(api_key, SecretStr):
-            api_key = api_key.get_secret_value()
         self.model, self.timeout, self.cache = model, timeout, cache
-        self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-            timeout=timeout,
-            max_retries=max_retries,
-        )
+        self._client = openai_client(base_url, api_key, timeout, max_retries)
         self.base_url = str(self._client.base_url).rstrip("/")
 
     def complete(

@@ -183,6 +183,21 @@ class AnswerStreamDecoder:
             self._key_chars.append(text)
 
 
+def openai_client(
+    base_url: str | None, api_key: str | SecretStr | None, timeout: float, max_retries: int
+) -> openai.OpenAI:
+    """An SDK client for ``base_url``; the key falls back to ``OPENAI_API_KEY``, then to a placeholder,
+    because local servers need no key but the SDK refuses to start without one."""
+    if isinstance(api_key, SecretStr):
+        api_key = api_key.get_secret_value()
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+        timeout=timeout,
+        max_retries=max_retries,
+    )
+
+
 class OpenAIChatGenerator:
     """Answers a question from retrieved hits through an OpenAI-compatible chat completions endpoint.
 
@@ -225,8 +240,6 @@ class OpenAIChatGenerator:
             raise ConfigError(f"llm.max_retries must be 0 or more, got {max_retries}")
         if temperature < 0:
             raise ConfigError(f"llm.temperature must be 0 or more, got {temperature}")
-        if isinstance(api_key, SecretStr):
-            api_key = api_key.get_secret_value()
         self.model = model
         self.timeout = timeout
         self.temperature = temperature
@@ -234,13 +247,7 @@ class OpenAIChatGenerator:
         self.context_tokens = context_tokens
         self.structured = structured
         self.count_tokens = count_tokens or approx_token_count
-        # Local servers need no key, but the SDK refuses to start without one.
-        self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-            timeout=timeout,
-            max_retries=max_retries,
-        )
+        self._client = openai_client(base_url, api_key, timeout, max_retries)
         self.base_url = str(self._client.base_url).rstrip("/")
 
     def generate(self, question: str, hits: list[Hit], on_token: Callable[[str], None] | None = None) -> Answer:

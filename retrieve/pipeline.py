@@ -71,10 +71,6 @@ class StageOptions:
         if not 0.0 <= self.rerank_blend_weight <= 1.0:
             raise ConfigError(f"rerank.blend_weight must be within [0, 1], got {self.rerank_blend_weight}")
 
-    @property
-    def uses_llm(self) -> bool:
-        return self.hyde or self.rewrite or self.multi_query > 0
-
 
 @dataclass(slots=True)
 class Retrieval:

@@ -149,20 +149,25 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
 
 
+def _lock_within(fd: int, timeout: float, message: str) -> None:
+    """Take an exclusive ``flock`` on ``fd``, polling; :class:`StoreError` with ``message`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StoreError(message) from None
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def _flock(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) while the block runs."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreError(f"timed out waiting for {path} (another process is starting the server)") from None
-                time.sleep(0.05)
+        _lock_within(fd, timeout, f"timed out waiting for {path} (another process is starting the server)")
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
@@ -327,15 +332,7 @@ class EmbeddedPostgres:
         # lock to the new watchdog (the kernel keeps it while any inherited descriptor is open).
         owner = os.open(self.folder / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + _SHUTDOWN_GRACE + 10
-            while True:
-                try:
-                    fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StoreError(f"the previous Postgres server in {self.folder} does not stop") from None
-                    time.sleep(0.05)
+            _lock_within(owner, _SHUTDOWN_GRACE + 10, f"the previous Postgres server in {self.folder} does not stop")
             command = [sys.executable, "-m", __name__, "--pgdata", str(self.pgdata), "--run-dir", str(self.run_dir),
                        "--bin-dir", str(bin_dir), "--lock-fd", str(owner)]
             if user is not None:
