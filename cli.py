@@ -781,14 +781,14 @@ def keys_create(
 
         rag keys create --collection '*' --role admin
     """
-    from rag.api.keys import KeyStore
+    from rag.api.keys import key_store
 
     settings = ctx.obj.settings()
     if collection != "*":
         from rag.workspace import Workspace
 
         Workspace(settings).require(collection)
-    key, record = KeyStore(settings.data_dir).create(collection, role, name)
+    key, record = key_store(settings).create(collection, role, name)
     if as_json:
         _emit_json({"key": key, **record.to_dict()}, indent=2)
         return
@@ -802,9 +802,9 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List API keys (ids, scopes and roles; never the keys themselves)."""
-    from rag.api.keys import KeyStore
+    from rag.api.keys import key_store
 
-    keys = KeyStore(ctx.obj.settings().data_dir, read_only=True).list()
+    keys = key_store(ctx.obj.settings(), read_only=True).list()
     if as_json:
         _emit_json([k.to_dict() for k in keys], indent=2)
         return
@@ -821,9 +821,9 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `rag keys list`).", show_default=False)],
 ) -> None:
     """Revoke an API key; requests with it get 401 from then on."""
-    from rag.api.keys import KeyStore
+    from rag.api.keys import key_store
 
-    if not KeyStore(ctx.obj.settings().data_dir).revoke(key_id):
+    if not key_store(ctx.obj.settings()).revoke(key_id):
         raise ConfigError(f"no active key with id {key_id!r}; see `rag keys list`")
     out.print(Text(f"revoked key {key_id}"))
 

@@ -42,6 +42,7 @@ from rag.core.errors import (
 from rag.core.filters import Filter, parse_filter
 from rag.core.lock import WriterLock
 from rag.core.settings import Settings
+from rag.core.shared_state import PostgresCatalog, PostgresWriterLock, state_target
 from rag.core.types import Hit
 from rag.generate.answer import Answer, AnswerError
 from rag.ingest.chunking import SlidingWindowChunker
@@ -94,7 +95,9 @@ class RagEngine:
         self.data_dir = settings.data_dir
         self.project_root = Path(project_root or self.data_dir.resolve().parent).resolve()
         self._lock = threading.RLock()
-        self._catalog = Catalog(self.catalog_path, read_only=True)
+        #: The shared database holding the catalog and writer lock, or None for files in ``data_dir``.
+        self.shared_state = state_target(settings)
+        self._catalog = self._open_catalog(read_only=True)
         self._state: _ReadState | None = None
         self._llm = ExitStack()
         self._generator: Any = None
@@ -106,6 +109,27 @@ class RagEngine:
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / CATALOG_NAME
+
+    def _open_catalog(self, *, read_only: bool) -> Catalog:
+        if self.shared_state is not None:
+            return PostgresCatalog(self.shared_state, self.settings.store.collection, read_only=read_only)
+        return Catalog(self.catalog_path, read_only=read_only)
+
+    def _writer_lock(
+        self, purpose: str, *, wait: bool, on_wait: Callable[[str], None] | None
+    ) -> ExitStack:
+        """The data directory's writer lock and, with shared state, the collection's lock across replicas."""
+        stack = ExitStack()
+        try:
+            stack.enter_context(WriterLock(self.data_dir, purpose, wait=wait, on_wait=on_wait))
+            if self.shared_state is not None:
+                stack.enter_context(PostgresWriterLock(
+                    self.shared_state, self.settings.store.collection, purpose, wait=wait, on_wait=on_wait,
+                ))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
     @property
     def catalog(self) -> Catalog:
@@ -262,7 +286,7 @@ class RagEngine:
         # An engine made before the first ingest holds an empty in-memory catalog; open the file once it exists.
         if self._catalog.is_placeholder and self.catalog_path.exists():
             self._catalog.close()
-            self._catalog = Catalog(self.catalog_path, read_only=True)
+            self._catalog = self._open_catalog(read_only=True)
 
     def _drop_state(self) -> None:
         if self._state is not None:
@@ -317,10 +341,10 @@ class RagEngine:
         (``IndexBusyError`` with ``wait=False``), and :class:`IndexMismatchError` if the index was built
         with other settings.
         """
-        with WriterLock(self.data_dir, "rebuild" if rebuild else purpose, wait=wait, on_wait=on_wait):
+        with self._writer_lock("rebuild" if rebuild else purpose, wait=wait, on_wait=on_wait):
             if rebuild:
                 self._wipe()
-            catalog = Catalog(self.catalog_path)
+            catalog = self._open_catalog(read_only=False)
             try:
                 # Qdrant's local mode admits one client per folder: let go of the reader's.
                 if self.settings.store.kind == "qdrant" and not self.settings.store.url:
@@ -429,11 +453,17 @@ class RagEngine:
         with self._lock:
             self._drop_state()
             self._catalog.close()
+            if self.shared_state is not None:
+                shared = PostgresCatalog(self.shared_state, self.settings.store.collection)
+                try:
+                    shared.drop()
+                finally:
+                    shared.close()
             for name in (CATALOG_NAME, f"{CATALOG_NAME}-wal", f"{CATALOG_NAME}-shm"):
                 (self.data_dir / name).unlink(missing_ok=True)
             for folder in _LOCAL_FOLDERS:
                 shutil.rmtree(self.data_dir / folder, ignore_errors=True)
-            self._catalog = Catalog(self.catalog_path, read_only=True)
+            self._catalog = self._open_catalog(read_only=True)
         if self.settings.store.url or self.settings.store.kind not in ("faiss", "qdrant"):
             self._drop_configured_store()
 

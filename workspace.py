@@ -11,6 +11,10 @@ A collection's overrides may change anything an index is built with (chunking, s
 embedding model, ``retrieval.alpha`` ...) but not where it lives (``data_dir``). Collections on a shared
 server store are kept apart by default: ``store.collection`` is ``rag_<name>`` unless overridden.
 
+With shared state (``[state]``, see :mod:`rag.core.shared_state`) the collections and their overrides are
+recorded in the shared database instead of ``collection.json`` files, so every API replica sees the same
+ones; the folders above then hold only what each replica derives locally.
+
 :class:`Workspace` hands out one :class:`~rag.engine.RagEngine` per collection, made on first use and kept
 for the life of the process (an API server), and is safe to share between threads.
 """
@@ -21,12 +25,13 @@ import json
 import re
 import shutil
 import threading
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rag.core.errors import CollectionExistsError, CollectionNotFoundError, ConfigError
-from rag.core.lock import WriterLock
+from rag.core.shared_state import SharedRecords, state_target
 from rag.core.settings import Settings, load_settings
 from rag.engine import RagEngine
 
@@ -76,6 +81,9 @@ class Workspace:
         self.project_root = Path(project_root or settings.data_dir.resolve().parent).resolve()
         self._engines: dict[str, RagEngine] = {}
         self._lock = threading.RLock()
+        target = state_target(settings)
+        #: With shared state, the collections are recorded in the shared database, not in ``data_dir``.
+        self.records = SharedRecords(target) if target is not None else None
 
     def __enter__(self) -> Workspace:
         return self
@@ -88,6 +96,8 @@ class Workspace:
             for engine in self._engines.values():
                 engine.close()
             self._engines.clear()
+            if self.records is not None:
+                self.records.close()
 
     # -- where things are -------------------------------------------------------------------------
 
@@ -99,10 +109,14 @@ class Workspace:
     def exists(self, name: str) -> bool:
         if name == DEFAULT_COLLECTION:
             return True  # always there; empty until the first ingest
+        if self.records is not None:
+            return self.records.collection_settings(name) is not None
         return (self.path(name) / SETTINGS_FILE).is_file()
 
     def names(self) -> list[str]:
         """``default`` first, then the others, sorted."""
+        if self.records is not None:
+            return [DEFAULT_COLLECTION, *(n for n in self.records.collection_names() if n != DEFAULT_COLLECTION)]
         folder = self.data_dir / _SUBFOLDER
         others = sorted(
             p.name for p in folder.iterdir() if NAME_PATTERN.match(p.name) and (p / SETTINGS_FILE).is_file()
@@ -114,6 +128,8 @@ class Workspace:
         self.require(name)
         if name == DEFAULT_COLLECTION:
             return {}
+        if self.records is not None:
+            return dict(self.records.collection_settings(name) or {})
         try:
             data = json.loads((self.path(name) / SETTINGS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -158,6 +174,11 @@ class Workspace:
                 f"unknown vector store {resolved.store.kind!r}; available: {', '.join(available_stores())}"
             )
         with self._lock:
+            if self.records is not None:
+                created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if name == DEFAULT_COLLECTION or not self.records.add_collection(name, overrides, created):
+                    raise CollectionExistsError(f"collection {name!r} already exists")
+                return resolved
             if self.exists(name):
                 raise CollectionExistsError(f"collection {name!r} already exists")
             folder = self.path(name)
@@ -177,10 +198,12 @@ class Workspace:
         with self._lock:
             self._engines.pop(name, None)
         try:
-            with WriterLock(self.path(name), "delete", wait=wait):
+            with engine._writer_lock("delete", wait=wait, on_wait=None):
                 engine._wipe()
                 if name != DEFAULT_COLLECTION:
-                    # The settings file goes last: until then the collection still shows as existing.
+                    # The record goes last: until then the collection still shows as existing.
+                    if self.records is not None:
+                        self.records.remove_collection(name)
                     (self.path(name) / SETTINGS_FILE).unlink(missing_ok=True)
         finally:
             engine.close()

@@ -22,7 +22,7 @@ from rag import __version__
 from rag.api import errors
 from rag.api.deps import Services
 from rag.api.jobs import JobManager
-from rag.api.keys import KeyStore
+from rag.api.keys import key_store
 from rag.api.metrics import Metrics
 from rag.api.routes import collections, documents, openai_compat, query, system
 from rag.core.settings import Settings, load_settings
@@ -42,13 +42,15 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
     """Build the app over the data directory in ``settings`` (default: the environment's settings)."""
     settings = settings or load_settings()
     metrics = Metrics()
+    workspace = Workspace(settings, project_root=project_root)
     services = Services(
         settings=settings,
-        workspace=Workspace(settings, project_root=project_root),
-        keys=KeyStore(settings.data_dir, read_only=True),
+        workspace=workspace,
+        keys=key_store(settings, read_only=True, records=workspace.records),
         jobs=JobManager(
             classify=lambda exc: errors.classify(exc),
             on_finish=lambda collection, outcome: metrics.ingests.labels(collection, outcome).inc(),
+            records=workspace.records,
         ),
         metrics=metrics,
         limiter=anyio.CapacityLimiter(settings.api.concurrency),

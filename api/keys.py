@@ -1,7 +1,8 @@
 """API keys: scoped to one collection (or all) and a role, stored hashed, shown once.
 
 A key looks like ``rag_<id>_<secret>``. Only its id and the SHA-256 of the whole key are stored (in
-``<data_dir>/keys.sqlite``); a 32-byte random secret needs no salt or slow hash to resist guessing. Roles
+``<data_dir>/keys.sqlite``, or with shared state in the shared database's ``rag_state.keys``); a 32-byte
+random secret needs no salt or slow hash to resist guessing. Roles
 are ordered: ``read`` (search, ask, chat, read documents) < ``write`` (also add and delete documents) <
 ``admin`` (also delete the collection; with collection ``*``, create collections and see all of them).
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rag.core.errors import ConfigError
+from rag.core.settings import Settings
+from rag.core.shared_state import SharedRecords, state_target
 from rag.core.storage import open_sqlite, sqlite_errors
 
 Role = Literal["read", "write", "admin"]
@@ -72,6 +75,7 @@ class KeyStore:
     def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
         self.path = Path(data_dir) / KEYS_FILE
         self.read_only = read_only
+        self.table = "keys"
         self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection | None:
@@ -80,6 +84,22 @@ class KeyStore:
             with sqlite_errors(self.path):
                 conn.executescript(_SCHEMA)
         return conn
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in a transaction of its own: the rows it selects, or ``[(rowcount,)]``.
+
+        With no keys file yet, a read returns no rows (a reader never creates it).
+        """
+        conn = self._connect()
+        if conn is None:
+            return []
+        with self._lock, sqlite_errors(self.path):
+            try:
+                with conn:
+                    cur = conn.execute(sql, params)
+                    return cur.fetchall() if cur.description is not None else [(cur.rowcount,)]
+            finally:
+                conn.close()
 
     def create(self, collection: str, role: str, name: str = "") -> tuple[str, ApiKey]:
         """Make a key; returns ``(the key, its record)``. The key itself is never stored or shown again.
@@ -94,26 +114,14 @@ class KeyStore:
         key_id = secrets.token_hex(4)
         key = f"rag_{key_id}_{secrets.token_urlsafe(32)}"
         record = ApiKey(key_id, collection, role, name, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # type: ignore[arg-type]
-        conn = self._connect()
-        assert conn is not None
-        with self._lock, sqlite_errors(self.path):
-            with conn:
-                conn.execute(
-                    "INSERT INTO keys(id, hash, collection, role, name, created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (key_id, _digest(key), collection, role, name, record.created),
-                )
-            conn.close()
+        self._execute(
+            f"INSERT INTO {self.table}(id, hash, collection, role, name, created) VALUES (?, ?, ?, ?, ?, ?)",
+            (key_id, _digest(key), collection, role, name, record.created),
+        )
         return key, record
 
     def list(self) -> list[ApiKey]:
-        conn = self._connect()
-        if conn is None:
-            return []
-        with self._lock, sqlite_errors(self.path):
-            rows = conn.execute(
-                "SELECT id, collection, role, name, created, revoked FROM keys ORDER BY created, id"
-            ).fetchall()
-            conn.close()
+        rows = self._execute(f"SELECT id, collection, role, name, created, revoked FROM {self.table} ORDER BY created, id")
         return [ApiKey(*row) for row in rows]
 
     def any_active(self) -> bool:
@@ -128,31 +136,42 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; ``False`` if there is no such active key."""
-        conn = self._connect()
-        if conn is None:
-            return False
-        with self._lock, sqlite_errors(self.path):
-            with conn:
-                changed = conn.execute(
-                    "UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
-                    (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), key_id),
-                ).rowcount
-            conn.close()
-        return changed > 0
+        rows = self._execute(
+            f"UPDATE {self.table} SET revoked = ? WHERE id = ? AND revoked IS NULL",
+            (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), key_id),
+        )
+        return bool(rows) and rows[0][0] > 0
 
     def verify(self, key: str) -> ApiKey | None:
         """The active key record for ``key``, or ``None`` for an unknown, malformed or revoked key."""
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "rag":
             return None
-        conn = self._connect()
-        if conn is None:
-            return None
-        with self._lock, sqlite_errors(self.path):
-            row = conn.execute(
-                "SELECT id, hash, collection, role, name, created, revoked FROM keys WHERE id = ?", (parts[1],)
-            ).fetchone()
-            conn.close()
+        rows = self._execute(
+            f"SELECT id, hash, collection, role, name, created, revoked FROM {self.table} WHERE id = ?", (parts[1],)
+        )
+        row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(row[1], _digest(key)) or row[6] is not None:
             return None
         return ApiKey(row[0], row[2], row[3], row[4], row[5], row[6])
+
+
+class SharedKeyStore(KeyStore):
+    """The keys of every replica, in the shared database's ``rag_state.keys`` table (same rules)."""
+
+    def __init__(self, records: SharedRecords) -> None:
+        self.records = records
+        self.read_only = False
+        self.table = "{state}.keys"
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.records.execute(sql, params)
+
+
+def key_store(settings: Settings, *, read_only: bool = False, records: SharedRecords | None = None) -> KeyStore:
+    """The key store ``settings`` name: ``keys.sqlite`` in ``data_dir``, or the shared database's table
+    (through ``records`` if given, to share its connection)."""
+    target = state_target(settings)
+    if target is None:
+        return KeyStore(settings.data_dir, read_only=read_only)
+    return SharedKeyStore(records or SharedRecords(target))

@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from rag.api.app import create_app
-from rag.api.keys import KeyStore
+from rag.api.keys import key_store
 from rag.core.errors import ConfigError
 from rag.core.settings import Settings
 
@@ -45,7 +45,7 @@ def check_exposure(settings: Settings, host: str, insecure: bool) -> None:
     """
     if is_loopback(host) or insecure:
         return
-    if not KeyStore(settings.data_dir, read_only=True).any_active():
+    if not key_store(settings, read_only=True).any_active():
         raise ConfigError(
             f"refusing to serve on {host} with no API key: anyone on the network could read and change the index; "
             "create one with `rag keys create --collection '*' --role admin`, or pass --insecure"

@@ -111,6 +111,11 @@ class Catalog:
                 conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         self._db = conn
 
+    @property
+    def where(self) -> str:
+        """Where the catalog lives, for messages."""
+        return str(self.path.parent)
+
     def _errors(self) -> AbstractContextManager[None]:
         return sqlite_errors(self.path)
 
@@ -180,7 +185,7 @@ class Catalog:
         for key, value in expected.items():
             if key in meta and meta[key] != value:
                 raise IndexMismatchError(
-                    f"the index in {self.path.parent} was built with {key}={meta.get(key)!r} but "
+                    f"the index in {self.where} was built with {key}={meta.get(key)!r} but "
                     f"{key}={value!r} is configured; {rebuild_hint}"
                 )
         missing = {key: value for key, value in expected.items() if key not in meta}
@@ -221,11 +226,14 @@ class Catalog:
         for doc in docs:
             db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
             db.execute(
-                "INSERT OR REPLACE INTO documents(doc_id, path, content_hash, title) VALUES (?, ?, ?, ?)",
+                "INSERT INTO documents(doc_id, path, content_hash, title) VALUES (?, ?, ?, ?) ON CONFLICT(doc_id) "
+                "DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash, title = excluded.title",
                 (doc.doc_id, doc.path, doc.content_hash, doc.title),
             )
             db.executemany(
-                "INSERT OR REPLACE INTO chunks(chunk_id, doc_id, ord, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO chunks(chunk_id, doc_id, ord, text, metadata) VALUES (?, ?, ?, ?, ?) ON CONFLICT(chunk_id) "
+                "DO UPDATE SET doc_id = excluded.doc_id, ord = excluded.ord, text = excluded.text, "
+                "metadata = excluded.metadata",
                 [
                     (c.chunk_id, c.doc_id, i, c.text, json.dumps(c.metadata, ensure_ascii=False))
                     for i, c in enumerate(doc.chunks)
@@ -244,7 +252,9 @@ class Catalog:
 
     def record_file(self, db: sqlite3.Connection, record: FileRecord, ingested_at: str) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO files(path, file_hash, size, mtime, ingested_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO files(path, file_hash, size, mtime, ingested_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) "
+            "DO UPDATE SET file_hash = excluded.file_hash, size = excluded.size, mtime = excluded.mtime, "
+            "ingested_at = excluded.ingested_at",
             (record.path, record.file_hash, record.size, record.mtime, ingested_at),
         )
 
@@ -268,11 +278,12 @@ class Catalog:
         rows = [(cid,) for cid in chunk_ids]
         if not rows:
             return
+        sql = "INSERT INTO pending(chunk_id) VALUES (?) ON CONFLICT(chunk_id) DO NOTHING"
         if db is not None:
-            db.executemany("INSERT OR IGNORE INTO pending(chunk_id) VALUES (?)", rows)
+            db.executemany(sql, rows)
             return
         with self.transaction() as tx:
-            tx.executemany("INSERT OR IGNORE INTO pending(chunk_id) VALUES (?)", rows)
+            tx.executemany(sql, rows)
 
     def journaled(self) -> set[str]:
         return {r[0] for r in self._read("SELECT chunk_id FROM pending")}
@@ -315,18 +326,29 @@ class Catalog:
 
     def chunk_rows(self) -> ChunkRows:
         """Every chunk and the generation they belong to, read in one transaction (one committed state)."""
+        with self._snapshot() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            ids, texts, metadata = [], [], []
+            for cid, text, meta in db.execute(
+                f"SELECT chunk_id, text, metadata FROM chunks ORDER BY {self._write_order}"
+            ):
+                ids.append(cid)
+                texts.append(text)
+                metadata.append(json.loads(meta))
+        return ChunkRows(int(row[0]) if row else 0, ids, texts, metadata)
+
+    #: The column that orders chunks as they were written: SQLite's rowid (a sequence in Postgres).
+    _write_order = "rowid"
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """The connection inside a read transaction: every read sees one committed state."""
         with self._lock, self._errors():
             self._db.execute("BEGIN")
             try:
-                row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-                ids, texts, metadata = [], [], []
-                for cid, text, meta in self._db.execute("SELECT chunk_id, text, metadata FROM chunks ORDER BY rowid"):
-                    ids.append(cid)
-                    texts.append(text)
-                    metadata.append(json.loads(meta))
+                yield self._db
             finally:
                 self._db.execute("COMMIT")
-        return ChunkRows(int(row[0]) if row else 0, ids, texts, metadata)
 
     def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """``(chunk_id, text, metadata)`` of every chunk, in a stable order."""
@@ -337,13 +359,11 @@ class Catalog:
         return {r[0] for r in self._read("SELECT chunk_id FROM chunks")}
 
     def counts(self) -> dict[str, int]:
-        with self._lock, self._errors():
-            one = self._db.execute
-            return {
-                "files": one("SELECT COUNT(*) FROM files").fetchone()[0],
-                "documents": one("SELECT COUNT(*) FROM documents").fetchone()[0],
-                "chunks": one("SELECT COUNT(*) FROM chunks").fetchone()[0],
-            }
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM documents), (SELECT COUNT(*) FROM chunks)"
+        )
+        files, documents, chunks = rows[0] if rows else (0, 0, 0)
+        return {"files": files, "documents": documents, "chunks": chunks}
 
 
 def _has_schema(conn: sqlite3.Connection) -> bool:

@@ -89,15 +89,7 @@ class WriterLock:
         if _try_flock(fd):
             return
         message = f"another process ({self.holder()}) is writing to {self.path.parent}"
-        if not self.wait:
-            raise IndexBusyError(f"{message}; wait for it to finish, or run again without --no-wait to queue")
-        if self.on_wait is not None:
-            self.on_wait(f"{message}; waiting for it to finish ...")
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while not _try_flock(fd):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise IndexBusyError(f"{message}; gave up after waiting {self.timeout:g} s")
-            time.sleep(_POLL_SECONDS)
+        wait_for_lock(lambda: _try_flock(fd), message, wait=self.wait, on_wait=self.on_wait, timeout=self.timeout)
 
     def holder(self) -> str:
         """``pid N, ingest`` as the current holder wrote it, or ``unknown`` if it cannot be read."""
@@ -115,6 +107,30 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def wait_for_lock(
+    try_lock: Callable[[], bool],
+    message: str,
+    *,
+    wait: bool,
+    on_wait: Callable[[str], None] | None,
+    timeout: float | None,
+) -> None:
+    """Poll ``try_lock`` until it succeeds, for a lock that ``message`` says another process holds.
+
+    Raises:
+        IndexBusyError: ``wait`` is false, or ``timeout`` seconds ran out.
+    """
+    if not wait:
+        raise IndexBusyError(f"{message}; wait for it to finish, or run again without --no-wait to queue")
+    if on_wait is not None:
+        on_wait(f"{message}; waiting for it to finish ...")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not try_lock():
+        if deadline is not None and time.monotonic() >= deadline:
+            raise IndexBusyError(f"{message}; gave up after waiting {timeout:g} s")
+        time.sleep(_POLL_SECONDS)
 
 
 def _try_flock(fd: int) -> bool:

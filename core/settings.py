@@ -112,6 +112,11 @@ class RetrievalSettings(BaseModel):
         description="Keyword side: the store's own text search when it has one (auto), always the local bm25s "
         "index (local), or the store's or an error (store).",
     )
+    native_hybrid: Literal["auto", "off"] = Field(
+        "auto",
+        description="With the store's keyword side and linear fusion, let an engine that fuses natively "
+        "(OpenSearch, Qdrant server) run the whole hybrid query (auto), or always fuse locally (off).",
+    )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")
     hyde_weight: float = Field(
@@ -185,6 +190,22 @@ class ApiSettings(BaseModel):
     concurrency: int = Field(4, gt=0, description="Searches and answers run at once; more wait their turn.")
 
 
+class StateSettings(BaseModel):
+    """Where the catalog, collections, API keys and job records live (see docs/vector-stores.md#scale-out)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+    backend: Literal["auto", "local", "postgres"] = Field(
+        "auto",
+        description="local: files in data_dir; postgres: a shared database, so API replicas with their own "
+        "data_dir serve the same collections; auto: postgres when state.url is set or the pgvector store has a "
+        "store.url, else local.",
+    )
+    url: str | None = Field(
+        None, description="Postgres URL of the shared state; unset: the pgvector store's store.url."
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of rag-platform; see the module docstring for precedence."""
 
@@ -204,6 +225,7 @@ class Settings(BaseSettings):
     rerank: RerankSettings = RerankSettings()
     llm: LLMSettings = LLMSettings()
     api: ApiSettings = ApiSettings()
+    state: StateSettings = StateSettings()
 
     @field_validator("data_dir")
     @classmethod
