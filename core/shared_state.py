@@ -227,6 +227,15 @@ class PostgresCatalog(Catalog):
     def where(self) -> str:
         return f"the shared catalog {self.schema} at {self.target.where}"
 
+    def _live(self) -> PgDb:
+        """The connection, opened again if the server dropped it (a restart, a failover): a long-lived
+        API replica must not fail every request after the database came back."""
+        if self._conn.broken:
+            log.warning("the connection to %s was lost; connecting again", self.where)
+            self._conn = connect(self.target, schema=self.schema, application=f"rag catalog {self.namespace}")
+            self._db = PgDb(self._conn)
+        return self._db
+
     def _errors(self) -> AbstractContextManager[None]:
         return pg_errors(self.target.where)
 
@@ -238,24 +247,34 @@ class PostgresCatalog(Catalog):
     def transaction(self) -> Iterator[Any]:
         if self.read_only:
             raise StorageError(f"{self.where} was opened read-only")
-        with self._lock, self._errors(), self._conn.transaction():
-            yield self._db
+        with self._lock, self._errors():
+            db = self._live()
+            with db.conn.transaction():
+                yield db
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except self._psycopg.errors.UndefinedTable:
-                return []  # no ingest has created the schema yet: an empty catalog
+            for attempt in (1, 2):
+                try:
+                    return self._live().execute(sql, params).fetchall()
+                except self._psycopg.errors.UndefinedTable:
+                    return []  # no ingest has created the schema yet: an empty catalog
+                except self._psycopg.OperationalError:
+                    if attempt == 2 or not self._conn.broken:
+                        raise
+                    # the server dropped the session (restart, failover): a read is safe to repeat
+            raise AssertionError("unreachable")
 
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
         with self._lock, self._errors():
-            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            db = self._live()
+            db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                yield self._db
+                yield db
             finally:
-                self._conn.execute("COMMIT")
+                if not db.conn.broken:
+                    db.execute("COMMIT")
 
     def chunk_rows(self) -> ChunkRows:
         try:
@@ -363,7 +382,7 @@ class SharedRecords:
         self._conn: Any = None
 
     def _connection(self) -> Any:
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or self._conn.broken:  # not yet, or dropped by the server: (re)connect
             conn = connect(self.target, application="rag state")
             with pg_errors(self.target.where):
                 ensure_schema(conn, _STATE_DDL)

@@ -159,3 +159,23 @@ def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     url = f"postgresql://postgres@/rag?host={tmp_path}&port=5432"
     with pytest.raises(StorageError, match=r"(?s)cannot connect to the shared state database.*state.url"):
         PostgresCatalog(StateTarget(url), "x")
+
+
+def test_a_reader_reconnects_after_the_server_dropped_its_connection(target: StateTarget) -> None:
+    writer = PostgresCatalog(target, "dropped")
+    with writer.transaction() as db:
+        writer.write_documents(db, [_doc("d", 2)])
+        writer.bump_generation(db)
+    reader = PostgresCatalog(target, "dropped", read_only=True)
+    try:
+        assert reader.generation == 1
+        # What a server restart or failover does to every open session.
+        writer._conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'rag catalog dropped' "
+            "AND pid <> pg_backend_pid()"
+        )
+        assert reader.counts()["chunks"] == 2  # read again on a new connection
+        assert reader.chunk_rows().ids == ["d#0", "d#1"]
+    finally:
+        reader.close()
+        writer.close()
