@@ -276,7 +276,7 @@ class RagEngine:
             cfg = self.settings.retrieval
             retriever = HybridRetriever(
                 store, keyword, self.embedder.encode_query, self._catalog, cfg.candidates, cfg.rrf_k,
-                cfg.confidence_power,
+                cfg.confidence_power, native_hybrid=cfg.native_hybrid,
             )
             pipeline = RetrievalPipeline(retriever, self.embedder.encode_query, self._transformer)
             self._state = _ReadState(generation, store, keyword, bm25, retriever, pipeline)

@@ -115,7 +115,7 @@ class RetrievalSettings(BaseModel):
     native_hybrid: Literal["auto", "off"] = Field(
         "auto",
         description="With the store's keyword side and linear fusion, let an engine that fuses natively "
-        "(OpenSearch, Qdrant server) run the whole hybrid query (auto), or always fuse locally (off).",
+        "(OpenSearch; Qdrant with its sparse vector) run the whole hybrid query (auto), or always fuse locally (off).",
     )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")

@@ -21,6 +21,13 @@ endpoints ``alpha`` = 0 and 1 are unchanged.
 
 Pre-filters go *into* both searches (the store and BM25 evaluate them before ranking); post-filters
 (minimum score, chunks per document) run on the fused list.
+
+Native hybrid search: when the keyword side is the store's own text search and the store can also fuse
+(:class:`~rag.stores.base.ProvidesHybridSearch`: OpenSearch, Qdrant with its sparse BM25 vector), a linear
+search with ``0 < alpha < 1`` is one request to the engine instead of two searches plus score look-ups,
+unless ``native_hybrid = "off"``. The engine's fusion is its own (OpenSearch: min-max and a fixed weighted
+mean; Qdrant: weighted RRF), without confidence weighting, so its hits carry the fused score only
+(``dense_score`` and ``bm25_score`` are ``None``). The stores' documentation lists every difference.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.types import Chunk, Hit, ScoredId
 from rag.retrieve.keyword import KeywordIndex
-from rag.stores.base import VectorStore
+from rag.stores.base import ProvidesHybridSearch, VectorStore
 
 log = logging.getLogger(__name__)
 
 Fusion = Literal["linear", "rrf"]
+NativeHybrid = Literal["auto", "off"]
 
 
 class ChunkLookup(Protocol):
@@ -166,10 +174,14 @@ class HybridRetriever:
         candidates: how many candidates each retriever contributes before fusion.
         rrf_k: the RRF rank constant.
         confidence_power: γ of confidence-weighted linear fusion; 0 for a fixed ``alpha``.
+        native_hybrid: ``"auto"`` lets a store that fuses natively run linear searches with
+            ``0 < alpha < 1`` when ``keyword`` is that store's own index (see :meth:`native_store`);
+            ``"off"`` always fuses here.
 
     Raises:
-        ConfigError: ``candidates`` or ``confidence_power`` is out of range, or ``keyword`` is not a
-            :class:`~rag.retrieve.keyword.KeywordIndex` (a bare ``BM25Index`` needs ``LocalBM25(index)``).
+        ConfigError: ``candidates``, ``confidence_power`` or ``native_hybrid`` is out of range, or
+            ``keyword`` is not a :class:`~rag.retrieve.keyword.KeywordIndex` (a bare ``BM25Index`` needs
+            ``LocalBM25(index)``).
     """
 
     def __init__(
@@ -181,11 +193,14 @@ class HybridRetriever:
         candidates: int = 100,
         rrf_k: int = 60,
         confidence_power: float = 3.0,
+        native_hybrid: NativeHybrid = "auto",
     ) -> None:
         if candidates <= 0:
             raise ConfigError(f"candidates must be positive, got {candidates}")
         if confidence_power < 0:
             raise ConfigError(f"confidence_power must be >= 0, got {confidence_power}")
+        if native_hybrid not in ("auto", "off"):
+            raise ConfigError(f"native_hybrid must be 'auto' or 'off', got {native_hybrid!r}")
         if not isinstance(keyword, KeywordIndex):
             raise ConfigError(
                 f"keyword must be a KeywordIndex (search, scores, name), got {type(keyword).__name__}; wrap a "
@@ -193,6 +208,27 @@ class HybridRetriever:
             )
         self.store, self.keyword, self.embed_query, self.lookup = store, keyword, embed_query, lookup
         self.candidates, self.rrf_k, self.confidence_power = candidates, rrf_k, confidence_power
+        self.native_hybrid = native_hybrid
+
+    def native_store(self, alpha: float, fusion: Fusion) -> ProvidesHybridSearch | None:
+        """The store, when a search with ``alpha`` and ``fusion`` runs as the store's native hybrid query.
+
+        That is when ``native_hybrid`` is ``"auto"``, fusion is linear, ``0 < alpha < 1`` (the endpoints
+        stay single-retriever searches, exact by construction), the keyword side is the store's own index
+        (its ``store`` attribute is this store: a local ``bm25s`` index has none, and a store cannot fuse
+        with a keyword side it does not hold), and the store says native search is available now.
+        """
+        if self.native_hybrid != "auto" or fusion != "linear" or not 0.0 < alpha < 1.0:
+            return None
+        store = self.store
+        if getattr(self.keyword, "store", None) is not store or not isinstance(store, ProvidesHybridSearch):
+            return None
+        reason = store.hybrid_search_unavailable()
+        if reason is not None:
+            # The store warns once itself; this is the per-query trace.
+            log.debug("fusing locally: native hybrid search is unavailable (%s)", reason)
+            return None
+        return store
 
     def search(
         self,
@@ -207,9 +243,12 @@ class HybridRetriever:
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``.
 
+        A linear search with ``0 < alpha < 1`` runs as the store's native hybrid query when
+        :meth:`native_store` says so; its hits carry the engine's fused score and no per-side scores.
+
         Args:
             vector: the dense side searches with this (normalised) vector instead of the query's
-                embedding; the keyword side still reads ``query`` (HyDE uses this).
+                embedding; the keyword side still reads ``query`` (HyDE uses this, natively too).
 
         Raises:
             ConfigError: for ``k <= 0``, ``alpha`` outside [0, 1] or an unknown fusion.
@@ -222,6 +261,15 @@ class HybridRetriever:
         if not query.strip():
             raise ConfigError("query is empty")
         depth = max(self.candidates, k)
+        native = self.native_store(alpha, fusion)
+        if native is not None:
+            # The engine fuses; `depth` results (not k) leave room for the post-filters and orphans that
+            # `_finish` drops, as the local fusion's candidate union does.
+            if vector is None:
+                vector = self.embed_query(query)
+            found = native.hybrid_search(query, vector, depth, alpha, filter, candidates=depth)
+            fused = [FusedScore(s.chunk_id, s.score, None, None) for s in found]
+            return self._finish(fused, k, post or PostFilter())
         use_dense, use_bm25 = alpha > 0 or fusion == "rrf", alpha < 1 or fusion == "rrf"
 
         if use_dense and vector is None:

@@ -194,11 +194,13 @@ class RetrievalPipeline:
         vector = self._hyde(query, search_query, options.hyde_weight, trace) if options.hyde else None
 
         search = dict(alpha=alpha, fusion=fusion, filter=filter)
+        # Where the two sides are fused: here, or inside a store that runs the hybrid query natively.
+        fused_in = "store" if self.retriever.native_store(alpha, fusion) is not None else "local"
         started = time.perf_counter()
         if reranker is None and len(queries) == 1:
             # No stage reorders the list: the retriever applies the post-filters itself, as it always has.
             hits = self.retriever.search(search_query, k, post=post, vector=vector, **search)
-            trace.stage("search", started, queries=queries, hits=len(hits))
+            trace.stage("search", started, queries=queries, hits=len(hits), fused_in=fused_in)
             return trace.result(query, queries, hits)
 
         depth = max(k, options.rerank_top_n) if reranker is not None else k
@@ -209,7 +211,7 @@ class RetrievalPipeline:
             for i, q in enumerate(queries)
         ]
         candidates = merge_ranked(lists) if len(lists) > 1 else lists[0]
-        trace.stage("search", started, queries=queries, hits=len(candidates),
+        trace.stage("search", started, queries=queries, hits=len(candidates), fused_in=fused_in,
                     merged=("rrf" if len(lists) > 1 else None))
         if reranker is not None:
             window = options.rerank_top_n

@@ -87,18 +87,10 @@ def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, rea
     )
 
 
-def _create_qdrant(*, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False) -> VectorStore:
-    from rag.stores.qdrant_store import QdrantStore
+def _create_qdrant(**kwargs: object) -> VectorStore:
+    from rag.stores.qdrant_store import create_qdrant_store
 
-    # Qdrant has no read-only client; readers simply never write through it.
-    return QdrantStore(
-        dimension,
-        path=None if options.url else data_dir / "qdrant",
-        url=options.url,
-        # The one place the secret is read; it goes straight to the client and is never logged.
-        api_key=options.api_key.get_secret_value() if options.api_key else None,
-        collection=options.collection,
-    )
+    return create_qdrant_store(**kwargs)
 
 
 def _create_pgvector(**kwargs: object) -> VectorStore:

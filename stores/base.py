@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
 
@@ -89,3 +91,62 @@ class ProvidesKeywordIndex(Protocol):
     def keyword_index(self) -> KeywordIndex | None:
         """The store's keyword search, or ``None`` when it cannot offer one right now (for example a
         read-only store whose table predates keyword search and has not been migrated by a writer)."""
+
+
+@runtime_checkable
+class ProvidesHybridSearch(Protocol):
+    """Optional capability: the engine behind the store fuses dense and keyword results itself.
+
+    A store that also offers :class:`ProvidesKeywordIndex` can run the whole alpha-weighted hybrid query
+    in one request (OpenSearch: a ``hybrid`` query and a normalization pipeline; Qdrant: two prefetches
+    fused by weighted RRF). :class:`~rag.retrieve.hybrid.HybridRetriever` uses it, with
+    ``retrieval.native_hybrid = "auto"``, only when its keyword side is this store's own keyword index
+    (recognised by the index's ``store`` attribute being this store), fusion is linear and ``0 < alpha < 1``;
+    otherwise, or when :meth:`hybrid_search_unavailable` gives a reason, it fuses locally. The fused
+    scores are the engine's, not the local fusion's: each store's documentation says how they differ.
+    """
+
+    def hybrid_search_unavailable(self) -> str | None:
+        """Why :meth:`hybrid_search` cannot run right now (a server too old for it, a collection that
+        predates the keyword side), or ``None`` when it can. Cheap after the first call: a store checks
+        its server once and remembers the answer."""
+
+    def hybrid_search(
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        alpha: float,
+        filter: Filter | None = None,
+        *,
+        candidates: int = 100,
+    ) -> list[ScoredId]:
+        """The ``k`` best chunks for ``query`` (keyword side) and ``vector`` (dense side), fused inside
+        the engine with weight ``alpha`` on the dense side, best first.
+
+        Args:
+            query: the keyword query text.
+            vector: the dense query vector (normalised by the store).
+            k: results wanted.
+            alpha: weight of the dense side, 0 to 1.
+            filter: applied inside both sides' searches.
+            candidates: how many candidates each side contributes before fusion (at least ``k``).
+
+        Raises:
+            ValueError: ``k`` is not positive.
+            ConfigError: ``alpha`` is outside [0, 1].
+            StoreError: the engine failed, or native hybrid search is unavailable.
+        """
+
+
+def store_options(options: Any, known: Sequence[str], kind: str) -> dict[str, Any]:
+    """The ``[store.options]`` table of ``options`` (a ``StoreSettings``), checked against ``known`` keys.
+
+    Raises:
+        ConfigError: a key the ``kind`` store does not know (a typo must not be silently ignored).
+    """
+    extra = dict(options.options)
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {kind} store option(s) {unknown}; known: {', '.join(known)}")
+    return extra

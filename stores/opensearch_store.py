@@ -1,5 +1,9 @@
 """OpenSearchStore: the vector store on an OpenSearch index, with its own BM25 and native hybrid search.
 
+It provides the optional :class:`~rag.stores.base.ProvidesKeywordIndex` and
+:class:`~rag.stores.base.ProvidesHybridSearch` capabilities: the engine's hybrid search uses its BM25 as the
+keyword side and, for linear fusion, lets OpenSearch fuse (see docs/opensearch.md).
+
 One index per collection, holding per chunk::
 
     chunk_id   keyword            the caller's id (also the document ``_id`` when it fits in 512 bytes)
@@ -70,7 +74,7 @@ from rag.core.filters import RANGE_OPERATORS, Condition, Filter, glob_regex, par
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk
+from rag.stores.base import StoredChunk, store_options
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -809,6 +813,13 @@ class OpenSearchStore:
             "query": {"hybrid": {"queries": [{"bool": keyword}, {"knn": {"vector": knn}}]}},
         }
 
+    def hybrid_search_unavailable(self) -> str | None:
+        """``None``: the ``hybrid`` query and the normalization processor come with the neural-search
+        plugin of the default distribution (OpenSearch 2.10 and later; this store needs 2.13), so no request
+        is spent asking. A cluster without the plugin fails :meth:`hybrid_search` with a
+        :class:`StoreError`; ``retrieval.native_hybrid = "off"`` then keeps the fusion local."""
+        return None
+
     def hybrid_search(
         self,
         query: str,
@@ -823,7 +834,9 @@ class OpenSearchStore:
         min-max normalises and combines as ``(1 - α) · keyword + α · dense`` (arithmetic mean).
 
         The pipeline for ``alpha`` rounded to 2 decimals (``rag-hybrid-a050``) is created on first use by
-        this store object. Scores are the fused values in [0, 1], not cosine similarities.
+        this store object. Scores are the fused values in [0, 1], not cosine similarities. The engine's
+        :class:`~rag.retrieve.hybrid.HybridRetriever` calls it for linear searches with ``0 < alpha < 1``
+        (``retrieval.native_hybrid = "auto"``), with ``k = candidates = max(retrieval.candidates, k)``.
 
         Args:
             query: the keyword query text.
@@ -973,10 +986,7 @@ def create_opensearch_store(
     Raises:
         ConfigError: ``store.url`` is unset, or an unknown or malformed ``[store.options]`` key.
     """
-    extra = dict(options.options)
-    unknown = sorted(set(extra) - set(_EXTRA_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown opensearch store option(s) {unknown}; known: {', '.join(_EXTRA_OPTIONS)}")
+    extra = store_options(options, _EXTRA_OPTIONS, "opensearch")
     if not options.url:
         raise ConfigError("store.kind = 'opensearch' needs store.url (RAG_STORE__URL), e.g. http://localhost:9200")
     try:

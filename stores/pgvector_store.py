@@ -62,7 +62,7 @@ from rag.core.filters import Condition, Filter, glob_regex, parse_datetime
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk
+from rag.stores.base import StoredChunk, store_options
 from rag.stores.postgres_server import INSTALL_HINT, EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -996,10 +996,7 @@ def create_pgvector_store(
     Raises:
         ConfigError: an unknown or malformed ``[store.options]`` key.
     """
-    extra = dict(options.options)
-    unknown = sorted(set(extra) - set(_EXTRA_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown pgvector store option(s) {unknown}; known: {', '.join(_EXTRA_OPTIONS)}")
+    extra = store_options(options, _EXTRA_OPTIONS, "pgvector")
     try:
         ef_construction = int(extra.get("ef_construction", max(64, 2 * options.hnsw_m)))
         exact_search_max = int(extra.get("exact_search_max", EXACT_SEARCH_MAX))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.core.errors import IndexMismatchError, StoreError
+from rag.core.errors import ConfigError, IndexMismatchError, StoreError
 from rag.core.filters import Filter, parse_filter
 from rag.stores import faiss_store
 from rag.stores.base import StoredChunk, VectorStore
@@ -221,6 +221,78 @@ class VectorStoreContract:
         assert fresh.count() == 0 and fresh.ids() == set()
 
 
+class KeywordHybridContract:
+    """Cases for a store that also ranks chunk text (``keyword_index()``) and fuses natively
+    (``hybrid_search``): OpenSearch and Qdrant servers, and Qdrant's local engine with its sparse vector.
+
+    Mixed into a :class:`VectorStoreContract` subclass, whose :meth:`~VectorStoreContract.open_scratch` and
+    :meth:`~VectorStoreContract.drop` it uses. The engines fuse differently (OpenSearch min-max and a weighted
+    mean, Qdrant weighted RRF), so the cases check what both guarantee: stemming, the filter inside both
+    sides, each side alone at the ``alpha`` endpoints, and a chunk best on both sides ranked first.
+    """
+
+    TEXTS = {
+        "a": ("refund: refunds for teams", [1.0, 0.0], {"team": True}),  # best on both sides for "refund"
+        "b": ("the widget needs python", [0.0, 1.0], {"team": False}),
+        "c": ("refunds are granted within thirty days", [0.6, 0.8], {"team": True}),
+        "d": ("a refund for the widget, which needs python and a licence key", [0.8, 0.6], {"team": False}),
+        "e": ("the the and of", [-1.0, 0.0], {"team": True}),  # no indexable term
+    }
+
+    @pytest.fixture(scope="class")
+    def texts(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
+        """A store holding :attr:`TEXTS` (2-dimensional vectors), flushed; the cases only read it."""
+        location = tmp_path_factory.mktemp("texts") / "store"
+        store = self.open_scratch(location, 2)  # type: ignore[attr-defined]
+        store.upsert([StoredChunk(cid, np.array(vec), text, meta) for cid, (text, vec, meta) in self.TEXTS.items()])
+        store.flush()
+        yield store
+        store.close()
+        self.drop(location)  # type: ignore[attr-defined]
+
+    def test_keyword_search_stems_and_filters(self, texts) -> None:  # noqa: ANN001
+        keyword = texts.keyword_index()
+        assert keyword is not None and keyword.store is texts  # the store's own: the engine may fuse natively
+        found = keyword.search("refund", 10)
+        assert {h.chunk_id for h in found} == {"a", "c", "d"} and all(h.score > 0 for h in found)  # stemmed
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+        team = parse_filter({"team": True})
+        in_team = [h.chunk_id for h in found if h.chunk_id != "d"]
+        assert [h.chunk_id for h in keyword.search("refund", 10, team)] == in_team
+        assert keyword.search("the and", 10) == []  # stop words only
+        with pytest.raises(ValueError, match="k must be positive"):
+            keyword.search("refund", 0)
+
+    def test_keyword_scores_of_any_chunk(self, texts) -> None:  # noqa: ANN001
+        keyword = texts.keyword_index()
+        found = {h.chunk_id: h.score for h in keyword.search("refund", 10)}
+        scores = keyword.scores("refund", ["a", "b", "e", "unknown"])
+        assert scores.keys() == {"a", "b", "e"}  # unknown ids are left out
+        assert scores["a"] == pytest.approx(found["a"], rel=1e-5) and scores["b"] == scores["e"] == 0.0
+        assert keyword.scores("refund", []) == {}
+
+    def test_hybrid_search_endpoints_filter_and_order(self, texts) -> None:  # noqa: ANN001
+        assert texts.hybrid_search_unavailable() is None
+        query, vector = "refund", np.array([1.0, 0.0])
+        dense_best = texts.search(vector, 1)[0].chunk_id
+        keyword_best = texts.keyword_index().search(query, 1)[0].chunk_id
+        assert texts.hybrid_search(query, vector, 1, 1.0)[0].chunk_id == dense_best == "a"
+        assert texts.hybrid_search(query, vector, 1, 0.0)[0].chunk_id == keyword_best
+        fused = texts.hybrid_search(query, vector, 5, 0.5)
+        assert fused[0].chunk_id == "a" == keyword_best  # first on both sides, first whatever the fusion
+        assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+        team = parse_filter({"team": True})
+        for alpha in (0.0, 0.3, 0.5, 1.0):
+            hits = texts.hybrid_search(query, vector, 5, alpha, team)
+            assert hits and {h.chunk_id for h in hits} <= {"a", "c", "e"}  # the filter holds on both sides
+        assert texts.hybrid_search(query, vector, 5, 0.5, parse_filter({"team": "nobody"})) == []
+        assert len(texts.hybrid_search(query, vector, 2, 0.5, candidates=10)) == 2
+        with pytest.raises(ValueError, match="k must be positive"):
+            texts.hybrid_search(query, vector, 0, 0.5)
+        with pytest.raises(ConfigError, match="alpha"):
+            texts.hybrid_search(query, vector, 3, 1.5)
+
+
 class TestFaissFlat(VectorStoreContract):
     def open_at(self, location: Path, dimension: int) -> VectorStore:
         return FaissStore(location, dimension, index="flat")
@@ -241,12 +313,22 @@ class TestQdrantLocal(VectorStoreContract):
         return QdrantStore(dimension)
 
 
+class TestQdrantLocalSparse(KeywordHybridContract):
+    """The keyword and hybrid cases on Qdrant's local engine with the sparse BM25 vector (``sparse=True``)."""
+
+    def open_scratch(self, location: Path, dimension: int) -> VectorStore:
+        return QdrantStore(dimension, sparse=True)
+
+    def drop(self, location: Path) -> None:
+        """In memory: nothing outlives the store."""
+
+
 _RUN = uuid.uuid4().hex[:8]
 
 
 @pytest.mark.integration
 @pytest.mark.skipif(not os.environ.get("RAG_QDRANT_URL"), reason="set RAG_QDRANT_URL to run against a Qdrant server")
-class TestQdrantServer(VectorStoreContract):
+class TestQdrantServer(VectorStoreContract, KeywordHybridContract):
     on_disk = False
 
     @staticmethod

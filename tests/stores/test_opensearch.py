@@ -54,7 +54,7 @@ from rag.stores.opensearch_store import (
     redact,
     score_from_cosine,
 )
-from test_contract import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
+from test_contract import SCORE_TOLERANCE, KeywordHybridContract, VectorStoreContract, assert_same_hits  # noqa: E402
 
 # -- the recording fake ------------------------------------------------------------------------------
 
@@ -809,10 +809,49 @@ def test_the_store_satisfies_the_protocols(cluster: FakeCluster) -> None:
     assert isinstance(store, VectorStore)
     try:
         from rag.retrieve.keyword import KeywordIndex
-        from rag.stores.base import ProvidesKeywordIndex
+        from rag.stores.base import ProvidesHybridSearch, ProvidesKeywordIndex
     except ImportError:  # the keyword protocol lands separately
         pytest.skip("rag.retrieve.keyword is not there yet")
     assert isinstance(store, ProvidesKeywordIndex) and isinstance(store.keyword_index(), KeywordIndex)
+    assert isinstance(store, ProvidesHybridSearch)
+    assert store.keyword_index().store is store  # what lets the engine's retriever fuse natively
+
+
+def test_native_hybrid_availability_costs_no_request(cluster: FakeCluster) -> None:
+    """The neural-search plugin is part of the distribution the store requires: nothing to ask the cluster."""
+    store = open_store(cluster)
+    before = len(cluster.requests)
+    assert store.hybrid_search_unavailable() is None
+    assert len(cluster.requests) == before
+
+
+def test_translation_of_the_retrievers_native_hybrid_search(cluster: FakeCluster) -> None:
+    """Through the engine's retriever: one ``hybrid`` request with the filter in both sub-queries, ``size``
+    and the ``knn`` ``k`` at the retriever's depth, and hits carrying the fused score only."""
+    from rag.core.types import Chunk
+    from rag.retrieve.hybrid import HybridRetriever
+
+    class Lookup:
+        def get_chunks(self, ids):  # noqa: ANN001, ANN202
+            return {i: Chunk(i, f"doc-{i}", "text", {}) for i in ids}
+
+    store = open_store(cluster, dimension=2)
+    retriever = HybridRetriever(store, store.keyword_index(), lambda q: np.array([0.0, 3.0]), Lookup(), candidates=40)
+    cluster.reply("/docs/_search", hits(("c1", 0.9), ("c2", 0.4), ("c3", 0.1)))
+    found = retriever.search("refund", 2, alpha=0.7, filter=parse_filter({"lang": "en"}))
+    assert [(h.chunk.chunk_id, h.score, h.dense_score, h.bm25_score) for h in found] == [
+        ("c1", 0.9, None, None), ("c2", 0.4, None, None)]
+    search = cluster.sent("/docs/_search")[-1]
+    assert search.params == {"search_pipeline": "rag-hybrid-a070"}
+    keyword, knn = search.body["query"]["hybrid"]["queries"]
+    assert search.body["size"] == 40 and knn["knn"]["vector"]["k"] == 40
+    assert knn["knn"]["vector"]["vector"] == [0.0, 1.0]  # the retriever's vector, normalised
+    clauses = [{"term": {"filterable.keyword.lang": "en"}}]
+    assert keyword["bool"]["filter"] == clauses and knn["knn"]["vector"]["filter"] == {"bool": {"filter": clauses}}
+    before = len(cluster.requests)
+    retriever.native_hybrid = "off"  # fuse locally: separate knn/exact and keyword searches, no pipeline
+    retriever.search("refund", 2, alpha=0.7)
+    assert all("search_pipeline" not in r.params for r in cluster.requests[before:])
 
 
 # -- integration: the real server ----------------------------------------------------------------------
@@ -843,8 +882,9 @@ def _delete_index(name: str) -> None:
 
 @pytest.mark.integration
 @_SERVER_SKIP
-class TestOpenSearchServer(VectorStoreContract):
-    """The full shared contract against a real server (exact below 10,000 candidates)."""
+class TestOpenSearchServer(VectorStoreContract, KeywordHybridContract):
+    """The full shared contract, keyword and hybrid cases included, against a real server (exact below
+    10,000 candidates)."""
 
     on_disk = False
 
