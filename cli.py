@@ -181,15 +181,23 @@ def ingest(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index first (after changing model or chunking).")] = False,
     chunk_size: Annotated[Optional[int], typer.Option(help="Window size in tokens [default: 200].")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [default: 40].")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Vector store: faiss, qdrant or pgvector [default: faiss].")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Vector store: faiss, qdrant, pgvector or opensearch [default: faiss].")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="If another ingest is running: wait for it, or fail at once (exit 4).")] = True,
     collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ray: Annotated[Optional[bool], typer.Option("--ray/--no-ray", help="Embed on Ray: `--ray` starts a local instance (or uses ingest.ray_address), `--ray ADDRESS` joins a cluster (auto, ray://HOST:10001, HOST:PORT); loading, chunking and writing stay here [default: off unless ingest.ray_address is set].", show_default=False)] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to embed on (`--ray ADDRESS` is short for it); implies --ray.", show_default=False)] = None,
+    ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", metavar="N", help="Ray embedding workers, one CPU each [default: every CPU of the instance or cluster]; implies --ray.", show_default=False)] = None,
 ) -> None:
     """Load, chunk, embed and index files; re-running only touches what changed.
 
     Supported: Markdown (front-matter becomes metadata), text, HTML, PDF, JSONL (BEIR `_id`/`title`/`text`).
     Unreadable files are reported and skipped; the exit code is 1 if any failed.
+
+    With --ray the embedding runs on Ray workers (install: pip install 'rag-platform[ray]'); everything
+    else, and the same incremental and crash-safe commits, stays in this process. The word after --ray
+    is the address only if it looks like one (auto, local, SCHEME://..., HOST:PORT); write --ray=ADDRESS
+    to be explicit.
 
     Examples:
 
@@ -202,8 +210,22 @@ def ingest(
         rag ingest --no-wait ./docs   # exit 4 at once if another ingest is running
 
         rag ingest -c handbook ./handbook   # into the collection 'handbook' (rag collections create handbook)
+
+        rag ingest ./corpus --ray --ray-workers 4   # embed on a new local Ray instance with 4 workers
+
+        rag ingest ./corpus --store pgvector --ray ray://head:10001   # embed on a remote Ray cluster
     """
-    engine = _engine(ctx, collection, chunking__size=chunk_size, chunking__overlap=chunk_overlap, store__kind=store)
+    if ray is False and (ray_address is not None or ray_workers is not None):
+        raise ConfigError("--no-ray contradicts --ray ADDRESS and --ray-workers; give one")
+    use_ray: bool | str | None = ray  # None: as ingest.ray_address says
+    if ray_address is not None:
+        use_ray = ray_address
+    elif ray_workers is not None:
+        use_ray = True
+    engine = _engine(
+        ctx, collection, chunking__size=chunk_size, chunking__overlap=chunk_overlap, store__kind=store,
+        ingest__ray_workers=ray_workers,
+    )
     with engine:
         user_meta = _parse_meta(meta)
         bar = Progress(
@@ -221,7 +243,7 @@ def ingest(
         # Only on a terminal: elsewhere Rich ends even an invisible bar with a blank line.
         with bar if err.is_terminal and not as_json else contextlib.nullcontext():
             report = engine.ingest(
-                list(paths), user_meta, rebuild=rebuild, progress=progress, wait=wait, on_wait=on_wait
+                list(paths), user_meta, rebuild=rebuild, progress=progress, wait=wait, on_wait=on_wait, ray=use_ray
             )
         status = engine.status()
     if as_json:
@@ -870,9 +892,35 @@ def _split_rerank_value(argv: list[str]) -> list[str]:
     return split
 
 
+# What `--ray WORD` takes as an address rather than a path: Ray's own names, a URL, or HOST:PORT.
+_RAY_ADDRESS = re.compile(r"(auto|local|[A-Za-z][A-Za-z0-9+.-]*://\S+|[\w.-]+:\d+|\[[0-9A-Fa-f:.]+\]:\d+)")
+
+
+def _split_ray_value(argv: list[str]) -> list[str]:
+    """``--ray=ADDRESS`` and ``--ray ADDRESS`` as ``--ray-address ADDRESS`` (a bare ``--ray`` stays the
+    flag): an option whose value is optional, which typer cannot declare. After a bare ``--ray`` the next
+    word is the address only if it has an address's form, so ``rag ingest --ray ./docs`` keeps its path."""
+    split: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":  # what follows is arguments, not options
+            split += argv[index:]
+            break
+        if arg.startswith("--ray="):
+            split += ["--ray-address", arg.removeprefix("--ray=")]
+        elif arg == "--ray" and index + 1 < len(argv) and _RAY_ADDRESS.fullmatch(argv[index + 1]):
+            split += ["--ray-address", argv[index + 1]]
+            index += 1
+        else:
+            split.append(arg)
+        index += 1
+    return split
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn library errors into messages and exit codes."""
-    sys.argv[1:] = _split_rerank_value(sys.argv[1:])
+    sys.argv[1:] = _split_ray_value(_split_rerank_value(sys.argv[1:]))
     try:
         app()
     except RagError as exc:

@@ -398,6 +398,7 @@ class RagEngine:
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
         root: Path | None = None,
+        ray: bool | str | Any = None,
     ) -> IngestReport:
         """Bring the index in step with ``paths`` (see :mod:`rag.ingest.pipeline`).
 
@@ -411,17 +412,48 @@ class RagEngine:
             on_wait: called once with a message when the run has to wait for another writer.
             root: file ids are relative to this folder for this run (default: the project root); the API
                 uses its upload folder, so an uploaded ``report.pdf`` has the id ``report.pdf``.
+            ray: embed on Ray (:mod:`rag.ingest.ray_embed`); loading, chunking and writing stay here.
+                ``None``: as ``ingest.ray_address`` says (unset: in this process); ``True``: at
+                ``ingest.ray_address``, or a new local instance; an address (``local``, ``auto``,
+                ``ray://HOST:10001``): there; ``False``: in this process whatever the settings say; a
+                :class:`~rag.ingest.ray_embed.RayEmbedder`: that one, left open.
 
         Raises:
             IndexBusyError: another process is writing and ``wait`` is false.
             IndexMismatchError: the index was built with other settings and ``rebuild`` is false.
             ConfigError, IngestError, StorageError: as their docstrings say; nothing half-done is left.
+                A Ray failure is an ``IngestError`` that leaves the index as a killed run would: the
+                next run resumes.
         """
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:  # before anything is locked or wiped
             raise IngestError(f"{', '.join(missing)} does not exist")
-        with self.writing(wait=wait, on_wait=on_wait, rebuild=rebuild) as writer:
-            return self._ingestor(writer, Path(root) if root else None).ingest(list(paths), metadata, progress)
+        remote, owned = self._ray_embedder(ray)  # also before: a missing Ray must not cost a --rebuild's wipe
+        try:
+            with self.writing(wait=wait, on_wait=on_wait, rebuild=rebuild) as writer:
+                ingestor = self._ingestor(writer, Path(root) if root else None)
+                if remote is not None:
+                    ingestor.embedder = remote  # only the embedding call moves; the model stays local for chunking
+                return ingestor.ingest(list(paths), metadata, progress)
+        finally:
+            if owned:
+                remote.close()
+
+    def _ray_embedder(self, ray: bool | str | Any) -> tuple[Any, bool]:
+        """The :class:`~rag.ingest.ray_embed.RayEmbedder` :meth:`ingest` embeds with (``None`` for this
+        process) and whether it is this call's to close. Ray itself is only imported here, and connected
+        to at the first batch that needs embedding."""
+        from rag.ingest.ray_embed import LOCAL, RayEmbedder
+
+        if isinstance(ray, RayEmbedder):
+            return ray, False
+        cfg = self.settings.ingest
+        if ray is False or (ray is None and cfg.ray_address is None):
+            return None, False
+        address = ray if isinstance(ray, str) else cfg.ray_address or LOCAL
+        embedding = self.settings.embedding
+        remote = RayEmbedder(embedding.model, address=address, workers=cfg.ray_workers, batch_size=embedding.batch_size)
+        return remote, True
 
     def ingest_documents(
         self,

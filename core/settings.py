@@ -70,6 +70,14 @@ class IngestSettings(BaseModel):
         description="Chunks embedded and committed together (also inside one large file); an interruption "
         "loses at most one batch of embedding work.",
     )
+    ray_address: str | None = Field(
+        None,
+        description="Embed on Ray (rag ingest --ray): local (a private instance), auto (this machine's "
+        "cluster), ray://HOST:10001 or HOST:PORT; unset: embed in this process.",
+    )
+    ray_workers: int | None = Field(
+        None, gt=0, description="Ray embedding workers, one CPU each; unset: every CPU of the instance or cluster."
+    )
 
 
 class StoreSettings(BaseModel):
@@ -113,9 +121,10 @@ class RetrievalSettings(BaseModel):
         "index (local), or the store's or an error (store).",
     )
     native_hybrid: Literal["auto", "off"] = Field(
-        "auto",
-        description="With the store's keyword side and linear fusion, let an engine that fuses natively "
-        "(OpenSearch; Qdrant with its sparse vector) run the whole hybrid query (auto), or always fuse locally (off).",
+        "off",
+        description="auto: with the store's keyword side and linear fusion, an engine that fuses natively "
+        "(OpenSearch; Qdrant with its sparse vector) runs the whole hybrid query in one request, at a measured "
+        "cost in quality (docs/benchmarks.md#native-fusion); off: fuse here, with confidence weighting.",
     )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")

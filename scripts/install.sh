@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install rag-platform and everything it needs into ./.venv (idempotent; no network but package indexes).
-#   EXTRAS=dev bash scripts/install.sh    # also the test dependencies
+#   EXTRAS=dev bash scripts/install.sh    # also the test dependencies (they include the pgvector and ray extras)
+#   EXTRAS=ray bash scripts/install.sh    # with Ray, for `rag ingest --ray` (extras combine: EXTRAS=ray,pgvector)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -121,6 +121,7 @@ def world() -> tuple[FusingStore, list[Chunk], CountingEmbedder]:
 
 def retriever(world, keyword: KeywordIndex | None = None, **kwargs) -> HybridRetriever:  # noqa: ANN001
     store, chunks, embed = world
+    kwargs.setdefault("native_hybrid", "auto")
     return HybridRetriever(store, keyword or store.keyword_index(), embed, Lookup(chunks), candidates=12, **kwargs)
 
 
@@ -136,11 +137,12 @@ def test_native_path_when_every_condition_holds(world) -> None:  # noqa: ANN001
     hits = retriever(world).search("refund widget", 5, alpha=0.4, filter=flt)
     assert len(store.calls) == 1
     call = store.calls[0]
-    # k and candidates are the retriever's depth, so post-filters and orphans still leave k hits.
+    # `depth` candidates per side, and up to their union back (as local fusion ranks the union), so
+    # post-filters and orphans still leave k hits.
     assert (call["query"], call["k"], call["candidates"], call["alpha"], call["filter"]) == (
-        "refund widget", 12, 12, 0.4, flt)
+        "refund widget", 24, 12, 0.4, flt)
     np.testing.assert_array_equal(call["vector"], embed.vector)
-    expected = store.hybrid_search("refund widget", embed.vector, 5, 0.4, flt, candidates=12)
+    expected = store.hybrid_search("refund widget", embed.vector, 24, 0.4, flt, candidates=12)[:5]
     assert [(h.chunk.chunk_id, h.score) for h in hits] == [(s.chunk_id, s.score) for s in expected]
     assert all(h.dense_score is None and h.bm25_score is None for h in hits)  # fused natively: no parts
     assert all(flt.matches(h.chunk.metadata) for h in hits)
@@ -191,7 +193,7 @@ def test_post_filters_and_orphans_apply_to_native_hits(world) -> None:  # noqa: 
 def test_depth_is_at_least_k(world) -> None:  # noqa: ANN001
     store = world[0]
     retriever(world).search("refund", 30, alpha=0.5)
-    assert store.calls[-1]["k"] == store.calls[-1]["candidates"] == 30
+    assert store.calls[-1]["candidates"] == 30 and store.calls[-1]["k"] == 60
 
 
 def test_bad_native_hybrid_value(world) -> None:  # noqa: ANN001

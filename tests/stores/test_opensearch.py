@@ -836,7 +836,8 @@ def test_translation_of_the_retrievers_native_hybrid_search(cluster: FakeCluster
             return {i: Chunk(i, f"doc-{i}", "text", {}) for i in ids}
 
     store = open_store(cluster, dimension=2)
-    retriever = HybridRetriever(store, store.keyword_index(), lambda q: np.array([0.0, 3.0]), Lookup(), candidates=40)
+    retriever = HybridRetriever(store, store.keyword_index(), lambda q: np.array([0.0, 3.0]), Lookup(), candidates=40,
+                                native_hybrid="auto")
     cluster.reply("/docs/_search", hits(("c1", 0.9), ("c2", 0.4), ("c3", 0.1)))
     found = retriever.search("refund", 2, alpha=0.7, filter=parse_filter({"lang": "en"}))
     assert [(h.chunk.chunk_id, h.score, h.dense_score, h.bm25_score) for h in found] == [
@@ -844,7 +845,7 @@ def test_translation_of_the_retrievers_native_hybrid_search(cluster: FakeCluster
     search = cluster.sent("/docs/_search")[-1]
     assert search.params == {"search_pipeline": "rag-hybrid-a070"}
     keyword, knn = search.body["query"]["hybrid"]["queries"]
-    assert search.body["size"] == 40 and knn["knn"]["vector"]["k"] == 40
+    assert search.body["size"] == knn["knn"]["vector"]["k"] == 80  # up to the union of two 40-deep sides
     assert knn["knn"]["vector"]["vector"] == [0.0, 1.0]  # the retriever's vector, normalised
     clauses = [{"term": {"filterable.keyword.lang": "en"}}]
     assert keyword["bool"]["filter"] == clauses and knn["knn"]["vector"]["filter"] == {"bool": {"filter": clauses}}

@@ -254,7 +254,8 @@ def test_server_version_gates_native_hybrid(sparse_store: QdrantStore, version: 
 def test_old_server_falls_back_with_one_warning(sparse_store: QdrantStore, caplog: pytest.LogCaptureFixture) -> None:
     as_server(sparse_store, "1.16.0")
     caplog.set_level(logging.WARNING, logger="rag.stores.qdrant_store")
-    retriever = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: np.ones(8), Lookup())
+    retriever = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: np.ones(8), Lookup(),
+                                native_hybrid="auto")
     for _ in range(3):
         hits = retriever.search("refund", 3, alpha=0.5)
         assert hits and all(h.dense_score is not None for h in hits)  # fused locally
@@ -349,7 +350,8 @@ def test_native_rrf_equals_local_rrf_at_half(sparse_store: QdrantStore) -> None:
 def test_native_hybrid_through_the_retriever(sparse_store: QdrantStore) -> None:
     lookup = Lookup()
     query_vector = stored_chunks()[3].vector
-    native = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: query_vector, lookup)
+    native = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: query_vector, lookup,
+                             native_hybrid="auto")
     local = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: query_vector, lookup,
                             native_hybrid="off")
     flt = parse_filter({"lang": "en"})
@@ -425,7 +427,7 @@ def test_engine_end_to_end_with_native_hybrid(
     """Ingest and search through RagEngine with ``store.kind = "qdrant"``, no url and the sparse vector on
     (``[store.options] sparse = true``)."""
     corpus = corpus_writer(tmp_path)  # the suite's sample documents (this folder's `corpus` is vectors)
-    engine = make_engine(store={"kind": "qdrant", "options": {"sparse": True}})
+    engine = make_engine(store={"kind": "qdrant", "options": {"sparse": True}}, retrieval={"native_hybrid": "auto"})
     engine.ingest([corpus])
     assert engine.retriever.keyword.name == "qdrant-bm25" and engine.bm25 is None
     assert not (engine.data_dir / "bm25").exists()  # the store indexes text as it writes it
