@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    CACHE, ROOT, dataset, engine_for, load_average, mean, ndcg_at, percentile, read_qrels, read_queries, recall_at,
-    table, wait_for_quiet, write_result,
+    CACHE, ROOT, dataset, engine_for, load_average, mean, percentile, read_qrels, read_queries, table, take_turns,
+    wait_for_quiet, write_result,
 )
 from rag.core.settings import RetrievalSettings, load_settings
 from rag.engine import RagEngine
@@ -242,15 +242,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
         for text in queries.values():
             search(text)
     load_before = load_average()
-    per_query: list[dict[str, list[float]]] = [{"ndcg@10": [], "recall@100": [], "ms": [], "docs": []} for _ in configs]
-    for qid, text in queries.items():  # the configurations take turns, query by query
-        for search, record in zip(searches, per_query):
-            started = time.perf_counter()
-            ranked = search(text)
-            record["ms"].append((time.perf_counter() - started) * 1000)
-            record["ndcg@10"].append(ndcg_at(ranked, qrels[qid]))
-            record["recall@100"].append(recall_at(ranked, qrels[qid], DEPTH))
-            record["docs"].append(len(ranked))
+    per_query = take_turns(searches, queries, qrels, DEPTH)  # the configurations take turns, query by query
     load_after = load_average()
 
     # Dense top 10 of each store against exact FAISS, on the same real queries.

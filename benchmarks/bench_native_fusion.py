@@ -53,7 +53,7 @@ from typing import Any
 
 from benchmarks.bench_backends import compare, copied_engine
 from benchmarks.common import (
-    CACHE, engine_for, load_average, mean, ndcg_at, percentile, read_qrels, read_queries, recall_at, table,
+    CACHE, engine_for, load_average, mean, percentile, read_qrels, read_queries, table, take_turns,
     write_result,
 )
 from rag.core.settings import RetrievalSettings
@@ -171,17 +171,11 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
         for text in list(queries.values())[:20]:
             search(text)
     load_before = load_average()
-    per_query = [{"ndcg@10": [], "recall@100": [], "ms": [], "docs": []} for _ in configs]
-    for done, (qid, text) in enumerate(queries.items(), start=1):  # the rows take turns, query by query
-        for (_, search), record in zip(configs, per_query):
-            started = time.perf_counter()
-            ranked = search(text)
-            record["ms"].append((time.perf_counter() - started) * 1000)
-            record["ndcg@10"].append(ndcg_at(ranked, qrels[qid]))
-            record["recall@100"].append(recall_at(ranked, qrels[qid], DEPTH))
-            record["docs"].append(len(ranked))
+    def progress(done: int) -> None:
         if done % 50 == 0:
             print(f"[{name}] {done}/{len(queries)} queries", file=sys.stderr)
+
+    per_query = take_turns([search for _, search in configs], queries, qrels, DEPTH, progress)
     load_after = load_average()
 
     rows = []

@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,32 @@ def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 15.0) -> 
             }
         print(f"waiting for a quiet machine: 1-minute load {now[0]} >= {max_load} ({waited:.0f} s)", file=sys.stderr)
         time.sleep(poll_s)
+
+
+def take_turns(
+    searches: Sequence[Callable[[str], list[str]]],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    depth: int,
+    on_query: Callable[[int], None] | None = None,
+) -> list[dict[str, list[float]]]:
+    """Run every search on every query, the searches taking turns query by query (so load drifts hit them
+    alike); per search, the per-query nDCG@10, recall@``depth``, milliseconds and documents returned.
+
+    ``search(text)`` returns ranked document ids; ``on_query(n)`` is called after the n-th query.
+    """
+    per_query: list[dict[str, list[float]]] = [{"ndcg@10": [], "recall@100": [], "ms": [], "docs": []} for _ in searches]
+    for done, (qid, text) in enumerate(queries.items(), start=1):
+        for search, record in zip(searches, per_query):
+            started = time.perf_counter()
+            ranked = search(text)
+            record["ms"].append((time.perf_counter() - started) * 1000)
+            record["ndcg@10"].append(ndcg_at(ranked, qrels[qid]))
+            record["recall@100"].append(recall_at(ranked, qrels[qid], depth))
+            record["docs"].append(len(ranked))
+        if on_query is not None:
+            on_query(done)
+    return per_query
 
 
 def mean(values: Iterable[float]) -> float:

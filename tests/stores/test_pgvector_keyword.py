@@ -312,3 +312,29 @@ def test_engine_insists_on_a_store_keyword_side_only_when_asked(make_engine, cor
     strict = make_engine(retrieval={"keyword": "store"})
     with pytest.raises(ConfigError, match="offers no keyword search"):
         strict.search("widget")
+
+
+def test_postings_follow_writes_and_rank_as_the_tsv_path(server: EmbeddedPostgres) -> None:
+    """The postings a trigger keeps give the same hits and scores as ranking every row's ``tsv``, after
+    inserts, a text update, an unchanged re-upsert and a delete; a drop takes them along."""
+    writer = _open(server, "kw_terms")
+    assert writer._postings
+    writer.upsert(_chunks())
+    writer.upsert([StoredChunk("c5", np.ones(DIM), "The installer cache folder is slow.", {})])
+    writer.upsert([StoredChunk("c3", np.ones(DIM), TEXTS["c3"], META["c3"])])
+    writer.delete(["c1"])
+    writer.flush()
+    keyword = writer.keyword_index()
+    assert keyword is not None
+    queries = ["installer cache", "the plan costs", "refunds purchase", "slow widget installing", "the"]
+    with_postings = [(keyword.search(q, 10), keyword.scores(q, ["c2", "c4", "c5", "c1"])) for q in queries]
+    assert _ids(with_postings[0][0])[:1] == ["c5"] and with_postings[2][0] == []
+    writer._postings = False  # the path a reader of an unmigrated table takes
+    from_tsv = [(keyword.search(q, 10), keyword.scores(q, ["c2", "c4", "c5", "c1"])) for q in queries]
+    for (hits, scores), (tsv_hits, tsv_scores) in zip(with_postings, from_tsv):
+        assert _ids(hits) == _ids(tsv_hits)
+        assert [h.score for h in hits] == pytest.approx([h.score for h in tsv_hits], rel=1e-12)
+        assert scores == pytest.approx(tsv_scores, rel=1e-12)
+    writer.drop()
+    with psycopg.connect(server.url) as conn:
+        assert conn.execute("SELECT to_regclass('kw_terms_postings')").fetchone()[0] is None
