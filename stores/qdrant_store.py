@@ -80,7 +80,9 @@ WEIGHTED_RRF_SINCE = (1, 17)
 # chunking.size) of this project's docs hold 78 analyzer tokens on average (stop words gone).
 DEFAULT_AVG_LEN = 80.0
 _RECHECK_SECONDS = 60.0
-_EXTRA_OPTIONS = ("sparse", "stemmer", "stopwords", "bm25_k1", "bm25_b", "bm25_avg_len", "rrf_k")
+_EXTRA_OPTIONS = (
+    "sparse", "stemmer", "stopwords", "bm25_k1", "bm25_b", "bm25_avg_len", "rrf_k", "shards", "replication_factor",
+)
 # Warnings about a collection or server are logged once per process, not once per store object.
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -294,6 +296,8 @@ class QdrantStore:
         bm25_b: float = 0.75,
         bm25_avg_len: float = DEFAULT_AVG_LEN,
         rrf_k: int = 60,
+        shards: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         if dimension <= 0:
             raise ConfigError(f"vector dimension must be positive, got {dimension}")
@@ -301,6 +305,15 @@ class QdrantStore:
             raise ConfigError("the Qdrant collection name must not be empty")
         if rrf_k <= 0:
             raise ConfigError(f"rrf_k must be positive, got {rrf_k}")
+        for name, value in (("shards", shards), ("replication_factor", replication_factor)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        # A new collection's distribution over a cluster (Qdrant's shard_number and replication_factor);
+        # None leaves the server's default. An existing collection keeps its own.
+        self._distribution = {
+            key: value for key, value in (("shard_number", shards), ("replication_factor", replication_factor))
+            if value is not None
+        }
         self.bm25 = SparseBM25(analyzer, bm25_k1, bm25_b, bm25_avg_len)
         self.rrf_k = rrf_k
         self._sparse_wanted = sparse if sparse is not None else url is not None
@@ -362,6 +375,7 @@ class QdrantStore:
                     self.collection,
                     vectors_config=m.VectorParams(size=self.dimension, distance=m.Distance.COSINE),
                     sparse_vectors_config=sparse or None,
+                    **self._distribution,
                 )
                 vectors = None
             if self.url is not None:  # idempotent on a server; local mode has no payload indexes
@@ -819,7 +833,8 @@ def create_qdrant_store(
     Reads ``store.url`` (unset: local mode under ``data_dir / "qdrant"``), ``store.api_key`` (never logged),
     ``store.collection``, and from ``[store.options]``: ``sparse`` (see :class:`QdrantStore`), ``stemmer``
     and ``stopwords`` (the sparse vector's analyzer; set them as ``retrieval.stemmer`` / ``stopwords`` if
-    those were changed), ``bm25_k1``, ``bm25_b``, ``bm25_avg_len`` and ``rrf_k``. ``read_only`` is not
+    those were changed), ``bm25_k1``, ``bm25_b``, ``bm25_avg_len``, ``rrf_k``, and ``shards`` and
+    ``replication_factor`` (a new collection's ``shard_number`` and ``replication_factor`` on a cluster). ``read_only`` is not
     used: Qdrant has no read-only client, and readers never write through it.
 
     Raises:
@@ -833,6 +848,7 @@ def create_qdrant_store(
         analyzer = Analyzer(extra.get("stemmer", "english"), extra.get("stopwords", "en"))
         numbers = {key: float(extra[key]) for key in ("bm25_k1", "bm25_b", "bm25_avg_len") if key in extra}
         rrf_k = int(extra.get("rrf_k", 60))
+        distribution = {key: int(extra[key]) for key in ("shards", "replication_factor") if key in extra}
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"qdrant store options must be numbers: {exc}") from exc
     return QdrantStore(
@@ -846,4 +862,5 @@ def create_qdrant_store(
         analyzer=analyzer,
         rrf_k=rrf_k,
         **numbers,
+        **distribution,
     )

@@ -446,3 +446,24 @@ def test_engine_end_to_end_with_native_hybrid(
     assert hits[0].chunk.source == "docs/web/pricing.html"
     assert all(h.dense_score is not None and h.bm25_score is not None for h in hits)  # fused here, same sides
     assert local.retrieve("refund within 30 days", 3).explain["stages"][-1]["fused_in"] == "local"
+
+
+def test_shards_and_replication_factor_reach_the_new_collection(tmp_path: Path) -> None:
+    """Translation test: ``[store.options] shards`` / ``replication_factor`` become ``create_collection``'s
+    ``shard_number`` / ``replication_factor`` (local mode accepts and ignores them; a cluster applies them)."""
+    options = StoreSettings(options={"shards": 3, "replication_factor": "2"})
+    store = create_qdrant_store(data_dir=tmp_path, dimension=4, options=options)
+    sent: dict = {}
+    original = store.client.create_collection
+
+    def recording(name: str, **kwargs: object) -> object:
+        sent.update(kwargs)
+        return original(name, **kwargs)
+
+    store.client.create_collection = recording  # type: ignore[method-assign]
+    store.collection = "fresh"
+    store._ensure_collection()
+    assert sent["shard_number"] == 3 and sent["replication_factor"] == 2
+    store.close()
+    with pytest.raises(ConfigError, match="shards must be positive"):
+        create_qdrant_store(data_dir=tmp_path / "x", dimension=4, options=StoreSettings(options={"shards": 0}))
