@@ -6,6 +6,7 @@ made before keyword search (by a writer only), and hybrid search through the eng
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -338,3 +339,33 @@ def test_postings_follow_writes_and_rank_as_the_tsv_path(server: EmbeddedPostgre
     writer.drop()
     with psycopg.connect(server.url) as conn:
         assert conn.execute("SELECT to_regclass('kw_terms_postings')").fetchone()[0] is None
+
+
+def test_a_large_write_leaves_the_postings_vacuumed(server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Index-only scans of the postings need the visibility map: a writer that changed many rows vacuums them
+    when it closes (a small write leaves that to autovacuum)."""
+    from rag.stores import pgvector_store
+
+    monkeypatch.setattr(pgvector_store, "VACUUM_AFTER_ROWS", 4)
+
+    def vacuumed() -> int:
+        with psycopg.connect(server.url) as conn:
+            return conn.execute(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'kw_vacuum_postings'"
+            ).fetchone()[0]
+
+    small = _open(server, "kw_vacuum")
+    small.upsert(_chunks()[:2])
+    small.close()
+    before = vacuumed()
+    large = _open(server, "kw_vacuum")
+    large.upsert(_chunks())
+    large.delete(["c1"])
+    large.close()
+    deadline = time.monotonic() + 10  # the statistics collector reports asynchronously
+    while vacuumed() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert vacuumed() == before + 1
+    reader = _open(server, "kw_vacuum", read_only=True)
+    assert _ids(reader.keyword_index().search("installer cache", 10))
+    reader.close()
