@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    CACHE, ROOT, dataset, engine_for, load_average, mean, percentile, read_qrels, read_queries, table, take_turns,
-    wait_for_quiet, write_result,
+    CACHE, ROOT, add_quality_arguments, dataset, judged_queries, load_average, mean, percentile, read_queries,
+    shipped_engine, table, take_turns, wait_for_quiet, write_result,
 )
 from rag.core.settings import RetrievalSettings, load_settings
 from rag.engine import RagEngine
@@ -190,15 +190,9 @@ def compare(label: str, a: list[float], b: list[float], trials: int) -> dict[str
 
 
 def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
-    qrels = read_qrels(name)
-    queries = {qid: text for qid, text in read_queries(name).items() if qid in qrels}
-    if limit:
-        queries = dict(list(queries.items())[:limit])
+    queries, qrels = judged_queries(name, limit)
     shipped = RetrievalSettings()
-    faiss = engine_for(name)
-    if faiss.settings.retrieval != shipped:
-        sys.exit(f"retrieval settings differ from the shipped defaults ({faiss.settings.retrieval}); "
-                 "unset RAG_RETRIEVAL__* and move rag.toml away to measure the defaults")
+    faiss = shipped_engine(name)
     hnsw = open_engine(CACHE / name, store={"index": "hnsw"})  # a reader: builds the graph in memory
     qdrant, _ = copied_engine(faiss, CACHE / f"{name}-qdrant", store={"kind": "qdrant"})
     pg = pgvector_engine(name)
@@ -548,9 +542,7 @@ def latency(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["quality", "latency", "all"], default="all")
-    parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "dbpedia"])
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N judged queries (smoke runs).")
-    parser.add_argument("--trials", type=int, default=10000, help="Randomization and bootstrap trials.")
+    add_quality_arguments(parser)
     parser.add_argument("--chunks", type=int, default=100_000, help="Latency: chunks in every backend.")
     parser.add_argument("--queries", type=int, default=None,
                         help="Latency: the first N NFCorpus queries, the same for all (default: all 323).")

@@ -46,17 +46,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from benchmarks.bench_backends import compare, copied_engine
 from benchmarks.common import (
-    CACHE, engine_for, load_average, mean, percentile, read_qrels, read_queries, table, take_turns,
+    CACHE, add_quality_arguments, judged_queries, load_average, mean, percentile, shipped_engine, table, take_turns,
     write_result,
 )
-from rag.core.settings import RetrievalSettings
 from rag.core.types import ScoredId
 from rag.retrieve.hybrid import FusedScore, HybridRetriever, PostFilter
 
@@ -125,15 +123,9 @@ def emulated_opensearch_search(retriever: HybridRetriever, text: str, alpha: flo
 
 
 def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
-    qrels = read_qrels(name)
-    queries = {qid: text for qid, text in read_queries(name).items() if qid in qrels}
-    if limit:
-        queries = dict(list(queries.items())[:limit])
-    faiss = engine_for(name)
+    queries, qrels = judged_queries(name, limit)
+    faiss = shipped_engine(name)
     shipped = faiss.settings.retrieval
-    if shipped != RetrievalSettings():
-        sys.exit(f"retrieval settings differ from the shipped defaults ({shipped}); "
-                 "unset RAG_RETRIEVAL__* and move rag.toml away to measure the defaults")
     qdrant, build = copied_engine(faiss, CACHE / f"{name}-qdrant-sparse",
                                   store={"kind": "qdrant", "options": {"sparse": True}})
     embed = lru_cache(maxsize=None)(faiss.embedder.encode_query)
@@ -206,9 +198,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "dbpedia"])
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N judged queries (smoke runs).")
-    parser.add_argument("--trials", type=int, default=10000, help="Randomization and bootstrap trials.")
+    add_quality_arguments(parser)
     args = parser.parse_args()
     results = []
     for name in args.datasets:

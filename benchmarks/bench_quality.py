@@ -30,7 +30,7 @@ from functools import lru_cache
 from rank_bm25 import BM25Okapi
 
 from benchmarks.common import (
-    engine_for, mean, ndcg_at, read_corpus, read_qrels, read_queries, recall_at, table, write_result,
+    add_quality_arguments, judged_queries, mean, ndcg_at, read_corpus, recall_at, shipped_engine, table, write_result,
 )
 from rag.core.settings import RetrievalSettings
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
@@ -58,15 +58,9 @@ def compare(label: str, a: list[float], b: list[float], a_name: str, b_name: str
 
 
 def evaluate(name: str, limit: int | None, trials: int) -> dict:
-    qrels = read_qrels(name)
-    queries = {qid: text for qid, text in read_queries(name).items() if qid in qrels}
-    if limit:
-        queries = dict(list(queries.items())[:limit])
+    queries, qrels = judged_queries(name, limit)
     shipped = RetrievalSettings()
-    engine = engine_for(name)
-    if engine.settings.retrieval != shipped:
-        sys.exit(f"retrieval settings differ from the shipped defaults ({engine.settings.retrieval}); "
-                 "unset RAG_RETRIEVAL__* and move rag.toml away to measure the defaults")
+    engine = shipped_engine(name)
     retriever = engine.retriever
     retriever.embed_query = lru_cache(maxsize=None)(engine.embedder.encode_query)  # embed each query once
     for text in queries.values():  # up front, so no row's timing pays for embedding or first-use costs
@@ -141,9 +135,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "dbpedia"])
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N judged queries (smoke runs).")
-    parser.add_argument("--trials", type=int, default=10000, help="Randomization and bootstrap trials.")
+    add_quality_arguments(parser)
     args = parser.parse_args()
     results = []
     for name in args.datasets:

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import CACHE, engine_for, load_average, mean, ndcg_at, read_qrels, read_queries, recall_at, table, write_result
+from benchmarks.common import CACHE, engine_for, judged_queries, load_average, mean, ndcg_at, recall_at, table, write_result
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
 
 DEPTH = 100
@@ -56,10 +56,8 @@ def compare(a: list[float], b: list[float], trials: int) -> dict[str, Any]:
 
 
 def evaluate(name: str, limit: int | None, llm_limit: int, cross_encoder: str, trials: int) -> dict[str, Any]:
-    qrels = read_qrels(name)
-    queries = [(qid, text) for qid, text in read_queries(name).items() if qid in qrels]
-    if limit:
-        queries = queries[:limit]
+    judged, qrels = judged_queries(name, limit)
+    queries = list(judged.items())
     engine = engine_for(name, retrieval={"stage_cache": False})
     llm = engine.settings.llm
     for _, text in queries:  # warm: the model, BM25, the query encoder, the LLM server and the reranker

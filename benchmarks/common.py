@@ -7,6 +7,7 @@ second run of any benchmark skip the embedding work.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.core.settings import load_settings  # noqa: E402
+from rag.core.settings import RetrievalSettings, load_settings  # noqa: E402
 from rag.engine import RagEngine  # noqa: E402
 from rag.evaluate.retrieval_metrics import ndcg_at, recall_at  # noqa: E402,F401 - re-exported for the scripts
 
@@ -69,6 +70,32 @@ def engine_for(name: str, **overrides: Any) -> RagEngine:
     if report.chunks_added:
         print(f"[{name}] ingested {report.chunks_added} chunks in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return engine
+
+
+def judged_queries(name: str, limit: int | None = None) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The queries of ``name`` that have relevance judgements (the first ``limit`` of them), and the judgements."""
+    qrels = read_qrels(name)
+    queries = {qid: text for qid, text in read_queries(name).items() if qid in qrels}
+    if limit:
+        queries = dict(list(queries.items())[:limit])
+    return queries, qrels
+
+
+def shipped_engine(name: str) -> RagEngine:
+    """:func:`engine_for` at the shipped retrieval settings; exits if a ``RAG_RETRIEVAL__*`` variable or a
+    ``rag.toml`` changed them, since the quality benchmarks measure the defaults."""
+    engine = engine_for(name)
+    if engine.settings.retrieval != RetrievalSettings():
+        sys.exit(f"retrieval settings differ from the shipped defaults ({engine.settings.retrieval}); "
+                 "unset RAG_RETRIEVAL__* and move rag.toml away to measure the defaults")
+    return engine
+
+
+def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--datasets``, ``--limit`` and ``--trials``, as every quality benchmark takes them."""
+    parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "dbpedia"])
+    parser.add_argument("--limit", type=int, default=None, help="Only the first N judged queries (smoke runs).")
+    parser.add_argument("--trials", type=int, default=10000, help="Randomization and bootstrap trials.")
 
 
 def load_average() -> list[float]:
