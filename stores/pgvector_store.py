@@ -82,7 +82,7 @@ EXACT_SEARCH_MAX = 10_000
 _COUNT_TTL = 5.0
 _UPSERT_BATCH = 500
 # A writer that changed at least this many rows vacuums the postings when it closes: index-only scans need
-# the visibility map, and until autovacuum gets there keyword search ran 2.5x slower after a large ingest.
+# the visibility map; until autovacuum gets there, keyword search reads table pages too and is slower.
 VACUUM_AFTER_ROWS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
