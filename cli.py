@@ -663,6 +663,40 @@ def status(
         out.print(Text.assemble((key.ljust(width), "bold"), _visible(str(value))))
 
 
+@app.command()
+def formats(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the file formats ingest reads: suffixes, the parser serving each, and the extra it needs.
+
+    A parser marked unavailable names the install that enables it. Third-party parsers come from the
+    `rag.parsers` entry points; `ingest.parsers` in rag.toml picks the parser for a suffix.
+
+    Example:
+
+        rag formats --json
+    """
+    from rag.ingest.parsers import ParserRegistry
+
+    registry = ParserRegistry(ctx.obj.settings().ingest.parsers)
+    rows = registry.formats()
+    if as_json:
+        _emit_json([row.to_dict() for row in rows], indent=2)
+        return
+    width = max(len(row.name) for row in rows) + 2
+    for row in rows:
+        line = Text.assemble((row.name.ljust(width), "bold"), " ".join(row.suffixes))
+        if row.plugin:
+            line.append("  (plugin)", "cyan")
+        out.print(line)
+        out.print(Text(" " * width + _visible(row.description), "dim"))
+        if row.unavailable:
+            out.print(Text(" " * width + "unavailable: " + _visible(row.unavailable), "yellow"))
+        elif row.extra:
+            out.print(Text(" " * width + f"from the extra [{row.extra}] (installed)", "dim"))
+
+
 @llm_app.command("serve")
 def llm_serve(
     ctx: typer.Context,

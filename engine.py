@@ -46,6 +46,7 @@ from rag.core.shared_state import PostgresCatalog, PostgresWriterLock, state_tar
 from rag.core.types import Hit
 from rag.generate.answer import Answer, AnswerError
 from rag.ingest.chunking import SlidingWindowChunker
+from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
@@ -383,9 +384,14 @@ class RagEngine:
         writer.catalog.check_identity(
             {"chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap)}, REBUILD_HINT
         )
+        ingest = self.settings.ingest
+        limits = ParseLimits(
+            max_file_mb=ingest.max_file_mb, max_unpacked_mb=ingest.max_unpacked_mb, max_pages=ingest.max_pages,
+            max_rows=ingest.max_rows, max_depth=ingest.max_depth, ocr=ingest.ocr,
+        )
         return Ingestor(
             writer.catalog, writer.store, self.embedder, self._chunker_factory(), root or self.project_root,
-            batch_chunks=self.settings.ingest.batch_chunks,
+            batch_chunks=ingest.batch_chunks, limits=limits, registry=ParserRegistry(ingest.parsers),
         )
 
     def ingest(

@@ -78,6 +78,22 @@ class IngestSettings(BaseModel):
     ray_workers: int | None = Field(
         None, gt=0, description="Ray embedding workers, one CPU each; unset: every CPU of the instance or cluster."
     )
+    ocr: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="OCR for PDF pages without a text layer and for images: auto (only where no text layer), "
+        "always (every PDF page), never (such pages and images are reported, not indexed).",
+    )
+    max_file_mb: float = Field(256, gt=0, description="Largest file read at all; a larger one is reported and skipped.")
+    max_unpacked_mb: float = Field(
+        512, gt=0, description="Most a container (Office zip, EPUB, .gz, e-mail) may unpack to (zip bombs)."
+    )
+    max_pages: int = Field(5000, gt=0, description="Most pages of one PDF (or frames of one TIFF).")
+    max_rows: int = Field(200_000, gt=0, description="Most rows of one sheet or CSV file.")
+    max_depth: int = Field(3, gt=0, description="How deep attachments and compressed files may nest.")
+    parsers: dict[str, str] = Field(
+        default_factory=dict,
+        description='The parser for a suffix, over the default choice (a plugin included): {".pdf" = "mypdf"}.',
+    )
 
 
 class StoreSettings(BaseModel):

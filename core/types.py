@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ RESERVED_METADATA_KEYS: frozenset[str] = frozenset(
     {
         "chunk_id", "text", "doc_id", "source", "title", "content_hash", "headings", "section", "page",
         "start", "end", "chunk_index", "n_tokens", "modified",
+        # Set by parsers: where in the file a chunk lies, and how the file was read.
+        "format", "encoding", "slide", "sheet", "table", "row_start", "row_end", "parent_id", "ocr",
     }
 )
 """Metadata keys the platform sets on every chunk; user metadata (front-matter, ``--meta``, a JSONL line's
@@ -22,22 +25,48 @@ def reserved_keys_in(metadata: dict[str, Any]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Section:
-    """A structural span of a document: a Markdown/HTML section or a PDF page.
+class Table:
+    """What makes a :class:`Section` a table: chunks of it are cut between rows and repeat its header.
 
-    Chunk windows never cross a section boundary, so every chunk has one heading path and one page.
+    The section's text is the table as Markdown: ``header`` (the column-name row and the ``|---|`` rule),
+    then one line per data row. Every chunk of the section starts with ``header``, so a row retrieved on
+    its own still carries its column names.
+
+    Attributes:
+        header: the header lines, exactly as the section text starts, without the trailing newline.
+        name: the sheet name, caption or other name of the table, or ``None``.
+        first_row: the row number (as the source counts rows, e.g. a spreadsheet's 1-based row) of the
+            first data row; chunks record ``row_start`` and ``row_end`` from it.
+    """
+
+    header: str
+    name: str | None = None
+    first_row: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A structural span of a document: a heading's section, a page, a slide, a table.
+
+    Chunk windows never cross a section boundary, so every chunk has one heading path, one page and one
+    location.
 
     Attributes:
         text: the section's text, exactly as it appears in the document text.
         start: character offset of ``text`` inside :attr:`Document.text`.
         headings: the heading path that leads to this section, outermost first.
         page: 1-based page number for paged formats, else ``None``.
+        location: where the section lies in the file beyond the page, copied into every chunk's metadata
+            (``{"slide": 3}``, ``{"sheet": "Sales"}``); keys must be reserved metadata keys.
+        table: set when the section is a table (see :class:`Table`).
     """
 
     text: str
     start: int
     headings: tuple[str, ...] = ()
     page: int | None = None
+    location: Mapping[str, Any] = field(default_factory=dict)
+    table: Table | None = None
 
 
 @dataclass(slots=True)

@@ -18,9 +18,9 @@ import logging
 import re
 import unicodedata
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rag.core.errors import ConfigError
 from rag.core.types import Document, Section
@@ -55,6 +55,8 @@ class ChunkSpan:
         headings: heading path of the section the window lies in.
         page: 1-based page of that section, or ``None``.
         n_tokens: tokens in ``text``, without the special tokens the embedder adds.
+        location: the section's location keys (``slide``, ``sheet`` ...) and, in a table, ``table``,
+            ``row_start`` and ``row_end``; copied into the chunk's metadata.
     """
 
     text: str
@@ -63,6 +65,7 @@ class ChunkSpan:
     headings: tuple[str, ...]
     page: int | None
     n_tokens: int
+    location: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,7 @@ class SlidingWindowChunker:
                 headings=section.headings,
                 page=section.page,
                 n_tokens=n_tokens,
+                location=section.location,
             )
             for lo, hi, n_tokens in self._pack(tokens, units)
         ]

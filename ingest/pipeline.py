@@ -45,7 +45,8 @@ from rag.core.embeddings import SentenceEmbedder
 from rag.core.errors import ConfigError, IngestError, LoaderError
 from rag.core.types import Chunk, Document, Section, reserved_keys_in
 from rag.ingest.chunking import ChunkSpan, SlidingWindowChunker
-from rag.ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from rag.ingest.loaders import default_registry, load_file
+from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.stores.base import StoredChunk, VectorStore
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class Discovery:
     unreadable_dirs: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def discover(paths: Iterable[Path]) -> Discovery:
+def discover(paths: Iterable[Path], suffixes: frozenset[str] | None = None) -> Discovery:
     """Every supported file under ``paths``, sorted, skipping hidden and tool folders.
 
     Raises:
@@ -189,7 +190,8 @@ def discover(paths: Iterable[Path]) -> Discovery:
         files: list[Path] = []
         for folder, dirs, names in os.walk(root, onerror=failed):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-            files.extend(Path(folder) / f for f in names if Path(f).suffix.lower() in SUPPORTED_SUFFIXES)
+            wanted = suffixes if suffixes is not None else default_registry().suffixes()
+            files.extend(Path(folder) / f for f in names if Path(f).suffix.lower() in wanted)
         found.files.extend(sorted(files))
     return found
 
@@ -219,6 +221,8 @@ class Ingestor:
         project_root: file ids are paths relative to it where possible.
         batch_chunks: chunks embedded and committed per batch; larger is a little faster, smaller loses
             less work to an interruption.
+        limits: bounds on what one file may cost to parse (``[ingest]`` settings); defaults when ``None``.
+        registry: the parsers to read files with; the installed ones when ``None``.
     """
 
     def __init__(
@@ -229,6 +233,8 @@ class Ingestor:
         chunker: Callable[[], SlidingWindowChunker],
         project_root: Path,
         batch_chunks: int = 256,
+        limits: ParseLimits | None = None,
+        registry: ParserRegistry | None = None,
     ) -> None:
         if batch_chunks <= 0:
             raise ConfigError(f"ingest.batch_chunks must be positive, got {batch_chunks}")
@@ -237,6 +243,8 @@ class Ingestor:
         self._chunker: SlidingWindowChunker | None = None
         self.project_root = project_root.resolve()
         self.batch_chunks = batch_chunks
+        self.limits = limits or ParseLimits()
+        self.registry = registry or default_registry()
         self._queue: list[_Unit] = []
         self._queued_chunks = 0
         # Document ids this run has claimed (doc id -> path) or released (stale in their old file).
@@ -277,7 +285,7 @@ class Ingestor:
         report = IngestReport()
         user_meta = dict(metadata or {})
         check_user_metadata(user_meta)
-        found = discover(paths)
+        found = discover(paths, self.registry.suffixes())
         for folder, reason in found.unreadable_dirs:
             report.failed.append((self.file_id(folder), f"cannot list folder: {reason}; its files are kept as they are"))
         known = self.catalog.files()
@@ -394,7 +402,10 @@ class Ingestor:
             report.unchanged.append(fid)
             return
         problems: list[tuple[str, str]] = []
-        documents = load_file(path, doc_id=fid, source=fid, metadata=dict(user_meta), problems=problems)
+        documents = load_file(
+            path, doc_id=fid, source=fid, metadata=dict(user_meta), problems=problems, limits=self.limits,
+            registry=self.registry, data=data,
+        )
         documents = self._claim(fid, documents, problems)
         for label, reason in problems:
             report.failed.append((f"{fid}: {label}", reason))
@@ -457,6 +468,7 @@ class Ingestor:
                     "end": span.end,
                     "chunk_index": index,
                     "n_tokens": span.n_tokens,
+                    **span.location,
                 },
             )
             for index, span in enumerate(spans)

@@ -22,7 +22,7 @@ from rag.api.schemas import (
 )
 from rag.core.errors import StorageError
 from rag.core.storage import describe_os_error
-from rag.ingest.loaders import SUPPORTED_SUFFIXES
+from rag.ingest.loaders import supported_suffixes
 from rag.ingest.pipeline import IngestReport, Progress
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
@@ -158,8 +158,8 @@ def _safe_name(filename: str | None) -> tuple[str, str | None]:
     if len(name.encode()) > _MAX_NAME_BYTES:
         return name, f"the file name is longer than {_MAX_NAME_BYTES} bytes"
     suffix = PurePosixPath(name).suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        return name, f"unsupported file type {suffix or '(no suffix)'}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
+    if suffix not in supported_suffixes():
+        return name, f"unsupported file type {suffix or '(no suffix)'}; supported: {', '.join(sorted(supported_suffixes()))}"
     return name, None
 
 

@@ -155,7 +155,7 @@ def test_markdown_title_falls_back_to_first_h1_then_stem(tmp_path: Path, content
 
 def test_markdown_without_front_matter_keeps_its_text(tmp_path: Path) -> None:
     doc = load_one(write(tmp_path, "plain.markdown", "# Title\n\nBody text.\n\n---\n\nAfter a rule.\n"))
-    assert doc.metadata == {"modified": "2024-03-05T06:07:08Z"}
+    assert doc.metadata == {"format": "markdown", "encoding": "utf-8", "modified": "2024-03-05T06:07:08Z"}
     assert "After a rule." in doc.text
 
 
@@ -310,7 +310,7 @@ def test_encrypted_pdf_needs_a_password(tmp_path: Path) -> None:
 
 def test_corrupt_pdf_random_bytes(tmp_path: Path) -> None:
     noise = bytes(random.Random(7).randrange(1, 256) for _ in range(4096))
-    with pytest.raises(LoaderError, match="^corrupt PDF: "):
+    with pytest.raises(LoaderError, match=r"^not a PDF \(unrecognised content\)$"):
         load_one(write(tmp_path, "noise.pdf", noise))
 
 
@@ -340,7 +340,7 @@ def test_jsonl_yields_one_document_per_line(tmp_path: Path) -> None:
     assert first.title == "Statins"
     assert first.text == "Statins\n\nstatin breast cancer"
     assert first.sections[0].text == first.text and first.sections[0].start == 0
-    assert first.metadata == {"year": 2012, "set": "nf", "modified": "2024-03-05T06:07:08Z"}
+    assert first.metadata == {"year": 2012, "set": "nf", "format": "jsonl", "modified": "2024-03-05T06:07:08Z"}
     assert (second.title, second.text, second.source) == ("42", "untitled body", "corpus.jsonl")
 
 
@@ -397,8 +397,10 @@ def test_text_that_decodes_to_nothing_is_empty(tmp_path: Path, name: str, conten
 
 @pytest.mark.parametrize("name", TEXT_FORMATS)
 def test_binary_file(tmp_path: Path, name: str) -> None:
-    with pytest.raises(LoaderError, match="^binary file, not text$"):
+    with pytest.raises(LoaderError, match=r"^binary file, not text \(the content is a PNG image\)$"):
         load_one(write(tmp_path, name, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"))
+    with pytest.raises(LoaderError, match="^binary file, not text$"):
+        load_one(write(tmp_path, name, b"ab\x00\x01cd" * 40))
 
 
 @pytest.mark.parametrize("name", TEXT_FORMATS)
