@@ -226,7 +226,8 @@ def test_html_drops_boilerplate_and_keeps_main_content(tmp_path: Path) -> None:
 def test_html_blocks_are_on_their_own_lines(tmp_path: Path) -> None:
     doc = load_one(write(tmp_path, "search.html", HTML))
     lines = doc.text.split("\n")
-    for line in ("Hybrid search", "Fusion", "Linear or RRF.", "alpha", "rrf_k", "Metadata filters.", "Second line."):
+    # List items are Markdown-style bullets since issue 14, so a list chunk still reads as a list.
+    for line in ("Hybrid search", "Fusion", "Linear or RRF.", "- alpha", "- rrf_k", "Metadata filters.", "Second line."):
         assert line in lines
     assert "Combines BM25 and dense vectors.\n\nFusion" in doc.text  # paragraphs separated by a blank line
 
@@ -249,7 +250,9 @@ def test_html_preformatted_text_and_tables(tmp_path: Path) -> None:
         "<table><tr><th>flag</th><th>default</th></tr><tr><td>--k</td><td>5</td></tr></table></body>"
     )
     doc = load_one(write(tmp_path, "cli.html", html))
-    assert doc.text == "rag ingest docs/\n  --meta team=search\n\nflag default\n--k 5"
+    # Since issue 14 an HTML table is a table section (Markdown rows under their header), as in DOCX or XLSX.
+    assert doc.text == "rag ingest docs/\n  --meta team=search\n\n| flag | default |\n|---|---|\n| --k | 5 |"
+    assert doc.sections[-1].table is not None and doc.sections[-1].table.header == "| flag | default |\n|---|---|"
 
 
 def test_html_title_falls_back_to_h1_then_stem(tmp_path: Path) -> None:

@@ -336,3 +336,65 @@ def test_rst_without_title_uses_the_stem(tmp_path: Path) -> None:
     doc = load_one(write(tmp_path, "notes.rst", "Just a paragraph.\n\nAnother one.\n"))
     assert doc.title == "notes"
     assert doc.text == "Just a paragraph.\n\nAnother one."
+
+
+# --- HTML ----------------------------------------------------------------------------------------------
+
+SIDEBAR = '<div role="navigation" class="sidebar"><ul>' + "".join(
+    f'<li><a href="/api/{n}.html">{n}</a></li>' for n in ("Buffer", "Child processes", "Crypto", "Streams")
+) + "</ul></div>"
+COOKIE = '<div class="cookie-banner">We use cookies to improve your experience. Accept all cookies?</div>'
+FOOTER = '<div class="footer">Copyright OpenJS Foundation and Node.js contributors.</div>'
+
+
+def page(body: str, title: str = "Streams | Node.js") -> str:
+    return f"<html><head><title>{title}</title></head><body>{SIDEBAR}{COOKIE}<div id='content'>{body}</div>{FOOTER}</body></html>"
+
+
+STREAMS = (
+    "<h1>Stream<a class='headerlink' href='#stream'>\u00b6</a></h1>"
+    "<p>A stream is an abstract interface for working with streaming data in Node.js.</p>"
+    "<h2 id='readable'>Readable streams <a href='#readable'>#</a></h2>"
+    "<p>Readable streams are an abstraction for a source from which data is consumed.</p>"
+    "<table><tr><th>Event</th><th>When</th></tr><tr><td>data</td><td>a chunk is ready</td></tr>"
+    "<tr><td>end</td><td>no more data</td></tr></table>"
+    "<pre>const s = fs.createReadStream('x');\n  s.pipe(out);</pre>"
+    "<h2>Writable streams \U0001f517</h2><p>Writable streams are a destination to which data is written.</p>"
+)
+
+
+def test_html_div_sidebar_cookie_banner_and_footer_are_dropped(tmp_path: Path) -> None:
+    doc = load_one(write(tmp_path, "stream.html", page(STREAMS)))
+    for boilerplate in ("Child processes", "cookies", "OpenJS"):
+        assert boilerplate not in doc.text
+    assert "A stream is an abstract interface for working with streaming data in Node.js." in doc.text
+    assert doc.title == "Streams | Node.js"
+
+
+def test_html_permalink_glyphs_leave_heading_paths(tmp_path: Path) -> None:
+    doc = load_one(write(tmp_path, "stream.html", page(STREAMS)))
+    paths = list(dict.fromkeys(s.headings for s in doc.sections))
+    assert paths == [("Stream",), ("Stream", "Readable streams"), ("Stream", "Writable streams")]
+    assert "\u00b6" not in doc.text and "\U0001f517" not in doc.text
+    assert_sections_tile(doc)
+
+
+def test_html_tables_are_table_sections_and_pre_keeps_its_layout(tmp_path: Path) -> None:
+    doc = load_one(write(tmp_path, "stream.html", page(STREAMS)))
+    tables = [s for s in doc.sections if s.table is not None]
+    assert [s.text for s in tables] == ["| Event | When |\n|---|---|\n| data | a chunk is ready |\n| end | no more data |"]
+    assert tables[0].headings == ("Stream", "Readable streams")
+    assert "const s = fs.createReadStream('x');\n  s.pipe(out);" in doc.text
+
+
+def test_html_hash_in_a_heading_is_kept_when_it_is_not_a_link(tmp_path: Path) -> None:
+    doc = load_one(write(tmp_path, "cs.html", page("<h1>C#</h1><p>C# is a language with a long paragraph of text.</p>")))
+    assert doc.sections[0].headings == ("C#",)
+
+
+def test_html_pages_sharing_furniture_yield_no_furniture_blocks(tmp_path: Path) -> None:
+    blocks = []
+    for topic in ("Buffer", "Crypto", "Events"):
+        body = f"<h1>{topic}</h1><p>The {topic} module documentation explains its API in detail here.</p>"
+        blocks += load_one(write(tmp_path, f"{topic}.html", page(body, topic))).text.split("\n\n")
+    assert not [b for b in blocks if "Child processes" in b or "cookies" in b or "OpenJS" in b]
