@@ -35,6 +35,7 @@ SNIFF_BYTES = 8192
 BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.markdown:MarkdownParser",
     "rag.ingest.parsers.text:TextParser",
+    "rag.ingest.parsers.rst:RstParser",
     "rag.ingest.parsers.html:HtmlParser",
     "rag.ingest.parsers.pdf:PdfParser",
     "rag.ingest.parsers.jsonl:JsonlParser",
