@@ -122,10 +122,29 @@ def _style_info(style: Any) -> _StyleInfo:
     return _StyleInfo(heading=heading, num_id=num_id or None, list_level=list_level)
 
 
+def _blocks(container: Any, parent: Any) -> Iterator[Any]:
+    """The paragraphs and tables under a body (or cell) element in order, including those inside
+    block-level content controls (``w:sdt``: cover pages, tables of contents, template fields), which
+    python-docx's own iteration skips."""
+    from docx.oxml.ns import qn
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in container.iterchildren():
+        if child.tag == qn("w:p"):
+            yield Paragraph(child, parent)
+        elif child.tag == qn("w:tbl"):
+            yield Table(child, parent)
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _blocks(content, parent)
+
+
 def _cell_text(cell: Any) -> str:
     """A table cell's text: its paragraphs and any nested table's cells, joined with spaces."""
     parts: list[str] = []
-    for block in cell.iter_inner_content():
+    for block in _blocks(cell._tc, cell):
         if hasattr(block, "rows"):
             parts.extend(_cell_text(inner) for row in block.rows for inner in row.cells)
         else:
@@ -231,7 +250,7 @@ class DocxParser(BaseParser):
         try:
             document = docx.Document(stream)
             walker = _Walker(document)
-            walker.walk(document.iter_inner_content())
+            walker.walk(_blocks(document.element.body, document))
             props = document.core_properties
             metadata = core_metadata(author=props.author, created=props.created, modified=props.modified,
                                      subject=props.subject, keywords=props.keywords)

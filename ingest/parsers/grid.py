@@ -17,15 +17,16 @@ GridRow = tuple[int, Sequence[str]]
 """One row: its number as the source counts rows (1-based), and its cells as text."""
 
 
-def _width(rows: Sequence[GridRow]) -> int:
-    """Columns up to the last one that holds a value in some row (formatted-but-empty columns dropped)."""
-    width = 0
+def _span(rows: Sequence[GridRow]) -> tuple[int, int]:
+    """``(first, end)``: the columns from the first to the last that hold a value in some row, so that a
+    table placed at C5, or formatted-but-empty columns on its right, add no empty columns."""
+    first, end = None, 0
     for _, cells in rows:
-        for index in range(len(cells) - 1, width - 1, -1):
-            if cells[index].strip():
-                width = index + 1
-                break
-    return width
+        filled = [index for index, cell in enumerate(cells) if cell.strip()]
+        if filled:
+            first = filled[0] if first is None else min(first, filled[0])
+            end = max(end, filled[-1] + 1)
+    return (first or 0), end
 
 
 def _filled(cells: Sequence[str]) -> int:
@@ -42,10 +43,11 @@ def add_grid(builder: DocumentBuilder, rows: Sequence[GridRow], *, name: str | N
         name: the table's name (the sheet name), stored as chunk ``table``.
         location: location keys for every section (``{"sheet": "Sales"}``).
     """
-    width = _width(rows)
-    if not width:
+    first, end = _span(rows)
+    if not end:
         return False
-    grid = [(number, [*cells[:width], *[""] * (width - len(cells))]) for number, cells in rows]
+    width = end - first
+    grid = [(number, [*cells[first:end], *[""] * (width - len(cells[first:end]))]) for number, cells in rows]
     header_at = next((i for i, (_, cells) in enumerate(grid) if _filled(cells) >= 2), None)
     if header_at is None:
         header_at = next(i for i, (_, cells) in enumerate(grid) if _filled(cells))

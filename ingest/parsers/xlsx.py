@@ -56,11 +56,14 @@ def _sheet_rows(sheet: Any, limit: int) -> list[GridRow]:
     Raises:
         LoaderError: the sheet has more than ``limit`` rows.
     """
+    # Read-only mode trusts the sheet's declared dimension: a stale one hides rows, and a bogus
+    # "A1:XFD1048576" pads every row to 16,384 cells. Without it, each row is as wide as its last cell.
+    sheet.reset_dimensions()
     rows: list[GridRow] = []
     for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
         if number > limit:
             raise LoaderError(f"sheet {sheet.title!r} has more than {limit} rows (ingest.max_rows)")
-        rows.append((number, [cell_text(value) for value in values]))
+        rows.append((number, [cell_text(value) if value is not None else "" for value in values]))
     return rows
 
 

@@ -134,6 +134,25 @@ def test_docx_heading_from_a_derived_style_and_from_an_outline_level(tmp_path: P
     assert doc.title == "Getting started"
 
 
+def test_docx_reads_text_inside_block_content_controls(tmp_path: Path) -> None:
+    import docx
+    from docx.oxml import OxmlElement
+
+    document = docx.Document()
+    document.add_paragraph("Before the control.")
+    cover = document.add_paragraph("Cover page abstract")
+    document.add_paragraph("After the control.")
+    # python-docx cannot add a content control (w:sdt), so wrap its own paragraph in one, as Word's cover
+    # pages and templates do; python-docx's iter_inner_content() would skip it.
+    control, content = OxmlElement("w:sdt"), OxmlElement("w:sdtContent")
+    cover._p.addprevious(control)
+    control.append(content)
+    content.append(cover._p)
+    document.save(tmp_path / "cover.docx")
+    text = parse(tmp_path / "cover.docx").text
+    assert text == "Before the control.\n\nCover page abstract\n\nAfter the control."
+
+
 # --------------------------------------------------------------------------------------------------
 # PPTX
 
@@ -217,8 +236,7 @@ def make_xlsx(path: Path) -> Path:
     lookup.append(["x1", "internal only"])
     lookup.sheet_state = "hidden"
     notes = workbook.create_sheet("Notes")
-    notes.append(["Remarks"])
-    notes.append(["Figures are provisional"])
+    notes["B3"], notes["B4"] = "Remarks", "Figures are provisional"  # a table that starts at B3
     workbook.save(path)
     return path
 
@@ -237,7 +255,7 @@ def test_xlsx_sheets_become_tables_with_spreadsheet_row_numbers(tmp_path: Path) 
     title = section_with(doc, "Q1 report")
     assert title.table is None and title.location == {"sheet": "Sales"}
     [notes] = [section for section in tables(doc) if section.location == {"sheet": "Notes"}]
-    assert notes.text == "| Remarks |\n|---|\n| Figures are provisional |" and notes.table.first_row == 2
+    assert notes.text == "| Remarks |\n|---|\n| Figures are provisional |" and notes.table.first_row == 4
     assert "internal only" not in doc.text  # the hidden sheet
 
 
