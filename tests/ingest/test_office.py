@@ -14,7 +14,8 @@ import pytest
 from rag.core.errors import LoaderError
 from rag.core.types import Document, Section
 from rag.ingest.loaders import load_file
-from rag.ingest.parsers import ParseContext, ParseLimits, ParserRegistry
+from rag.ingest.parsers import ParseContext, ParseLimits, Parser, ParserRegistry
+from rag.testing.parsers import ParserContractTests
 
 CREATED = datetime(2023, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
 SAVED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -415,3 +416,48 @@ def test_rag_formats_lists_the_office_parsers() -> None:
     assert rows["docx"]["suffixes"] == [".docx"] and rows["pptx"]["suffixes"] == [".pptx"]
     assert rows["xlsx"]["suffixes"] == [".xlsx"] and rows["csv"]["suffixes"] == [".csv", ".tsv"]
     assert all(rows[name]["available"] for name in ("docx", "pptx", "xlsx", "csv"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped parser contract, run against each Office parser with a real file
+
+
+class TestDocxContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self) -> Parser:
+        return ParserRegistry(plugins=False).get("docx")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path) -> tuple[str, bytes]:
+        return "plan.docx", make_docx(tmp_path / "plan.docx").read_bytes()
+
+
+class TestPptxContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self) -> Parser:
+        return ParserRegistry(plugins=False).get("pptx")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path) -> tuple[str, bytes]:
+        return "review.pptx", make_pptx(tmp_path / "review.pptx").read_bytes()
+
+
+class TestXlsxContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self) -> Parser:
+        return ParserRegistry(plugins=False).get("xlsx")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path) -> tuple[str, bytes]:
+        return "sales.xlsx", make_xlsx(tmp_path / "sales.xlsx").read_bytes()
+
+
+class TestCsvContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self) -> Parser:
+        return ParserRegistry(plugins=False).get("csv")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path) -> tuple[str, bytes]:
+        rows = [["product", "price"], ["tea", "3.50"], ["coffee", "4.20"]]
+        return "prices.csv", write_csv(tmp_path / "prices.csv", rows, delimiter=";").read_bytes()
