@@ -115,9 +115,11 @@ def _style_info(style: Any) -> _StyleInfo:
             if heading is None:
                 heading = _outline_level(style.element.pPr)
         if num_id is None:
-            num_id, level = _num_pr(style.element.pPr)
-            level_match = _LIST_STYLE_LEVEL.match(name)
-            list_level = level if level is not None else int(level_match.group(1)) - 1 if level_match else 0
+            found, level = _num_pr(style.element.pPr)
+            if found is not None:
+                num_id = found
+                level_match = _LIST_STYLE_LEVEL.match(name)
+                list_level = level if level is not None else int(level_match.group(1)) - 1 if level_match else 0
         style = style.base_style
     return _StyleInfo(heading=heading, num_id=num_id or None, list_level=list_level)
 
@@ -144,8 +146,10 @@ def _blocks(container: Any, parent: Any) -> Iterator[Any]:
 def _cell_text(cell: Any) -> str:
     """A table cell's text: its paragraphs and any nested table's cells, joined with spaces."""
     parts: list[str] = []
-    for block in _blocks(cell._tc, cell):
-        if hasattr(block, "rows"):
+    from docx.table import Table
+
+    for block in _blocks(cell._tc, cell):  # the cell's own element: python-docx has no public accessor
+        if isinstance(block, Table):
             parts.extend(_cell_text(inner) for row in block.rows for inner in row.cells)
         else:
             parts.append(block.text)
@@ -164,7 +168,6 @@ class _Walker:
         self.builder = DocumentBuilder()
         self.first_heading: str | None = None
         self._styles: dict[str | None, _StyleInfo] = {}
-        self._document = document
         self._lists = _Lists(numbering=self._numbering_root(document))
         self._list_lines: list[str] = []
 
@@ -185,8 +188,10 @@ class _Walker:
         return self._styles[style_id]
 
     def walk(self, blocks: Iterator[Any]) -> None:
+        from docx.table import Table
+
         for block in blocks:
-            if hasattr(block, "rows"):
+            if isinstance(block, Table):
                 self._flush_list()
                 self.builder.table(_table_rows(block))
             else:

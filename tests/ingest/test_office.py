@@ -135,6 +135,19 @@ def test_docx_heading_from_a_derived_style_and_from_an_outline_level(tmp_path: P
     assert doc.title == "Getting started"
 
 
+def test_docx_nested_table_text_stays_in_its_cell(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    outer = document.add_table(rows=2, cols=2)
+    outer.cell(0, 0).text, outer.cell(0, 1).text, outer.cell(1, 0).text = "Item", "Details", "Pump"
+    inner = outer.cell(1, 1).add_table(rows=1, cols=2)
+    inner.cell(0, 0).text, inner.cell(0, 1).text = "flow 40 l/min", "spare seal kit"
+    document.save(tmp_path / "parts.docx")
+    [table] = tables(parse(tmp_path / "parts.docx"))
+    assert table.text == "| Item | Details |\n|---|---|\n| Pump | flow 40 l/min spare seal kit |"
+
+
 def test_docx_reads_text_inside_block_content_controls(tmp_path: Path) -> None:
     import docx
     from docx.oxml import OxmlElement
