@@ -39,6 +39,10 @@ BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.html:HtmlParser",
     "rag.ingest.parsers.pdf:PdfParser",
     "rag.ingest.parsers.jsonl:JsonlParser",
+    "rag.ingest.parsers.docx:DocxParser",
+    "rag.ingest.parsers.pptx:PptxParser",
+    "rag.ingest.parsers.xlsx:XlsxParser",
+    "rag.ingest.parsers.delimited:CsvParser",
 )
 
 
