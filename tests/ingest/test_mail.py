@@ -99,6 +99,21 @@ def test_mislabelled_charset_is_detected(tmp_path: Path) -> None:
     assert "Grüße aus Köln" in doc.text
 
 
+@pytest.mark.parametrize("wire", [email.policy.default, email.policy.SMTPUTF8], ids=["encoded-words", "raw-utf8"])
+def test_international_headers_and_file_names(tmp_path: Path, wire: email.policy.Policy) -> None:
+    msg = message(subject="Grüße aus Köln", From="Jörg Müller <jm@example.de>")
+    msg.add_attachment("Zahlen für März.", filename="Bericht März.txt")  # RFC 2231 on the wire
+    msg.add_attachment("Outlook style.", filename="plain.txt")
+    # Many mailers put an RFC 2047 encoded word in the parameter, against the RFC; read it all the same.
+    msg.get_payload()[2].set_param("filename", "=?utf-8?q?Notiz_=C3=BCber_Zoll.txt?=", header="Content-Disposition")
+    (tmp_path / "intl.eml").write_bytes(msg.as_bytes(policy=wire))
+    parent, first, second = load(tmp_path / "intl.eml", [])
+    assert (parent.title, parent.metadata["from_name"]) == ("Grüße aus Köln", "Jörg Müller")
+    assert parent.metadata["attachments"] == ["Bericht März.txt", "Notiz über Zoll.txt"]
+    assert first.doc_id.endswith("#1/Bericht März.txt") and "Zahlen für März." in first.text
+    assert second.doc_id.endswith("#2/Notiz über Zoll.txt")
+
+
 def test_malformed_headers_do_not_fail_the_message(tmp_path: Path) -> None:
     msg = message(From="<<@@>>, ,", To="undisclosed-recipients:;", Date="not a date at all")
     [doc] = load(write_eml(tmp_path, msg))
@@ -158,6 +173,14 @@ def test_unsupported_attachment_is_listed_not_reported(tmp_path: Path) -> None:
     [doc] = load(write_eml(tmp_path, msg), problems)
     assert problems == []  # nothing to fix in the file: a later ingest need not look at it again
     assert doc.metadata["attachments"] == ["tool.exe", "blob"]
+
+
+def test_nameless_attachment_is_read_by_its_content_type(tmp_path: Path, pdf_bytes: bytes) -> None:
+    msg = message()
+    msg.add_attachment(pdf_bytes, maintype="application", subtype="pdf", disposition="attachment")
+    parent, child = load(write_eml(tmp_path, msg), [])
+    assert parent.metadata["attachments"] == ["attachment-1.pdf"]
+    assert child.doc_id == "docs/mail.eml#1/attachment-1.pdf" and "hairline cracks" in child.text
 
 
 def test_broken_attachment_is_reported_and_the_message_kept(tmp_path: Path) -> None:
