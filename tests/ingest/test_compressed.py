@@ -1,4 +1,8 @@
-"""Gzip-compressed files (written with the gzip module): read as the file inside, within the limits."""
+"""Gzip-compressed files (written with the gzip module): read as the file inside, within the limits.
+
+No ``ParserContractTests`` class here: the contract parses with a ``parse_child`` that returns nothing,
+and a ``.gz`` file's documents are all its inner file's; the tests below go through the real registry.
+"""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ import pytest
 from rag.core.errors import LoaderError
 from rag.core.types import Document
 from rag.ingest.loaders import load_file
-from rag.ingest.parsers import ParseLimits
+from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.parsers.notebook import MAX_OUTPUT_CHARS
+from rag.testing.parsers import ParserContractTests
 
 
 def load(path: Path, **kwargs: object) -> Document:
@@ -216,3 +217,30 @@ def test_empty_notebook_has_no_text_content(tmp_path: Path) -> None:
 
     with pytest.raises(LoaderError, match="^no text content$"):
         load(write_notebook(tmp_path / "empty.ipynb", [v4.new_code_cell(""), v4.new_markdown_cell("  ")]))
+
+
+# -- the shipped parser contract ------------------------------------------------------------------------
+
+
+class TestEpubContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self):
+        return ParserRegistry(plugins=False).get("epub")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path):
+        return "sea.epub", write_epub(tmp_path / "sea.epub", SEA_BOOK).read_bytes()
+
+
+class TestNotebookContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self):
+        return ParserRegistry(plugins=False).get("ipynb")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path):
+        from nbformat import v4
+
+        cells = [v4.new_markdown_cell("# Title\n\nText."), v4.new_code_cell("print(1)", outputs=[
+            v4.new_output("stream", name="stdout", text="1\n")])]
+        return "nb.ipynb", write_notebook(tmp_path / "nb.ipynb", cells).read_bytes()

@@ -18,8 +18,9 @@ import pytest
 from rag.core.errors import LoaderError
 from rag.core.types import Document
 from rag.ingest.loaders import load_file
-from rag.ingest.parsers import ParseLimits
+from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.parsers.mail import split_mbox
+from rag.testing.parsers import ParserContractTests
 
 
 def message(subject: str | None = "Quarterly report", body: str | None = "Hi Bob,\n\nthe numbers are in.\n",
@@ -334,3 +335,31 @@ def test_attachment_is_searchable_and_deleted_with_its_message(make_engine, tmp_
     sources = {meta["doc_id"] for _, _, meta in engine.catalog.iter_chunks()}
     assert sources == {"mail/other.txt"}
     assert all("inspection" not in h.chunk.doc_id for h in engine.search("turbine blades hairline cracks", 5))
+
+
+# -- the shipped parser contract ------------------------------------------------------------------------
+
+
+class TestEmlContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self):
+        return ParserRegistry(plugins=False).get("eml")
+
+    @pytest.fixture
+    def sample(self, pdf_bytes: bytes):
+        msg = message()
+        msg.add_alternative("<p>The numbers are in.</p>", subtype="html")
+        msg.add_attachment(pdf_bytes, maintype="application", subtype="pdf", filename="findings.pdf")
+        return "report.eml", msg.as_bytes()
+
+
+class TestMboxContract(ParserContractTests):
+    @pytest.fixture
+    def parser(self):
+        return ParserRegistry(plugins=False).get("mbox")
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path):
+        path = write_mbox(tmp_path / "box.mbox", [message(subject=f"Note {n}", body=f"Body {n}.", Message_ID=f"<n{n}@x>")
+                                                 for n in range(3)])
+        return "box.mbox", path.read_bytes()
