@@ -38,6 +38,7 @@ BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.html:HtmlParser",
     "rag.ingest.parsers.pdf:PdfParser",
     "rag.ingest.parsers.jsonl:JsonlParser",
+    "rag.ingest.parsers.image:ImageParser",
 )
 
 
