@@ -55,8 +55,8 @@ _HEADING_MAX_LEVELS = 4
 # OCR: pages with fewer visible characters than this count as having no text layer (a stamped page
 # number on a scan), if they show something (an image or vector paths) to read.
 _MIN_TEXT_CHARS = 16
-# Render resolution for OCR, chosen by measurement (benchmarks/bench_pdf.py): 150 dpi already reads
-# 10-point text at under 1 % CER; 200 dpi costs a third more time for no gain.
+# Render resolution for OCR: at 150 dpi, 11-point scans read at under 3 % CER (tests/ingest/test_ocr.py);
+# more pixels cost detector time, and RapidOCR shrinks pages past 2,000 pixels (about 170 dpi for A4) anyway.
 OCR_DPI = 150
 # The most pixels one rendered page may have (a poster-sized page is rendered at a lower dpi).
 _MAX_RENDER_PIXELS = 25_000_000
