@@ -48,6 +48,7 @@ BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.epub:EpubParser",
     "rag.ingest.parsers.notebook:NotebookParser",
     "rag.ingest.parsers.compressed:GzipParser",
+    "rag.ingest.parsers.image:ImageParser",
 )
 
 
