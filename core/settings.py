@@ -55,7 +55,7 @@ class ChunkingSettings(BaseModel):
         25,
         ge=0,
         description="Sections under this many tokens (a heading alone, a label, a navigation line) are merged "
-        "into the next section on the same page; 0 keeps every section apart.",
+        "into the next section when it lies under their heading and on the same page; 0 keeps every section apart.",
     )
 
     @model_validator(mode="after")

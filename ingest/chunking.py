@@ -19,8 +19,8 @@ Three kinds of structure get their own rules:
   so a block that fits a window stays whole; a longer block is cut at line boundaries. Overlap never starts
   a window inside a block unless the block is longer than a window.
 * **Tiny sections** (under ``min_tokens``: a heading alone, a label, a navigation line) are merged into the
-  next section on the same page and location, their text leading its first window, or, the last one of a
-  document, into the previous section when it lies under that section's heading path.
+  next section when it lies under their heading path and on the same page and location, their text leading
+  its first window, or, the last one of a document, into the previous section it lies under.
 
 Each section is tokenized once, with the offset mapping, and every later decision works on token
 indices, so chunking costs one fast-tokenizer pass over the text (plus a short count of the few sections
@@ -342,12 +342,14 @@ class SlidingWindowChunker:
     def sections_of(self, doc: Document) -> list[Section]:
         """The sections chunked for ``doc``: its own, with tiny ones merged into a neighbour.
 
-        A section under ``min_tokens`` tokens joins the next section when both have the same page and
-        location, neither is a table, and only whitespace lies between them; the joined section has the
-        next one's heading path when that path lies under the tiny one's (a heading alone before its first
-        subsection), else the path both share. Tiny sections in a row keep joining until the joined text
-        reaches ``min_tokens``. The last section of a document, when tiny, joins the previous one instead,
-        but only when it lies under that section's heading path, so no chunk's heading path is widened.
+        A section under ``min_tokens`` tokens joins the next section when the next one lies under its
+        heading path (a heading alone before its first subsection, a preamble before the first heading),
+        both have the same page and location, neither is a table, and only whitespace lies between them;
+        the joined section has the next one's, deeper, heading path. Tiny sections in a row keep joining
+        while the joined text stays under ``min_tokens``. The last section of a document, when tiny, joins
+        the previous one instead when it lies under that one's path. A tiny section followed by a sibling
+        (``## Licence`` then ``## Usage``) stays apart: joined, one of them would carry the other's heading
+        path, or the chunk a path wider than its text's.
 
         Args:
             doc: a document whose sections' offsets point into its text.
@@ -365,9 +367,8 @@ class SlidingWindowChunker:
         pending: tuple[Section, int | None] | None = None  # a tiny section waiting to lead the next one
         for section, count in zip(sections, counts):
             if pending is not None:
-                if self._joinable(doc, pending[0], section):
-                    headings = section.headings if _nested(section.headings, pending[0].headings) else None
-                    section = self._join(doc, pending[0], section, headings)
+                if self._joinable(doc, pending[0], section) and _nested(section.headings, pending[0].headings):
+                    section = self._join(doc, pending[0], section, section.headings)
                     count = None if count is None or pending[1] is None else pending[1] + count
                 else:
                     merged.append(pending)
@@ -422,15 +423,8 @@ class SlidingWindowChunker:
         )
 
     @staticmethod
-    def _join(doc: Document, first: Section, second: Section, headings: tuple[str, ...] | None) -> Section:
-        """One section spanning ``first`` to ``second``; ``headings`` ``None`` means the paths' common prefix."""
-        if headings is None:
-            common = 0
-            while common < min(len(first.headings), len(second.headings)) and (
-                first.headings[common] == second.headings[common]
-            ):
-                common += 1
-            headings = first.headings[:common]
+    def _join(doc: Document, first: Section, second: Section, headings: tuple[str, ...]) -> Section:
+        """One section spanning ``first`` to ``second``, under ``headings``."""
         end = second.start + len(second.text)
         return Section(
             text=doc.text[first.start : end], start=first.start, headings=headings, page=second.page,

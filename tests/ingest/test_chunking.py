@@ -503,10 +503,10 @@ def test_a_tiny_last_section_joins_the_previous_one_it_lies_under(tmp_path: Path
 def test_tiny_siblings_keep_an_honest_heading_path(tmp_path: Path, tokenizer) -> None:
     body = prose(random.Random(17), 4)
     chunker = SlidingWindowChunker(tokenizer, size=200, overlap=16)
-    # "Licence" leads its sibling "Usage", under the path both share, not under "Usage".
+    # "Licence" is no part of its sibling "Usage": joined, one of them would carry the other's path.
     doc = markdown_doc(tmp_path, f"# Guide\n\n{body}\n\n## Licence\n\nMIT.\n\n## Usage\n\n{body}\n")
     assert [(span.text.split("\n")[0], span.headings) for span in chunker.chunk(doc)] == [
-        ("# Guide", ("Guide",)), ("## Licence", ("Guide",)),
+        ("# Guide", ("Guide",)), ("## Licence", ("Guide", "Licence")), ("## Usage", ("Guide", "Usage")),
     ]
     # The last section, "Help", is no part of "Usage": it stays apart rather than give the chunk before
     # it a wrong or wider heading path.
