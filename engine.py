@@ -382,7 +382,11 @@ class RagEngine:
     def _ingestor(self, writer: Writer, root: Path | None = None) -> Ingestor:
         chunking = self.settings.chunking
         writer.catalog.check_identity(
-            {"chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap)}, REBUILD_HINT
+            {
+                "chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap),
+                "chunk_min_tokens": str(chunking.min_tokens),
+            },
+            REBUILD_HINT,
         )
         ingest = self.settings.ingest
         limits = ParseLimits(
