@@ -298,3 +298,17 @@ class TestRecipePluginContract(ParserContractTests):
     @pytest.fixture
     def sample(self):
         return "bread.recipe", RECIPE
+
+
+def test_the_documented_plugin_example_works() -> None:
+    """docs/ingestion.md's OrgParser, run as written: it parses, keeps headings and passes the registry."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ingestion.md").read_text(encoding="utf-8")
+    code = docs.split("### Writing a parser plugin", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/ingestion.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    registry = ParserRegistry(plugins=False)
+    registry._parsers["org"] = registry._by_suffix[".org"] = namespace["OrgParser"]()
+    ctx = ParseContext(name="plan.org", doc_id="plan.org", source="plan.org", metadata={"team": "ops"})
+    (doc,) = registry.parse(b"* Goals\nShip the parser layer.\n\n** Risks\nOCR speed on two cores.\n", ctx)
+    assert [s.headings for s in doc.sections] == [("Goals",), ("Goals", "Risks")]
+    assert "OCR speed on two cores." in doc.text and doc.metadata == {"team": "ops", "format": "org"}
