@@ -278,3 +278,43 @@ def test_a_kill_inside_one_large_document_keeps_its_committed_batches(tmp_path: 
     assert orders == list(range(report["chunks"])) and starts == sorted(starts)
     again = subprocess.run(_rag(tmp_path, "ingest", "corpus", "--json"), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
     assert json.loads(again.stdout)["unchanged"] == 1
+
+
+@pytest.mark.slow
+def test_an_updated_large_document_reuses_its_windows_and_drops_only_stale_ones(make_engine, tmp_path: Path) -> None:
+    """Commit order across the parts of one document, with a fake embedder (a hash per text; the test is
+    about which vectors are written, reused and deleted, not about their values)."""
+    import hashlib
+
+    import numpy as np
+
+    path = tmp_path / "docs" / "long.txt"
+    path.parent.mkdir()
+    text = _prose(0.06, seed=5)
+    path.write_text(text, encoding="utf-8")
+    engine = make_engine(ingest={"batch_chunks": 8})
+    dimension = engine.embedder.dimension
+    embedded: list[str] = []
+
+    def encode(texts: list[str], show_progress: bool = False) -> np.ndarray:
+        embedded.extend(texts)
+        rows = [np.frombuffer(hashlib.shake_128(t.encode()).digest(dimension), dtype=np.uint8) for t in texts]
+        vectors = np.asarray(rows, dtype=np.float32) - 127.5
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    engine.embedder.encode = encode
+    first = engine.ingest([path.parent])
+    total = engine.status()["chunks"]
+    assert first.chunks_added == total > 24  # several parts of one document
+    before = engine.catalog.all_chunk_ids()
+
+    path.write_text(text[:-2000] + "The end.\n", encoding="utf-8")  # same offsets: early windows keep their ids
+    embedded.clear()
+    second = engine.ingest([path.parent])
+    after = engine.catalog.all_chunk_ids()
+    assert second.updated == ["docs/long.txt"]
+    assert engine.store.ids() == after and engine.catalog.journaled() == set()  # nothing stale or orphaned left
+    assert second.chunks_removed == len(before - after) and second.chunks_added == len(after - before) == len(embedded)
+    assert len(after & before) > total // 2  # windows that did not change were reused, not re-embedded
+    [doc] = engine.catalog.documents()
+    assert doc["content_hash"] != INCOMPLETE and doc["chunks"] == len(after)
