@@ -331,7 +331,8 @@ class Ingestor:
             ConfigError: ``metadata`` uses a reserved key (nothing is changed).
             IngestError: if a path does not exist. Unreadable files, folders and records do not raise:
                 they are reported in :attr:`IngestReport.failed` and skipped, and everything else is
-                committed.
+                committed. Files no parser reads, and links to files ingested anyway, are listed in
+                :attr:`IngestReport.skipped`.
         """
         started = time.perf_counter()
         report = IngestReport()

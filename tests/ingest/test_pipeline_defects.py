@@ -318,3 +318,23 @@ def test_an_updated_large_document_reuses_its_windows_and_drops_only_stale_ones(
     assert len(after & before) > total // 2  # windows that did not change were reused, not re-embedded
     [doc] = engine.catalog.documents()
     assert doc["content_hash"] != INCOMPLETE and doc["chunks"] == len(after)
+
+
+@pytest.mark.slow
+def test_a_file_over_max_file_mb_is_refused_before_it_is_read(make_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Path.read_bytes`` is patched to fail for the large file (a fault injector, not a stand-in): the
+    size is checked from ``stat`` first, so the file is never read."""
+    big = _write(tmp_path / "docs" / "big.txt", "Big\n\n" + "walrus " * 400)
+    _write(tmp_path / "docs" / "small.txt", "Small\n\nA short note on puffins.\n")
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == big.name:
+            raise AssertionError("the oversized file was read")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    engine = make_engine(ingest={"max_file_mb": 0.001})
+    report = engine.ingest([big.parent])
+    assert report.added == ["docs/small.txt"]
+    assert report.failed == [("docs/big.txt", "file of 0 MiB is larger than ingest.max_file_mb (0.001)")]
