@@ -191,8 +191,10 @@ def ingest(
 ) -> None:
     """Load, chunk, embed and index files; re-running only touches what changed.
 
-    Supported: Markdown (front-matter becomes metadata), text, HTML, PDF, JSONL (BEIR `_id`/`title`/`text`).
-    Unreadable files are reported and skipped; the exit code is 1 if any failed.
+    `rag formats` lists the file types read. Every file is counted: files that cannot be read are
+    reported as failed (exit code 1); files of other types, and links to files ingested anyway, as
+    skipped (listed with --json or -v). Hidden files of other types and tool folders (.git,
+    node_modules ...) are left out silently. A symbolic link is cited by its own path.
 
     With --ray the embedding runs on Ray workers (install: pip install 'rag-platform[ray]'); everything
     else, and the same incremental and crash-safe commits, stays in this process. The word after --ray
@@ -251,9 +253,12 @@ def ingest(
     else:
         for path, reason in report.failed:
             err.print(Text.assemble(("failed", "red"), f" {_visible(path)}: {_visible(reason)}"))
+        if ctx.find_root().params.get("verbose"):
+            for path, reason in report.skipped:
+                err.print(Text.assemble(("skipped", "yellow"), f" {_visible(path)}: {_visible(reason)}"))
         out.print(
             f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
-            f"{len(report.removed)} removed, {len(report.failed)} failed; "
+            f"{len(report.removed)} removed, {len(report.failed)} failed, {len(report.skipped)} skipped; "
             f"{report.chunks_added} chunks embedded, {report.chunks_removed} removed; "
             f"index: {status['documents']} documents, {status['chunks']} chunks ({report.seconds:.1f} s)",
             markup=False,

@@ -86,12 +86,20 @@ class FailedItem(BaseModel):
     reason: str
 
 
+class SkippedItem(BaseModel):
+    """A file left out on purpose (an unsupported type, a link to a file ingested anyway), and why."""
+
+    path: str
+    reason: str
+
+
 class IngestReportResponse(BaseModel):
     added: list[str]
     updated: list[str]
     unchanged: list[str]
     removed: list[str]
     failed: list[FailedItem]
+    skipped: list[SkippedItem] = Field(default_factory=list)
     chunks_added: int
     chunks_removed: int
     seconds: float

@@ -54,15 +54,27 @@ class FileRecord:
     mtime: float
 
 
+INCOMPLETE = "incomplete"
+"""The content hash of a document, and the file hash of a file, whose chunks are being committed in several
+batches and whose last batch is not committed yet: it matches no real hash, so the next ingest reloads
+them, and a kill between batches never leaves a document looking complete."""
+
+
 @dataclass(slots=True)
 class DocumentWrite:
-    """A document's new state: its chunks replace whatever the catalog held for ``doc_id``."""
+    """A document's new state: its chunks replace whatever the catalog held for ``doc_id``.
+
+    A document too large for one batch is written in parts: the first part replaces (``replace=True``),
+    each later one appends its chunks after ``first_ord`` earlier ones (``replace=False``).
+    """
 
     doc_id: str
     path: str
     content_hash: str
     title: str
     chunks: list[Chunk]
+    replace: bool = True
+    first_ord: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +234,10 @@ class Catalog:
         return ids
 
     def write_documents(self, db: sqlite3.Connection, docs: Sequence[DocumentWrite]) -> None:
-        """Replace each document's row and chunks (call inside :meth:`transaction`)."""
+        """Replace each document's row and chunks, or append a later part's (call inside :meth:`transaction`)."""
         for doc in docs:
-            db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
+            if doc.replace:
+                db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
             db.execute(
                 "INSERT INTO documents(doc_id, path, content_hash, title) VALUES (?, ?, ?, ?) ON CONFLICT(doc_id) "
                 "DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash, title = excluded.title",
@@ -236,7 +249,7 @@ class Catalog:
                 "metadata = excluded.metadata",
                 [
                     (c.chunk_id, c.doc_id, i, c.text, json.dumps(c.metadata, ensure_ascii=False))
-                    for i, c in enumerate(doc.chunks)
+                    for i, c in enumerate(doc.chunks, start=doc.first_ord)
                 ],
             )
 

@@ -24,7 +24,10 @@ Three kinds of structure get their own rules:
 
 Each section is tokenized once, with the offset mapping, and every later decision works on token
 indices, so chunking costs one fast-tokenizer pass over the text (plus a short count of the few sections
-small enough to be tiny, and a block-level Markdown parse of sections that contain a fence marker).
+small enough to be tiny, and a block-level Markdown parse of sections that contain a fence marker). A
+section longer than ``_SLICE_CHARS`` characters is tokenized in slices cut at paragraph, line or word
+boundaries (windows do not cross a slice), and :meth:`SlidingWindowChunker.iter_spans` yields windows as
+it goes, so memory is bounded by the slice, not by the document.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import re
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rag.core.errors import ConfigError
@@ -55,6 +58,13 @@ _SEPARATORS = (_PARAGRAPH, _SENTENCE, _LINE)
 # Sections tokenized per tokenizer call in chunk_many: large enough for the Rust tokenizer to use every
 # core, small enough that offsets of a huge corpus are never all in memory at once.
 _TOKENIZE_BATCH = 1024
+
+# Characters tokenized per tokenizer call, over all its sections.
+_TOKENIZE_CHARS = 1 << 20
+
+# The longest stretch of one section tokenized at once. The offset mapping costs about 150 bytes of Python
+# objects per character (a 10 MB section needed 1.7 GB); a slice of 256 Ki characters needs ~40 MB.
+_SLICE_CHARS = 1 << 18
 
 # Tokenizers that report no limit use a huge sentinel model_max_length.
 _NO_LIMIT = 1_000_000
@@ -315,26 +325,54 @@ class SlidingWindowChunker:
             One list of :class:`ChunkSpan` per document, in input order; each list in text order.
         """
         docs = list(docs)
-        jobs = [
-            (index, section)
-            for index, doc in enumerate(docs)
-            for section in self.sections_of(doc)
-            if section.text.strip()
-        ]
         results: list[list[ChunkSpan]] = [[] for _ in docs]
-        for batch_start in range(0, len(jobs), _TOKENIZE_BATCH):
-            batch = jobs[batch_start : batch_start + _TOKENIZE_BATCH]
-            offsets = self._tokenizer(
-                [section.text for _, section in batch],
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-                verbose=False,  # long sections are expected; no "longer than max length" warning
-            )["offset_mapping"]
-            for (index, section), section_offsets in zip(batch, offsets):
-                results[index].extend(self._chunk_section(section, _Tokens(section.text, section_offsets)))
+        for index, span in self.iter_spans(docs):
+            results[index].append(span)
         return results
+
+    def iter_spans(self, docs: Iterable[Document]) -> Iterator[tuple[int, ChunkSpan]]:
+        """Windows of many documents as a stream: what :meth:`chunk_many` returns, one window at a time.
+
+        Sections are tokenized in batches (at most ``_TOKENIZE_BATCH`` sections and about
+        ``_TOKENIZE_CHARS`` characters per call), and a section longer than ``_SLICE_CHARS`` in slices
+        (see :func:`_slices`), so a caller that consumes the windows as they come holds a bounded amount
+        of tokenizer output whatever the size of the documents.
+
+        Args:
+            docs: documents whose sections' offsets point into their text; read lazily.
+
+        Yields:
+            ``(index, span)``: the position of the span's document in ``docs``, and the span; in input
+            order and, inside a document, in text order. A document with no windows yields nothing.
+        """
+        batch: list[tuple[int, Section]] = []
+        chars = 0
+        for index, doc in enumerate(docs):
+            for section in self.sections_of(doc):
+                if not section.text or section.text.isspace():  # not strip(): that copies a huge section
+                    continue
+                for piece in _slices(section, _SLICE_CHARS):
+                    batch.append((index, piece))
+                    chars += len(piece.text)
+                    if len(batch) >= _TOKENIZE_BATCH or chars >= _TOKENIZE_CHARS:
+                        yield from self._chunk_batch(batch)
+                        batch, chars = [], 0
+        if batch:
+            yield from self._chunk_batch(batch)
+
+    def _chunk_batch(self, batch: list[tuple[int, Section]]) -> Iterator[tuple[int, ChunkSpan]]:
+        """Tokenize the sections of ``batch`` in one call and yield their windows, tagged with their index."""
+        offsets = self._tokenizer(
+            [section.text for _, section in batch],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,  # long sections are expected; no "longer than max length" warning
+        )["offset_mapping"]
+        for (index, section), section_offsets in zip(batch, offsets):
+            for span in self._chunk_section(section, _Tokens(section.text, section_offsets)):
+                yield index, span
 
     # ------------------------------------------------------------------------------------------------
     # Tiny sections
@@ -686,3 +724,34 @@ class SlidingWindowChunker:
             if tokens.clean_cut(t) and not (fences and _inside_fence(fences, tokens.starts[t])):
                 return tokens.starts[t], unit.tok_end - t
         return None
+
+
+def _slices(section: Section, limit: int) -> Iterator[Section]:
+    """``section`` cut into consecutive sections of at most ``limit`` characters (itself when it fits).
+
+    Each cut falls after the last paragraph break in the second half of the slice, else after the last
+    line break, else after the last whitespace, else (a run of ``limit / 2`` characters without any)
+    at the limit. Tables are never cut: each chunk of a table repeats its header, and ``ingest.max_rows``
+    bounds them already.
+    """
+    text = section.text
+    if len(text) <= limit or section.table is not None:
+        yield section
+        return
+    lo = 0
+    while lo < len(text):
+        hi = len(text) if len(text) - lo <= limit else _cut(text, lo + limit // 2, lo + limit)
+        yield replace(section, text=text[lo:hi], start=section.start + lo)
+        lo = hi
+
+
+def _cut(text: str, earliest: int, latest: int) -> int:
+    """The offset to cut ``text`` at, in ``(earliest, latest]``: just after the strongest break there."""
+    for separator in ("\n\n", "\n"):
+        found = text.rfind(separator, earliest, latest)
+        if found >= 0:
+            return found + len(separator)
+    for pos in range(latest - 1, earliest - 1, -1):
+        if text[pos].isspace():
+            return pos + 1
+    return latest

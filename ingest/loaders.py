@@ -16,6 +16,7 @@ line's ``metadata``) < the caller's ``metadata`` (``--meta`` user tags) < keys t
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,30 @@ def default_registry() -> ParserRegistry:
 def supported_suffixes() -> frozenset[str]:
     """File suffixes some installed parser reads (lower case, with the dot)."""
     return default_registry().suffixes()
+
+
+def check_file(path: Path, limits: ParseLimits, registry: ParserRegistry) -> os.stat_result:
+    """What can be known about a file before reading it: a parser claims its type and it is within
+    ``ingest.max_file_mb``.
+
+    Returns:
+        The file's ``stat`` (following a symbolic link to the file it leads to).
+
+    Raises:
+        LoaderError: the suffix is unsupported, the file cannot be looked at, or it is too large.
+    """
+    reason = registry.unsupported_reason(path.name)
+    if reason:
+        raise LoaderError(reason)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise LoaderError(f"cannot read file: {exc.strerror or exc}") from None
+    if stat.st_size > limits.max_file_bytes:
+        raise LoaderError(
+            f"file of {stat.st_size / 2**20:.0f} MiB is larger than ingest.max_file_mb ({limits.max_file_mb:g})"
+        )
+    return stat
 
 
 def load_file(
@@ -72,20 +97,13 @@ def load_file(
     """
     registry = registry or default_registry()
     limits = limits or ParseLimits()
-    reason = registry.unsupported_reason(path.name)
-    if reason:
-        raise LoaderError(reason)
-    try:
-        stat = path.stat()
-        if stat.st_size > limits.max_file_bytes:
-            raise LoaderError(
-                f"file of {stat.st_size / 2**20:.0f} MiB is larger than ingest.max_file_mb ({limits.max_file_mb:g})"
-            )
-        if data is None:
+    stat = check_file(path, limits, registry)
+    if data is None:
+        try:
             data = path.read_bytes()
-    except OSError as exc:
-        raise LoaderError(f"cannot read file: {exc.strerror or exc}") from None
-    if not data.strip():
+        except OSError as exc:
+            raise LoaderError(f"cannot read file: {exc.strerror or exc}") from None
+    if not data or data.isspace():  # not data.strip(): that would copy a large file
         raise LoaderError("empty file")
     # Merged last, over user tags and format metadata, so ``modified`` always means the file's mtime.
     fixed = {"modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

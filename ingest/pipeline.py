@@ -4,9 +4,13 @@ Change detection is by content hash: a file whose bytes (and user metadata) hash
 without loading the embedding model; a changed file is re-loaded and only its changed documents are
 re-chunked and re-embedded; a file that no longer exists under an ingested folder loses its chunks.
 
-Work is committed in batches of about ``batch_chunks`` chunks, cut at document boundaries, so a large
-JSONL corpus is committed many times over and a killed run keeps every batch before the kill. Each batch
-goes in the order that keeps the index loadable if the process dies at any instant:
+Files are chunked as a stream and work is committed in batches of about ``batch_chunks`` chunks, so a
+large JSONL corpus is committed many times over and a killed run keeps every batch before the kill. A
+batch is cut at a document boundary, except inside a document that alone reaches ``batch_chunks``
+chunks: that one is committed in parts, its content hash (and its file's hash) recorded as
+:data:`~rag.core.catalog.INCOMPLETE` until its last part, so memory stays bounded by the batch size and
+a kill inside a huge document keeps its committed parts without ever leaving it looking complete. Each
+batch goes in the order that keeps the index loadable if the process dies at any instant:
 
 1. journal the chunk ids about to be written (catalog ``pending`` table), embed them in slices of
    ``batch_chunks`` and upsert + flush each slice into the store;
@@ -24,6 +28,11 @@ journal does not name are never swept, so a writer that flushed but has not comm
 Nothing is deleted on a guess: a file counts as gone only when it no longer exists on disk (a folder
 that cannot be listed is reported and its files are kept), and only files ingested from under one of the
 folders being ingested are considered.
+
+Every file the walk sees is accounted for: added, updated, unchanged, failed with a reason, or skipped
+with a reason (no parser for its type, a link to a file ingested anyway, a link to a folder). Hidden
+files that no parser reads and the tool folders of :data:`SKIP_DIRS` (and hidden folders) are left out
+silently. A symbolic link is cited by its own path, the path the user ingested, never by its target's.
 """
 
 from __future__ import annotations
@@ -35,17 +44,17 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rag.core.catalog import Catalog, DocumentWrite, FileRecord
+from rag.core.catalog import INCOMPLETE, Catalog, DocumentWrite, FileRecord
 from rag.core.embeddings import SentenceEmbedder
 from rag.core.errors import ConfigError, IngestError, LoaderError
 from rag.core.types import Chunk, Document, Section, reserved_keys_in
 from rag.ingest.chunking import ChunkSpan, SlidingWindowChunker
-from rag.ingest.loaders import default_registry, load_file
+from rag.ingest.loaders import check_file, default_registry, load_file
 from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.stores.base import StoredChunk, VectorStore
 
@@ -60,7 +69,9 @@ class IngestReport:
     """What one ingest run did, for the end summary and ``--json``.
 
     ``added``, ``updated``, ``unchanged`` and ``removed`` list files (or document ids, for in-memory
-    documents); ``failed`` lists ``(what, reason)`` for files, folders and single records that were skipped.
+    documents); ``failed`` lists ``(what, reason)`` for files, folders and single records that could not
+    be read; ``skipped`` lists ``(path, reason)`` for files left out on purpose (an unsupported type, a
+    link to a file ingested anyway). Failures make a run not :attr:`ok`; skips do not.
     """
 
     added: list[str] = field(default_factory=list)
@@ -68,6 +79,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     chunks_added: int = 0
     chunks_removed: int = 0
     seconds: float = 0.0
@@ -86,6 +98,7 @@ class IngestReport:
             "unchanged": shown(self.unchanged),
             "removed": shown(self.removed),
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "chunks_added": self.chunks_added,
             "chunks_removed": self.chunks_removed,
             "seconds": round(self.seconds, 3),
@@ -142,18 +155,14 @@ class DocumentInput:
 
 
 @dataclass(slots=True)
-class _Unit:
-    """Documents committed together; the last unit of a file also records the file and drops its stale docs."""
+class _Part:
+    """The chunks of one document queued for the next commit; ``done`` once the document's last one is in.
 
-    label: str
-    docs: list[DocumentWrite]
-    stale_doc_ids: set[str] = field(default_factory=set)
-    record: FileRecord | None = None
-    outcome: str | None = None  # "added" or "updated", reported once this unit is committed
+    A part that is committed before it is done gets the content hash :data:`INCOMPLETE`.
+    """
 
-    @property
-    def n_chunks(self) -> int:
-        return sum(len(d.chunks) for d in self.docs)
+    write: DocumentWrite
+    done: bool = False
 
 
 def chunk_id_for(doc_id: str, span: ChunkSpan) -> str:
@@ -164,18 +173,35 @@ def chunk_id_for(doc_id: str, span: ChunkSpan) -> str:
 
 @dataclass(slots=True)
 class Discovery:
-    """The files found under the ingested paths, and the folders that could not be listed."""
+    """What a walk of the ingested paths found.
+
+    Attributes:
+        files: the files some parser reads (by suffix), and every file named directly; sorted per path.
+        unsupported: visible files no parser reads (reported as skipped).
+        folder_links: symbolic links to folders, which the walk does not follow (reported as skipped).
+        unreadable_dirs: ``(folder, reason)`` for folders that could not be listed.
+    """
 
     files: list[Path] = field(default_factory=list)
+    unsupported: list[Path] = field(default_factory=list)
+    folder_links: list[Path] = field(default_factory=list)
     unreadable_dirs: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def discover(paths: Iterable[Path], suffixes: frozenset[str] | None = None) -> Discovery:
-    """Every supported file under ``paths``, sorted, skipping hidden and tool folders.
+    """Every file under ``paths``, sorted, skipping hidden and tool folders (:data:`SKIP_DIRS`).
+
+    Hidden files (``.name``) that no parser reads, such as ``.DS_Store`` or ``.gitignore``, are left out
+    silently; a hidden file of a supported type is ingested, as it always was.
+
+    Args:
+        paths: files and folders; folders are walked recursively without following links to folders.
+        suffixes: the suffixes parsers read; the installed parsers' when ``None``.
 
     Raises:
         IngestError: a path does not exist.
     """
+    wanted = suffixes if suffixes is not None else default_registry().suffixes()
     found = Discovery()
     for root in paths:
         if root.is_file():
@@ -188,11 +214,18 @@ def discover(paths: Iterable[Path], suffixes: frozenset[str] | None = None) -> D
             found.unreadable_dirs.append((Path(exc.filename or root), exc.strerror or str(exc)))
 
         files: list[Path] = []
+        unsupported: list[Path] = []
         for folder, dirs, names in os.walk(root, onerror=failed):
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-            wanted = suffixes if suffixes is not None else default_registry().suffixes()
-            files.extend(Path(folder) / f for f in names if Path(f).suffix.lower() in wanted)
+            kept = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+            found.folder_links.extend(Path(folder) / d for d in kept if os.path.islink(os.path.join(folder, d)))
+            dirs[:] = kept
+            for name in names:
+                if Path(name).suffix.lower() in wanted:
+                    files.append(Path(folder) / name)
+                elif not name.startswith("."):
+                    unsupported.append(Path(folder) / name)
         found.files.extend(sorted(files))
+        found.unsupported.extend(sorted(unsupported))
     return found
 
 
@@ -245,8 +278,17 @@ class Ingestor:
         self.batch_chunks = batch_chunks
         self.limits = limits or ParseLimits()
         self.registry = registry or default_registry()
-        self._queue: list[_Unit] = []
+        # The next commit: document parts, finished files, documents that left their file, outcomes.
+        self._parts: list[_Part] = []
         self._queued_chunks = 0
+        self._records: list[FileRecord] = []
+        self._stale_doc_ids: set[str] = set()
+        self._outcomes: list[tuple[str, str]] = []
+        # The file being chunked, with the INCOMPLETE hash recorded if a commit lands inside it.
+        self._open_file: FileRecord | None = None
+        # Chunk ids a document held before this run, not yet written again: for a document committed in
+        # several parts, deleted at its last part (or reused, if a later part has the same window).
+        self._carried: dict[str, set[str]] = {}
         # Document ids this run has claimed (doc id -> path) or released (stale in their old file).
         self._claimed: dict[str, str] = {}
         self._released: set[str] = set()
@@ -258,12 +300,22 @@ class Ingestor:
         return self._chunker
 
     def file_id(self, path: Path) -> str:
-        """The display path and id of a file: relative to the project root when inside it."""
-        resolved = path.resolve()
+        """The display path and id of a file: the path it was found at, relative to the project root when
+        inside it.
+
+        Links among the folders above the file are resolved, as they always were (so ids of ordinary
+        files never change); a file that is itself a symbolic link keeps its own name: a link is cited by
+        the path the user ingested, not by its target's.
+        """
+        absolute = Path(os.path.abspath(path))
         try:
-            return resolved.relative_to(self.project_root).as_posix()
+            located = absolute.parent.resolve() / absolute.name
+        except (OSError, RuntimeError):  # a link loop among the folders above: cite the path as given
+            located = absolute
+        try:
+            return located.relative_to(self.project_root).as_posix()
         except ValueError:
-            return resolved.as_posix()
+            return located.as_posix()
 
     def _absolute(self, fid: str) -> Path:
         return Path(fid) if Path(fid).is_absolute() else self.project_root / fid
@@ -279,7 +331,8 @@ class Ingestor:
             ConfigError: ``metadata`` uses a reserved key (nothing is changed).
             IngestError: if a path does not exist. Unreadable files, folders and records do not raise:
                 they are reported in :attr:`IngestReport.failed` and skipped, and everything else is
-                committed.
+                committed. Files no parser reads, and links to files ingested anyway, are listed in
+                :attr:`IngestReport.skipped`.
         """
         started = time.perf_counter()
         report = IngestReport()
@@ -288,21 +341,26 @@ class Ingestor:
         found = discover(paths, self.registry.suffixes())
         for folder, reason in found.unreadable_dirs:
             report.failed.append((self.file_id(folder), f"cannot list folder: {reason}; its files are kept as they are"))
+        for path in found.unsupported:
+            report.skipped.append((self.file_id(path), self.registry.unsupported_reason(path.name) or "unsupported file type"))
+        for path in found.folder_links:
+            report.skipped.append((self.file_id(path), "link to a folder (links to folders are not followed)"))
         known = self.catalog.files()
-        seen: set[str] = set()
-        total = len(found.files)
-        for done, path in enumerate(found.files):
-            fid = self.file_id(path)
-            seen.add(fid)
+        plan, retired = self._plan(found.files, known, report)
+        seen = {fid for _, fid in plan}
+        total = len(plan)
+        for done, (path, fid) in enumerate(plan):
             if progress:
                 progress(done, total, fid)
             try:
                 self._prepare_file(path, fid, known.get(fid), user_meta, report)
             except LoaderError as exc:
-                log.info("skipped %s: %s", fid, exc)  # reported in IngestReport.failed; the caller shows it
+                log.info("failed %s: %s", fid, exc)  # reported in IngestReport.failed; the caller shows it
                 report.failed.append((fid, str(exc)))
+            finally:
+                self._open_file = None
         self._commit(report)
-        self._remove_missing(paths, seen, known, found, report)
+        self._remove_missing(paths, seen, known, found, report, retired)
         self._sweep_journal()
         if progress:
             progress(total, total, "")
@@ -356,10 +414,8 @@ class Ingestor:
             if info.get(item.id, (None, None))[1] == content_hash:
                 report.unchanged.append(item.id)
                 continue
-            spans = self.chunker.chunk_many([doc])[0]
-            write = DocumentWrite(doc.doc_id, doc.source, content_hash, doc.title, self._chunks(doc, spans, content_hash))
-            outcome = "updated" if item.id in info else "added"
-            self._enqueue(_Unit(item.id, [write], outcome=outcome), report)
+            self._queue_documents([doc], {doc.doc_id: content_hash}, doc.source, report)
+            self._outcomes.append((item.id, "updated" if item.id in info else "added"))
         self._commit(report)
         self._sweep_journal()
         report.seconds = time.perf_counter() - started
@@ -386,13 +442,69 @@ class Ingestor:
 
     # -- preparing --------------------------------------------------------------------------------
 
+    def _plan(
+        self, files: list[Path], known: Mapping[str, FileRecord], report: IngestReport
+    ) -> tuple[list[tuple[Path, str]], list[str]]:
+        """The files to ingest with their ids, each file once.
+
+        A symbolic link whose file is ingested anyway (it is under the ingested folders too, or an earlier
+        link leads to it) is skipped, so one file gives one document; a broken link or a link loop is a
+        failure, reported under the link's own path.
+
+        Returns:
+            ``(plan, retired)``: ``(path, file id)`` in walk order, and the ids of files ingested before
+            that are now skipped as such links (their documents are removed).
+        """
+        entries: list[tuple[Path, str, bool]] = []
+        ids: set[str] = set()
+        for path in files:
+            fid = self.file_id(path)
+            if fid not in ids:  # a file named twice (a folder and a file in it) is read once
+                ids.add(fid)
+                entries.append((path, fid, path.is_symlink()))
+        if not any(is_link for _, _, is_link in entries):
+            return [(path, fid) for path, fid, _ in entries], []
+        # Which file a link leads to, by device and inode: ordinary files first, so a link never wins
+        # over its target, whatever their order.
+        owners: dict[tuple[int, int], tuple[str, bool]] = {}
+        for path, fid, is_link in entries:
+            identity = None if is_link else _identity(path)
+            if identity is not None:
+                owners.setdefault(identity, (fid, False))
+        plan: list[tuple[Path, str]] = []
+        retired: list[str] = []
+        for path, fid, is_link in entries:
+            if not is_link:
+                plan.append((path, fid))
+                continue
+            try:
+                target = os.stat(path)
+            except FileNotFoundError:
+                report.failed.append((fid, f"broken symbolic link (its target {os.readlink(path)} does not exist)"))
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    report.failed.append((fid, "symlink loop (the link leads back to itself)"))
+                else:
+                    plan.append((path, fid))  # reading it reports the error
+                continue
+            owner = owners.setdefault((target.st_dev, target.st_ino), (fid, True))
+            if owner[0] == fid:
+                plan.append((path, fid))
+                continue
+            other = f"the same file as {owner[0]}" if owner[1] else owner[0]
+            report.skipped.append((fid, f"link to {other}, which is ingested too"))
+            if fid in known:
+                retired.append(fid)
+        return plan, retired
+
     def _prepare_file(
         self, path: Path, fid: str, known: FileRecord | None, user_meta: Mapping[str, Any], report: IngestReport
     ) -> None:
-        """Hash the file; if it changed, load and chunk it and queue its documents for committing."""
+        """Hash the file; if it changed, load it and queue its documents' chunks as they are cut."""
+        stat = check_file(path, self.limits, self.registry)  # before reading: size and type
         try:
             data = path.read_bytes()
-            stat = path.stat()
         except OSError as exc:
             raise LoaderError(f"cannot read file: {exc.strerror or exc}") from None
         digest = hashlib.sha256(data)
@@ -406,6 +518,7 @@ class Ingestor:
             path, doc_id=fid, source=fid, metadata=dict(user_meta), problems=problems, limits=self.limits,
             registry=self.registry, data=data,
         )
+        del data  # the documents hold the text now; the bytes of a large file need not stay too
         documents = self._claim(fid, documents, problems)
         for label, reason in problems:
             report.failed.append((f"{fid}: {label}", reason))
@@ -414,22 +527,15 @@ class Ingestor:
         stale = set(old_hashes) - hashes.keys()
         self._released.update(stale)
         changed = [d for d in documents if old_hashes.get(d.doc_id) != hashes[d.doc_id]]
-        units: list[_Unit] = []
-        unit = _Unit(fid, [])
-        # Cut at document boundaries so that each commit stays near batch_chunks.
-        for doc, spans in zip(changed, self.chunker.chunk_many(changed)):
-            unit.docs.append(DocumentWrite(doc.doc_id, fid, hashes[doc.doc_id], doc.title, self._chunks(doc, spans, hashes[doc.doc_id])))
-            if unit.n_chunks >= self.batch_chunks:
-                units.append(unit)
-                unit = _Unit(fid, [])
-        units.append(unit)
-        last = units[-1]
-        last.stale_doc_ids = stale
+        self._open_file = replace(record, file_hash=INCOMPLETE)
+        self._queue_documents(changed, hashes, fid, report)
+        self._open_file = None
+        # Committed with (or after) the file's last chunks, never before them.
+        self._stale_doc_ids |= stale
         # A file with skipped records is not marked as done: the next run looks at it (and reports) again.
-        last.record = record if not problems else None
-        last.outcome = "added" if known is None else "updated"
-        for item in units:
-            self._enqueue(item, report)
+        if not problems:
+            self._records.append(record)
+        self._outcomes.append((fid, "added" if known is None else "updated"))
 
     def _claim(self, fid: str, documents: list[Document], problems: list[tuple[str, str]]) -> list[Document]:
         """Drop (as problems) documents whose id already belongs to another file or document source."""
@@ -446,53 +552,51 @@ class Ingestor:
             kept.append(doc)
         return kept
 
-    def _chunks(self, doc: Document, spans: list[ChunkSpan], content_hash: str) -> list[Chunk]:
-        base = {
-            **doc.metadata,
-            "doc_id": doc.doc_id,
-            "source": doc.source,
-            "title": doc.title,
-            "content_hash": content_hash,
-        }
-        return [
-            Chunk(
-                chunk_id_for(doc.doc_id, span),
-                doc.doc_id,
-                span.text,
-                {
-                    **base,
-                    "headings": list(span.headings),
-                    "section": " > ".join(span.headings),
-                    "page": span.page,
-                    "start": span.start,
-                    "end": span.end,
-                    "chunk_index": index,
-                    "n_tokens": span.n_tokens,
-                    **span.location,
-                },
-            )
-            for index, span in enumerate(spans)
-        ]
+    def _queue_documents(self, docs: list[Document], hashes: Mapping[str, str], path: str, report: IngestReport) -> None:
+        """Chunk ``docs`` as a stream into the queue, committing each time a batch is full.
+
+        A batch is cut before a document once it holds ``batch_chunks`` chunks; inside a document only
+        when that document's own part reaches ``batch_chunks``, so a document smaller than a batch is
+        always committed whole, and a queue never holds much more than two batches of chunks.
+        """
+        if not docs:
+            return
+        stream = self.chunker.iter_spans(docs)
+        upcoming = next(stream, None)
+        for index, doc in enumerate(docs):
+            if self._queued_chunks >= self.batch_chunks:
+                self._commit(report)
+            content_hash = hashes[doc.doc_id]
+            base = _chunk_base(doc, content_hash)
+            part = _Part(DocumentWrite(doc.doc_id, path, content_hash, doc.title, []))
+            self._parts.append(part)
+            n = 0
+            while upcoming is not None and upcoming[0] == index:
+                if len(part.write.chunks) >= self.batch_chunks:
+                    self._commit(report)
+                    part = _Part(DocumentWrite(doc.doc_id, path, content_hash, doc.title, [], replace=False, first_ord=n))
+                    self._parts.append(part)
+                part.write.chunks.append(_chunk(base, doc.doc_id, upcoming[1], n))
+                self._queued_chunks += 1
+                n += 1
+                upcoming = next(stream, None)
+            part.done = True
 
     # -- committing -------------------------------------------------------------------------------
 
-    def _enqueue(self, unit: _Unit, report: IngestReport) -> None:
-        self._queue.append(unit)
-        self._queued_chunks += unit.n_chunks
-        if self._queued_chunks >= self.batch_chunks:
-            self._commit(report)
-
     def _commit(self, report: IngestReport) -> None:
-        """Embed and commit the queued units in crash-safe order (see the module docstring)."""
-        units, self._queue, self._queued_chunks = self._queue, [], 0
-        if not units:
+        """Embed and commit the queue in crash-safe order (see the module docstring)."""
+        parts, self._parts, self._queued_chunks = self._parts, [], 0
+        records, self._records = self._records, []
+        stale_docs, self._stale_doc_ids = self._stale_doc_ids, set()
+        outcomes, self._outcomes = self._outcomes, []
+        if not (parts or records or stale_docs or outcomes):
             return
-        docs = [d for unit in units for d in unit.docs]
-        chunks = [c for d in docs for c in d.chunks]
-        old_ids = self.catalog.chunk_ids_of(
-            [d.doc_id for d in docs] + [doc_id for unit in units for doc_id in unit.stale_doc_ids]
-        )
+        chunks = [c for part in parts for c in part.write.chunks]
         new_ids = {c.chunk_id for c in chunks}
+        old_ids = self.catalog.chunk_ids_of(
+            [p.write.doc_id for p in parts if p.write.replace] + sorted(stale_docs)
+        )
         # Every vector the store already holds for these ids is reused: unchanged windows of an updated
         # document, and what a killed run flushed but never committed. They are upserted again all the
         # same, since their metadata (front-matter, --meta) may have changed.
@@ -502,28 +606,48 @@ class Ingestor:
         if reused:
             self._write_vectors(reused, vectors)
         for start in range(0, len(fresh), self.batch_chunks):
-            part = fresh[start : start + self.batch_chunks]
-            vectors.update(zip((c.chunk_id for c in part), self.embedder.encode([c.text for c in part])))
-            self._write_vectors(part, vectors)
-        stale = sorted(old_ids - new_ids)
+            part_chunks = fresh[start : start + self.batch_chunks]
+            vectors.update(zip((c.chunk_id for c in part_chunks), self.embedder.encode([c.text for c in part_chunks])))
+            self._write_vectors(part_chunks, vectors)
+        stale, carried = self._stale_ids(parts, old_ids, new_ids)
+        writes = [p.write if p.done else replace(p.write, content_hash=INCOMPLETE) for p in parts]
         now = _utc_now()
         with self.catalog.transaction() as db:
-            for unit in units:
-                self.catalog.delete_documents(db, unit.stale_doc_ids)
-                self.catalog.write_documents(db, unit.docs)
-                if unit.record is not None:
-                    self.catalog.record_file(db, unit.record, now)
+            self.catalog.delete_documents(db, stale_docs)
+            self.catalog.write_documents(db, writes)
+            for record in records:
+                self.catalog.record_file(db, record, now)
+            if self._open_file is not None and any(p.write.path == self._open_file.path for p in parts):
+                self.catalog.record_file(db, self._open_file, now)  # the file is not done: INCOMPLETE
             self.catalog.unjournal(db, new_ids)
-            self.catalog.journal(stale, db)
+            # Carried ids are no longer named by the catalog: journaled, so that a kill leaves them
+            # to the sweep, but deleted only at the document's last part (which may reuse them).
+            self.catalog.journal(sorted(stale | carried), db)
             self.catalog.bump_generation(db)
         self._delete_vectors(stale)
-        for unit in units:
-            if unit.outcome == "added":
-                report.added.append(unit.label)
-            elif unit.outcome == "updated":
-                report.updated.append(unit.label)
+        for label, outcome in outcomes:
+            (report.added if outcome == "added" else report.updated).append(label)
         report.chunks_added += len(fresh)
         report.chunks_removed += len(stale)
+
+    def _stale_ids(self, parts: list[_Part], old_ids: set[str], new_ids: set[str]) -> tuple[set[str], set[str]]:
+        """``(stale, carried)``: chunk ids to delete after this commit, and ids of the document still open
+        (committed in parts) that it held before this run and no part has written again yet."""
+        stale = old_ids - new_ids
+        carried: set[str] = set()
+        for part in parts:
+            doc_id = part.write.doc_id
+            if part.write.replace and not part.done:
+                carried = self.catalog.chunk_ids_of([doc_id]) - new_ids
+                stale -= carried
+                self._carried[doc_id] = carried
+            elif not part.write.replace:
+                left = self._carried.pop(doc_id, set()) - new_ids
+                if part.done:
+                    stale |= left
+                else:
+                    self._carried[doc_id] = carried = left
+        return stale, carried
 
     def _write_vectors(self, chunks: Sequence[Chunk], vectors: Mapping[str, Any]) -> None:
         """Journal, upsert and flush: after this, a crash leaves vectors the next run can find and reuse."""
@@ -549,13 +673,15 @@ class Ingestor:
         known: dict[str, FileRecord],
         found: Discovery,
         report: IngestReport,
+        retired: Sequence[str] = (),
     ) -> None:
-        """Forget files ingested from under one of the folders in ``roots`` that no longer exist."""
+        """Forget files ingested from under one of the folders in ``roots`` that no longer exist, and the
+        ``retired`` ones (links now skipped because their file is ingested anyway)."""
         folders = [r.resolve() for r in roots if r.is_dir()]
         blind = [d.resolve() for d, _ in found.unreadable_dirs]
-        gone = []
+        gone = list(retired)
         for fid in known:
-            if fid in seen:
+            if fid in seen or fid in retired:
                 continue
             path = self._absolute(fid)
             if not any(path.is_relative_to(f) for f in folders) or any(path.is_relative_to(b) for b in blind):
@@ -586,6 +712,40 @@ class Ingestor:
             self.store.flush()
         with self.catalog.transaction() as db:
             self.catalog.unjournal(db, journaled)
+
+
+def _chunk_base(doc: Document, content_hash: str) -> dict[str, Any]:
+    """The metadata every chunk of ``doc`` shares."""
+    return {**doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title, "content_hash": content_hash}
+
+
+def _chunk(base: Mapping[str, Any], doc_id: str, span: ChunkSpan, index: int) -> Chunk:
+    """The chunk of one window: ``base`` metadata plus where the window lies."""
+    return Chunk(
+        chunk_id_for(doc_id, span),
+        doc_id,
+        span.text,
+        {
+            **base,
+            "headings": list(span.headings),
+            "section": " > ".join(span.headings),
+            "page": span.page,
+            "start": span.start,
+            "end": span.end,
+            "chunk_index": index,
+            "n_tokens": span.n_tokens,
+            **span.location,
+        },
+    )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` leads to, or ``None`` when it cannot be looked at."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _missing(path: Path) -> bool:

