@@ -130,19 +130,28 @@ def test_bad_files_are_reported_and_the_rest_committed(make_engine, corpus: Path
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\n\x00\x01garbage that is no PDF\n")
     (corpus / "blob.txt").write_bytes(b"\x00\x01\x02\x03binary\x00")
     (corpus / "empty.md").write_text("")
-    (corpus / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (corpus / "minutes.docx").write_bytes(b"PK\x03\x04 a zip cut short")
+    # Latin-1 used to be refused; it is decoded now, and the encoding recorded.
+    (corpus / "latin1.txt").write_bytes("Caf\xe9 menu\n\nThe cr\xe8me br\xfbl\xe9e costs four euros.".encode("latin-1"))
     engine = make_engine()
     report = engine.ingest([corpus])
     reasons = dict(report.failed)
-    assert set(reasons) == {"docs/broken.pdf", "docs/blob.txt", "docs/empty.md", "docs/latin1.txt"}
+    assert set(reasons) == {"docs/broken.pdf", "docs/blob.txt", "docs/empty.md", "docs/minutes.docx"}
     assert "PDF" in reasons["docs/broken.pdf"] and "binary" in reasons["docs/blob.txt"]
-    assert "empty" in reasons["docs/empty.md"] and "UTF-8" in reasons["docs/latin1.txt"]
-    assert len(report.added) == 4 and not report.ok
+    assert "empty" in reasons["docs/empty.md"] and reasons["docs/minutes.docx"].startswith("corrupt Word document")
+    (hit,) = engine.search("crème brûlée", 1)
+    assert hit.chunk.source == "docs/latin1.txt" and "crème brûlée" in hit.chunk.text
+    assert hit.chunk.metadata["encoding"] == "cp1252"
+    assert len(report.added) == 5 and not report.ok
     consistent(engine)
     # Fixed later, the file is picked up; the good files are not touched again.
-    (corpus / "latin1.txt").write_text("café crème is served at the widget launch party")
+    import docx
+
+    minutes = docx.Document()
+    minutes.add_paragraph("café crème is served at the widget launch party")
+    minutes.save(corpus / "minutes.docx")
     fixed = engine.ingest([corpus])
-    assert fixed.added == ["docs/latin1.txt"] and len(fixed.unchanged) == 4
+    assert fixed.added == ["docs/minutes.docx"] and len(fixed.unchanged) == 5
 
 
 def test_mismatched_model_is_refused_with_a_rebuild_hint(make_engine, corpus: Path) -> None:
