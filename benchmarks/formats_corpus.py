@@ -258,14 +258,14 @@ class CorpusWriter:
     def _ask(self, fmt: str, rel: str, fact: Fact, part: str | None = None) -> None:
         self.corpus.questions.append(Question(fact.question, fmt, rel, part))
 
-    def _reports(self, fmt: str, n: int, asked: tuple[int, ...], write: Callable[[Path, Report], None],
+    def _reports(self, fmt: str, n: int, asked: tuple[int, ...], write: Callable[[Path, Report], int | None],
                  suffix: str, **report_args: Any) -> None:
-        """``n`` reports written by ``write``; fact ``asked[i]`` of report ``i`` becomes a question."""
+        """``n`` reports written by ``write`` (which returns the page count of paged formats, else ``None``);
+        fact ``asked[i]`` of report ``i`` becomes a question."""
         for i in range(n):
             report = self.inv.report(**report_args)
             path = self._path(fmt, f"report-{i + 1}{suffix}")
-            write(path, report)
-            rel = self._add(fmt, path)
+            rel = self._add(fmt, path, pages=write(path, report))
             if i < len(asked):
                 self._ask(fmt, rel, report.facts[asked[i]])
 
@@ -280,7 +280,10 @@ class CorpusWriter:
         return "\n".join(parts)
 
     def text_formats(self) -> None:
-        self._reports("markdown", 4, (0, 1), lambda p, r: p.write_text(self.markdown(r)), ".md")
+        def markdown(path: Path, r: Report) -> None:
+            path.write_text(self.markdown(r))
+
+        self._reports("markdown", 4, (0, 1), markdown, ".md")
 
         def plain(path: Path, r: Report) -> None:
             blocks = [r.title.upper()] + [f"{h}\n\n" + "\n\n".join(ps) for h, ps in r.sections]
@@ -331,14 +334,16 @@ class CorpusWriter:
 
         styles = getSampleStyleSheet()
 
-        def pdf(path: Path, r: Report) -> None:
+        def pdf(path: Path, r: Report) -> int:
             story: list[Any] = [Paragraph(r.title, styles["Title"])]
             for i, (heading, paragraphs) in enumerate(r.sections):
                 if i == 2:
                     story.append(PageBreak())
                 story.append(Paragraph(heading, styles["Heading2"]))
                 story += [Paragraph(p, styles["BodyText"]) for p in paragraphs]
-            SimpleDocTemplate(str(path), title=r.title, invariant=True).build(story)
+            doc = SimpleDocTemplate(str(path), title=r.title, invariant=True)
+            doc.build(story)
+            return doc.page
 
         self._reports("pdf", 3, (1, 3), pdf, ".pdf")
         for i in range(2):
