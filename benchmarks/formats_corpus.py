@@ -301,12 +301,17 @@ class CorpusWriter:
 
         self._reports("rst", 3, (4, 1), rst, ".rst")
 
+        earlier: list[str] = []
+
         def html(path: Path, r: Report) -> None:
             # Navigation, a sidebar of links to other reports, a cookie banner and a footer around the
-            # article: the boilerplate a main-content extractor has to leave out.
+            # article: the boilerplate a main-content extractor has to leave out. The sidebar names the
+            # sites of the earlier HTML reports, so boilerplate left in competes with the answering page.
             nav = "".join(f'<li><a href="/{w.lower()}">{w}</a></li>' for w in
                           ["Home", "Reports", "Sites", "Careers", "Press", "Contact"])
-            related = "".join(f'<li><a href="/r/{i}">{self.inv.site()} annual report</a></li>' for i in range(6))
+            sites = earlier + [self.inv.site() for _ in range(6 - len(earlier))]
+            related = "".join(f'<li><a href="/r/{i}">{site} annual report</a></li>' for i, site in enumerate(sites))
+            earlier.append(r.site)
             article = "".join(f"<h2>{h}</h2>" + "".join(f"<p>{p}</p>" for p in ps) for h, ps in r.sections)
             path.write_text(
                 f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{r.title}</title></head><body>"
