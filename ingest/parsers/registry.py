@@ -35,9 +35,14 @@ SNIFF_BYTES = 8192
 BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.markdown:MarkdownParser",
     "rag.ingest.parsers.text:TextParser",
+    "rag.ingest.parsers.rst:RstParser",
     "rag.ingest.parsers.html:HtmlParser",
     "rag.ingest.parsers.pdf:PdfParser",
     "rag.ingest.parsers.jsonl:JsonlParser",
+    "rag.ingest.parsers.docx:DocxParser",
+    "rag.ingest.parsers.pptx:PptxParser",
+    "rag.ingest.parsers.xlsx:XlsxParser",
+    "rag.ingest.parsers.delimited:CsvParser",
 )
 
 

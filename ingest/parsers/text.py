@@ -12,7 +12,7 @@ _MAX_TITLE_LINE = 80
 
 class TextParser(BaseParser):
     name = "text"
-    suffixes = (".txt", ".text", ".rst")
+    suffixes = (".txt", ".text")
     media_types = ("text/plain",)
     description = "one section; the first short line is the title"
 
