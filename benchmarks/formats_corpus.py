@@ -400,13 +400,16 @@ class CorpusWriter:
         path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         return ImageFont.truetype(str(path), size)
 
-    def _render_pages(self, lines: list[str], width_in: float = 8.5, height_in: float = 11.0,
+    def _render_pages(self, lines: list[str], width_in: float = 8.5, height_in: float | None = 11.0,
                       dpi: int = SCAN_DPI, point: int = 11) -> Iterator[tuple[Any, str]]:
-        """Pages of black text on white at ``dpi``, wrapped to the width; yields (image, text on it)."""
+        """Pages of black text on white at ``dpi``, wrapped to the width; yields (image, text on it).
+
+        ``height_in=None`` makes one image just tall enough for all the lines (a photo of a memo).
+        """
         from PIL import Image, ImageDraw
 
         font = self._font(round(point * dpi / 72))
-        width, height = round(width_in * dpi), round(height_in * dpi)
+        width = round(width_in * dpi)
         margin, line_height = dpi, round(point * dpi / 72 * 1.45)
         wrapped: list[str] = []
         measure = ImageDraw.Draw(Image.new("L", (1, 1)))
@@ -420,6 +423,10 @@ class CorpusWriter:
                 else:
                     current = trial
             wrapped += [current, ""]
+        if height_in is None:
+            height = 2 * margin + len(wrapped) * line_height
+        else:
+            height = round(height_in * dpi)
         per_page = (height - 2 * margin) // line_height
         for start in range(0, len(wrapped), per_page):
             chunk = wrapped[start:start + per_page]
@@ -455,10 +462,10 @@ class CorpusWriter:
             for i in range(count):
                 r = self.inv.report(sections=1, filler=2)
                 lines = r.plain_lines()
-                pages = list(self._render_pages(lines, height_in=5.5))
+                pages = list(self._render_pages(lines, height_in=None))
                 if fmt == "tiff":  # a second frame: a second memo's section
                     other = self.inv.report(sections=1, filler=2)
-                    pages += list(self._render_pages(other.plain_lines(), height_in=5.5))
+                    pages += list(self._render_pages(other.plain_lines(), height_in=None))
                 path = self._path(fmt, f"memo-{i + 1}{suffix}")
                 images = [image for image, _ in pages]
                 if fmt == "png":
@@ -468,8 +475,6 @@ class CorpusWriter:
                 else:
                     images[0].save(path, save_all=True, append_images=images[1:], compression="tiff_lzw",
                                    dpi=(SCAN_DPI, SCAN_DPI))
-                if len(pages) > 1 and fmt != "tiff":
-                    raise AssertionError(f"{fmt} memo does not fit one image")
                 rel = self._add(fmt, path, pages=len(pages), known_text=" ".join(t for _, t in pages))
                 if i < asked:
                     self._ask(fmt, rel, r.facts[i])
