@@ -233,6 +233,56 @@ class Inventor:
         return Report(f"{site}: annual report", site, body, facts)
 
 
+# -- rendering text as images --------------------------------------------------------------------
+
+
+def _font(size: int) -> Any:
+    import matplotlib
+    from PIL import ImageFont
+
+    path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size)
+
+
+def text_images(lines: list[str], width_in: float = 8.5, height_in: float | None = 11.0,
+                dpi: int = SCAN_DPI, point: int = 11) -> Iterator[tuple[Any, str]]:
+    """Pages of black text on white at ``dpi``, wrapped to the width; yields (image, text on it).
+
+    ``height_in=None`` makes one image just tall enough for all the lines (a photo of a memo).
+    """
+    from PIL import Image, ImageDraw
+
+    font = _font(round(point * dpi / 72))
+    width = round(width_in * dpi)
+    margin, line_height = dpi, round(point * dpi / 72 * 1.45)
+    wrapped: list[str] = []
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    for line in lines:
+        words, current = line.split(), ""
+        for word in words:
+            trial = f"{current} {word}".strip()
+            if measure.textlength(trial, font=font) > width - 2 * margin and current:
+                wrapped.append(current)
+                current = word
+            else:
+                current = trial
+        wrapped += [current, ""]
+    if height_in is None:
+        height = 2 * margin + len(wrapped) * line_height
+    else:
+        height = round(height_in * dpi)
+    per_page = (height - 2 * margin) // line_height
+    for start in range(0, len(wrapped), per_page):
+        chunk = wrapped[start:start + per_page]
+        if not any(chunk):
+            continue
+        image = Image.new("L", (width, height), 255)
+        draw = ImageDraw.Draw(image)
+        for n, text in enumerate(chunk):
+            draw.text((margin, margin + n * line_height), text, font=font, fill=0)
+        yield image, " ".join(t for t in chunk if t)
+
+
 # -- the builders -----------------------------------------------------------------------------------
 
 
@@ -392,52 +442,6 @@ class CorpusWriter:
                     f"How many trucks does the {depot} depot run?", "pdf-2col", rel,
                     row_key=depot, row_value=trucks, row=n))
 
-    @staticmethod
-    def _font(size: int) -> Any:
-        import matplotlib
-        from PIL import ImageFont
-
-        path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        return ImageFont.truetype(str(path), size)
-
-    def _render_pages(self, lines: list[str], width_in: float = 8.5, height_in: float | None = 11.0,
-                      dpi: int = SCAN_DPI, point: int = 11) -> Iterator[tuple[Any, str]]:
-        """Pages of black text on white at ``dpi``, wrapped to the width; yields (image, text on it).
-
-        ``height_in=None`` makes one image just tall enough for all the lines (a photo of a memo).
-        """
-        from PIL import Image, ImageDraw
-
-        font = self._font(round(point * dpi / 72))
-        width = round(width_in * dpi)
-        margin, line_height = dpi, round(point * dpi / 72 * 1.45)
-        wrapped: list[str] = []
-        measure = ImageDraw.Draw(Image.new("L", (1, 1)))
-        for line in lines:
-            words, current = line.split(), ""
-            for word in words:
-                trial = f"{current} {word}".strip()
-                if measure.textlength(trial, font=font) > width - 2 * margin and current:
-                    wrapped.append(current)
-                    current = word
-                else:
-                    current = trial
-            wrapped += [current, ""]
-        if height_in is None:
-            height = 2 * margin + len(wrapped) * line_height
-        else:
-            height = round(height_in * dpi)
-        per_page = (height - 2 * margin) // line_height
-        for start in range(0, len(wrapped), per_page):
-            chunk = wrapped[start:start + per_page]
-            if not any(chunk):
-                continue
-            image = Image.new("L", (width, height), 255)
-            draw = ImageDraw.Draw(image)
-            for n, text in enumerate(chunk):
-                draw.text((margin, margin + n * line_height), text, font=font, fill=0)
-            yield image, " ".join(t for t in chunk if t)
-
     def scans(self) -> None:
         """Image-only PDFs (150 dpi page images, no text layer) and PNG, JPEG and multi-page TIFF photos."""
         from reportlab.lib.pagesizes import letter
@@ -449,7 +453,7 @@ class CorpusWriter:
             path = self._path("pdf-scan", f"scan-{i + 1}.pdf")
             pdf = canvas.Canvas(str(path), pagesize=letter, invariant=True)
             texts = []
-            for image, text in self._render_pages(r.plain_lines()):
+            for image, text in text_images(r.plain_lines()):
                 pdf.drawImage(ImageReader(image), 0, 0, width=letter[0], height=letter[1])
                 pdf.showPage()
                 texts.append(text)
@@ -462,10 +466,10 @@ class CorpusWriter:
             for i in range(count):
                 r = self.inv.report(sections=1, filler=2)
                 lines = r.plain_lines()
-                pages = list(self._render_pages(lines, height_in=None))
+                pages = list(text_images(lines, height_in=None))
                 if fmt == "tiff":  # a second frame: a second memo's section
                     other = self.inv.report(sections=1, filler=2)
-                    pages += list(self._render_pages(other.plain_lines(), height_in=None))
+                    pages += list(text_images(other.plain_lines(), height_in=None))
                 path = self._path(fmt, f"memo-{i + 1}{suffix}")
                 images = [image for image, _ in pages]
                 if fmt == "png":
