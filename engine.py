@@ -375,7 +375,7 @@ class RagEngine:
                     f"chunking.size={chunking.size} exceeds what {self.settings.embedding.model} reads "
                     f"({readable} tokens); lower it or the end of every window is silently dropped"
                 )
-            return SlidingWindowChunker(self.embedder.tokenizer, chunking.size, chunking.overlap)
+            return SlidingWindowChunker(self.embedder.tokenizer, chunking.size, chunking.overlap, chunking.min_tokens)
 
         return make_chunker
 

@@ -51,6 +51,12 @@ class ChunkingSettings(BaseModel):
 
     size: int = Field(200, gt=8, description="Window size in tokens (MiniLM reads at most 256).")
     overlap: int = Field(40, ge=0, description="Tokens shared by consecutive windows.")
+    min_tokens: int = Field(
+        25,
+        ge=0,
+        description="Sections under this many tokens (a heading alone, a label, a navigation line) are merged "
+        "into the next section when it lies under their heading and on the same page; 0 keeps every section apart.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:

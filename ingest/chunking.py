@@ -8,8 +8,23 @@ starts each next window with the trailing whole units of the previous one that f
 tokens. When the last unit alone is larger than that, the overlap falls back to the tail of that unit,
 starting at a sentence start if one lies in the last ``overlap`` tokens, else at a word start.
 
+Three kinds of structure get their own rules:
+
+* **Tables** (a section with :attr:`Section.table <rag.core.types.Section.table>`) are cut between rows,
+  never inside one, and every window repeats the table's header, so a row retrieved alone still carries
+  its column names. Windows of a table do not overlap: rows are independent facts, and the repeated header
+  already gives each window the context an overlap gives prose. A single row too long for a window (a huge
+  cell) is the one case cut inside a row: by words, each piece still after the header.
+* **Fenced code blocks** (``` or ~~~, found with markdown-it-py) are never cut at a blank line inside them,
+  so a block that fits a window stays whole; a longer block is cut at line boundaries. Overlap never starts
+  a window inside a block unless the block is longer than a window.
+* **Tiny sections** (under ``min_tokens``: a heading alone, a label, a navigation line) are merged into the
+  next section when it lies under their heading path and on the same page and location, their text leading
+  its first window, or, the last one of a document, into the previous section it lies under.
+
 Each section is tokenized once, with the offset mapping, and every later decision works on token
-indices, so chunking costs one fast-tokenizer pass over the text.
+indices, so chunking costs one fast-tokenizer pass over the text (plus a short count of the few sections
+small enough to be tiny, and a block-level Markdown parse of sections that contain a fence marker).
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from rag.core.errors import ConfigError
 from rag.core.types import Document, Section
 
 if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -43,20 +59,35 @@ _TOKENIZE_BATCH = 1024
 # Tokenizers that report no limit use a huge sentinel model_max_length.
 _NO_LIMIT = 1_000_000
 
+# Index of _LINE in _SEPARATORS: a code block too long for a window is cut at its lines, never at "sentences".
+_LINE_LEVEL = 2
+
+# Tiny-section candidates are counted only below this many characters per min_tokens token: MiniLM averages
+# about 4-5 characters per token on English, so a longer section is practically never tiny, and the extra
+# count stays off the long sections that make up most of a corpus.
+_TINY_CHARS_PER_TOKEN = 10
+
+_FENCE_MARKERS = ("```", "~~~")
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # what markdown-it counts as a line break
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkSpan:
     """One window of a document, before it is embedded and stored.
 
     Attributes:
-        text: the window's text, exactly ``doc.text[start:end]``, without leading or trailing whitespace.
-        start: character offset of the window in :attr:`Document.text`.
+        text: the window's text, without leading or trailing whitespace: exactly ``doc.text[start:end]``,
+            except in a table window after the first, which is the table's header, a newline, then
+            ``doc.text[start:end]`` (its rows), so that every window of a table names its columns.
+        start: character offset of the window in :attr:`Document.text` (in a table, of its first row, or
+            of the header for the first window).
         end: character offset just past the window.
         headings: heading path of the section the window lies in.
         page: 1-based page of that section, or ``None``.
-        n_tokens: tokens in ``text``, without the special tokens the embedder adds.
-        location: the section's location keys (``slide``, ``sheet`` ...) and, in a table, ``table``,
-            ``row_start`` and ``row_end``; copied into the chunk's metadata.
+        n_tokens: tokens in ``text`` (header included), without the special tokens the embedder adds.
+        location: the section's location keys (``slide``, ``sheet`` ...) and, in a table, ``table`` (the
+            table's name, when it has one), ``row_start`` and ``row_end`` (the source's numbers of the first
+            and last row in the window); copied into the chunk's metadata.
     """
 
     text: str
@@ -130,13 +161,26 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _pieces(text: str, start: int, end: int, separator: re.Pattern[str]) -> Iterator[tuple[int, int]]:
-    """Trimmed, non-empty ranges of ``text[start:end]`` between the gaps ``separator`` matches."""
+def _trimmed_length(text: str) -> int:
+    """``len(text.strip())`` without copying a long text."""
+    start, end = _trim(text, 0, len(text))
+    return end - start
+
+
+def _pieces(
+    text: str, start: int, end: int, separator: re.Pattern[str], fences: Sequence[tuple[int, int]] = ()
+) -> Iterator[tuple[int, int]]:
+    """Trimmed, non-empty ranges of ``text[start:end]`` between the gaps ``separator`` matches.
+
+    Gaps inside one of ``fences`` (code blocks, as ``(start, end)`` ranges) are not cut at.
+    """
     if separator is not _SENTENCE and text.find("\n", start, end) < 0:
         yield start, end  # cheap exit: paragraph and line gaps need a newline
         return
     lo = start
     for match in separator.finditer(text, start, end):
+        if fences and _in_fence(fences, match.start(1), match.end(1)):
+            continue
         piece = _trim(text, lo, match.start(1))
         if piece[0] < piece[1]:
             yield piece
@@ -144,6 +188,73 @@ def _pieces(text: str, start: int, end: int, separator: re.Pattern[str]) -> Iter
     piece = _trim(text, lo, end)
     if piece[0] < piece[1]:
         yield piece
+
+
+def _in_fence(fences: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """True when the whitespace run ``[start, end)`` lies inside a fence (it cannot contain a fence's
+    first or last character, which are not whitespace, so any overlap means inside)."""
+    return any(start < fence_end and end > fence_start for fence_start, fence_end in fences)
+
+
+def _inside_fence(fences: Sequence[tuple[int, int]], pos: int) -> bool:
+    """True when a window starting at ``pos`` would start inside a code block (after its opening fence)."""
+    return any(fence_start < pos < fence_end for fence_start, fence_end in fences)
+
+
+_markdown: MarkdownIt | None = None
+
+
+def _fences(text: str) -> list[tuple[int, int]]:
+    """Trimmed ``(start, end)`` ranges of the fenced code blocks in ``text``, opening to closing fence.
+
+    markdown-it-py finds them as CommonMark does (``` or ~~~ of any length from 3, an info string or
+    not, inside lists and quotes too, an unclosed fence running to the end); only its block level runs.
+    Text without a fence marker is not parsed at all.
+    """
+    global _markdown
+    if not any(marker in text for marker in _FENCE_MARKERS):
+        return []
+    if _markdown is None:
+        from markdown_it import MarkdownIt
+
+        # Block structure is all that decides where a fence is; inline parsing would only cost time.
+        _markdown = MarkdownIt("commonmark").disable("inline")
+    blocks = [token.map for token in _markdown.parse(text) if token.type == "fence" and token.map]
+    if not blocks:
+        return []
+    line_starts = [0, *(match.end() for match in _NEWLINE.finditer(text))]
+    ranges = []
+    for first_line, end_line in blocks:
+        start = line_starts[first_line]
+        end = line_starts[end_line] if end_line < len(line_starts) else len(text)
+        start, end = _trim(text, start, end)
+        if start < end:
+            ranges.append((start, end))
+    return ranges
+
+
+def _around_fences(
+    text: str, start: int, end: int, fences: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, int, bool]]:
+    """``text[start:end]`` as trimmed, non-empty ``(start, end, is_fence)`` runs of prose and code blocks."""
+    lo = start
+    for fence_start, fence_end in fences:
+        fence_start, fence_end = max(fence_start, start), min(fence_end, end)
+        if fence_start >= fence_end:
+            continue
+        for piece_start, piece_end, is_fence in ((lo, fence_start, False), (fence_start, fence_end, True)):
+            piece_start, piece_end = _trim(text, piece_start, piece_end)
+            if piece_start < piece_end:
+                yield piece_start, piece_end, is_fence
+        lo = fence_end
+    lo, hi = _trim(text, lo, end)
+    if lo < hi:
+        yield lo, hi, False
+
+
+def _nested(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
+    """True when heading path ``inner`` lies under (or is) ``outer``."""
+    return inner[: len(outer)] == outer
 
 
 class SlidingWindowChunker:
@@ -156,18 +267,25 @@ class SlidingWindowChunker:
     Args:
         tokenizer: the embedding model's fast tokenizer (offset mapping is required).
         size: maximum tokens per window.
-        overlap: maximum tokens a window shares with the one before it.
+        overlap: maximum tokens a window shares with the one before it (tables never overlap).
+        min_tokens: sections with fewer tokens are merged into a neighbour (see the module docstring);
+            0 keeps every section apart.
 
     Raises:
-        ConfigError: ``size`` is not positive, ``overlap`` is negative or not below ``size``, ``size``
-            exceeds what the tokenizer's model reads, or the tokenizer is not a fast tokenizer.
+        ConfigError: ``size`` is not positive, ``overlap`` is negative or not below ``size``,
+            ``min_tokens`` is negative, ``size`` exceeds what the tokenizer's model reads, or the
+            tokenizer is not a fast tokenizer.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, size: int = 200, overlap: int = 40) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, size: int = 200, overlap: int = 40, min_tokens: int = 25
+    ) -> None:
         if size <= 0:
             raise ConfigError(f"chunk size must be positive, got {size}")
         if not 0 <= overlap < size:
             raise ConfigError(f"chunk overlap must be >= 0 and smaller than size ({size}), got {overlap}")
+        if min_tokens < 0:
+            raise ConfigError(f"chunking min_tokens must be >= 0, got {min_tokens}")
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(f"chunking needs a fast tokenizer with offset mapping, got {type(tokenizer).__name__}")
         model_max = int(getattr(tokenizer, "model_max_length", _NO_LIMIT) or _NO_LIMIT)
@@ -178,6 +296,7 @@ class SlidingWindowChunker:
         self._tokenizer = tokenizer
         self.size = size
         self.overlap = overlap
+        self.min_tokens = min_tokens
 
     def chunk(self, doc: Document) -> list[ChunkSpan]:
         """Windows of one document, in text order; see :meth:`chunk_many`."""
@@ -187,7 +306,7 @@ class SlidingWindowChunker:
         """Windows of many documents, tokenizing their sections in batches for speed.
 
         A document without sections is chunked as one section spanning its text. Blank sections give
-        no windows.
+        no windows; tiny sections are first merged into a neighbour (:meth:`sections_of`).
 
         Args:
             docs: documents whose sections' offsets point into their text.
@@ -199,7 +318,7 @@ class SlidingWindowChunker:
         jobs = [
             (index, section)
             for index, doc in enumerate(docs)
-            for section in (doc.sections or [Section(text=doc.text, start=0)])
+            for section in self.sections_of(doc)
             if section.text.strip()
         ]
         results: list[list[ChunkSpan]] = [[] for _ in docs]
@@ -218,13 +337,114 @@ class SlidingWindowChunker:
         return results
 
     # ------------------------------------------------------------------------------------------------
+    # Tiny sections
+
+    def sections_of(self, doc: Document) -> list[Section]:
+        """The sections chunked for ``doc``: its own, with tiny ones merged into a neighbour.
+
+        A section under ``min_tokens`` tokens joins the next section when the next one lies under its
+        heading path (a heading alone before its first subsection, a preamble before the first heading),
+        both have the same page and location, neither is a table, and only whitespace lies between them;
+        the joined section has the next one's, deeper, heading path. Tiny sections in a row keep joining
+        while the joined text stays under ``min_tokens``. The last section of a document, when tiny, joins
+        the previous one instead when it lies under that one's path. A tiny section followed by a sibling
+        (``## Licence`` then ``## Usage``) stays apart: joined, one of them would carry the other's heading
+        path, or the chunk a path wider than its text's.
+
+        Args:
+            doc: a document whose sections' offsets point into its text.
+
+        Returns:
+            The sections to chunk, in text order (the document's own list when nothing merges); a document
+            without sections is one section spanning its text.
+        """
+        sections = doc.sections or [Section(text=doc.text, start=0)]
+        if self.min_tokens <= 0 or len(sections) < 2:
+            return sections
+        sections = [section for section in sections if _trimmed_length(section.text)]  # blank: no windows
+        counts = self._tiny_counts(sections)
+        merged: list[tuple[Section, int | None]] = []
+        pending: tuple[Section, int | None] | None = None  # a tiny section waiting to lead the next one
+        for section, count in zip(sections, counts):
+            if pending is not None:
+                if self._joinable(doc, pending[0], section) and _nested(section.headings, pending[0].headings):
+                    section = self._join(doc, pending[0], section, section.headings)
+                    count = None if count is None or pending[1] is None else pending[1] + count
+                else:
+                    merged.append(pending)
+                pending = None
+            if count is not None and count < self.min_tokens:
+                pending = (section, count)
+            else:
+                merged.append((section, count))
+        if pending is not None:
+            previous = merged[-1][0] if merged else None
+            if previous is not None and self._joinable(doc, previous, pending[0]) and _nested(
+                pending[0].headings, previous.headings
+            ):
+                merged[-1] = (self._join(doc, previous, pending[0], previous.headings), None)
+            else:
+                merged.append(pending)
+        return [section for section, _ in merged]
+
+    def _tiny_counts(self, sections: list[Section]) -> list[int | None]:
+        """Tokens of each section that may be tiny, ``None`` for the rest and for tables (never merged)."""
+        limit = self.min_tokens * _TINY_CHARS_PER_TOKEN
+        candidates = [
+            index
+            for index, section in enumerate(sections)
+            if section.table is None and _trimmed_length(section.text) <= limit
+        ]
+        counts: list[int | None] = [None] * len(sections)
+        if candidates:
+            ids = self._tokenizer(
+                [sections[index].text for index in candidates],
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )["input_ids"]
+            for index, section_ids in zip(candidates, ids):
+                counts[index] = len(section_ids)
+        return counts
+
+    @staticmethod
+    def _joinable(doc: Document, first: Section, second: Section) -> bool:
+        """True when ``first`` and ``second`` may become one section: same page and location, no table,
+        adjacent in the text with only whitespace between."""
+        gap_start = first.start + len(first.text)
+        return (
+            first.table is None
+            and second.table is None
+            and first.page == second.page
+            and dict(first.location) == dict(second.location)
+            and gap_start <= second.start
+            and not doc.text[gap_start : second.start].strip()
+        )
+
+    @staticmethod
+    def _join(doc: Document, first: Section, second: Section, headings: tuple[str, ...]) -> Section:
+        """One section spanning ``first`` to ``second``, under ``headings``."""
+        end = second.start + len(second.text)
+        return Section(
+            text=doc.text[first.start : end], start=first.start, headings=headings, page=second.page,
+            location=second.location,
+        )
+
+    # ------------------------------------------------------------------------------------------------
     # One section
 
     def _chunk_section(self, section: Section, tokens: _Tokens) -> list[ChunkSpan]:
+        if section.table is not None:
+            spans = self._chunk_table(section, tokens)
+            if spans is not None:
+                return spans
         units: list[_Unit] = []
         start, end = _trim(tokens.text, 0, len(tokens.text))
+        # Only a section longer than a window is cut anywhere, so only such a section needs its fences.
+        fences = _fences(tokens.text) if len(tokens.starts) > self.size else []
         if start < end:
-            self._split(tokens, start, end, 0, units)
+            self._split(tokens, start, end, 0, units, fences)
         return [
             ChunkSpan(
                 text=tokens.text[lo:hi],
@@ -235,11 +455,23 @@ class SlidingWindowChunker:
                 n_tokens=n_tokens,
                 location=section.location,
             )
-            for lo, hi, n_tokens in self._pack(tokens, units)
+            for lo, hi, n_tokens in self._pack(tokens, units, fences)
         ]
 
-    def _split(self, tokens: _Tokens, start: int, end: int, level: int, out: list[_Unit]) -> None:
-        """Append units covering ``[start, end)`` to ``out``, splitting at ``_SEPARATORS[level:]``."""
+    def _split(
+        self,
+        tokens: _Tokens,
+        start: int,
+        end: int,
+        level: int,
+        out: list[_Unit],
+        fences: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        """Append units covering ``[start, end)`` to ``out``, splitting at ``_SEPARATORS[level:]``.
+
+        A code block (one of ``fences``) is never cut at a paragraph gap; one too long for a window is cut
+        at its lines, and the prose around it at sentences as usual.
+        """
         tok_start, tok_end = tokens.index(start), tokens.index(end)
         if tok_end - tok_start <= self.size:
             out.append(_Unit(start, end, tok_start, tok_end, tok_end - tok_start, True))
@@ -247,19 +479,38 @@ class SlidingWindowChunker:
         if level == len(_SEPARATORS):
             self._split_words(tokens, start, end, tok_start, tok_end, out)
             return
-        for piece_start, piece_end in _pieces(tokens.text, start, end, _SEPARATORS[level]):
-            self._split(tokens, piece_start, piece_end, level + 1, out)
+        if fences:
+            fences = [fence for fence in fences if fence[0] < end and start < fence[1]]
+        if not fences:
+            for piece_start, piece_end in _pieces(tokens.text, start, end, _SEPARATORS[level]):
+                self._split(tokens, piece_start, piece_end, level + 1, out)
+        elif level == 0:
+            for piece_start, piece_end in _pieces(tokens.text, start, end, _PARAGRAPH, fences):
+                self._split(tokens, piece_start, piece_end, 1, out, fences)
+        else:
+            for piece_start, piece_end, is_fence in _around_fences(tokens.text, start, end, fences):
+                self._split(tokens, piece_start, piece_end, max(level, _LINE_LEVEL) if is_fence else level, out)
 
     def _split_words(
-        self, tokens: _Tokens, start: int, end: int, tok_start: int, tok_end: int, out: list[_Unit]
+        self,
+        tokens: _Tokens,
+        start: int,
+        end: int,
+        tok_start: int,
+        tok_end: int,
+        out: list[_Unit],
+        limit: int | None = None,
+        stride: int | None = None,
     ) -> None:
-        """Cut a run with no usable separator into pieces of ``size - overlap`` tokens.
+        """Cut a run with no usable separator into pieces of ``stride`` tokens (``size - overlap``).
 
         Pieces leave room for a token-level overlap in front of them. Cuts fall between words where
         possible; a cut inside a word (a very long token run without spaces or punctuation) makes the
-        piece's count uncertain, so it is re-counted on its own and shrunk until it fits.
+        piece's count uncertain, so it is re-counted on its own and shrunk until it fits ``limit``
+        (``size``).
         """
-        stride = self.size - self.overlap
+        limit = self.size if limit is None else limit
+        stride = self.size - self.overlap if stride is None else stride
         lo, lo_char, lo_clean = tok_start, start, True
         while lo < tok_end:
             if tok_end - lo <= stride:
@@ -272,8 +523,8 @@ class SlidingWindowChunker:
             n_tokens = hi - lo
             if not (lo_clean and hi_clean):
                 n_tokens = self._count(tokens.text[lo_char:piece_end])
-                while n_tokens > self.size and hi - lo > 1:
-                    hi = max(lo + 1, hi - (n_tokens - self.size))
+                while n_tokens > limit and hi - lo > 1:
+                    hi = max(lo + 1, hi - (n_tokens - limit))
                     hi_char = tokens.starts[hi]
                     piece_end = _trim(tokens.text, lo_char, hi_char)[1]
                     hi_clean = tokens.clean_cut(hi)
@@ -281,14 +532,94 @@ class SlidingWindowChunker:
             out.append(_Unit(lo_char, piece_end, lo, hi, n_tokens, lo_clean))
             lo, lo_char, lo_clean = hi, hi_char, hi_clean
 
+    # ------------------------------------------------------------------------------------------------
+    # Tables
+
+    def _chunk_table(self, section: Section, tokens: _Tokens) -> list[ChunkSpan] | None:
+        """Windows of a table section: whole rows, no overlap, the header leading every window.
+
+        Returns ``None`` (chunk it as text) when the section does not start with its header, or the header
+        alone takes more than half a window, which would leave too little room for rows.
+        """
+        table = section.table
+        assert table is not None
+        text = tokens.text
+        head_start, head_end = _trim(text, 0, len(table.header))
+        if not text.startswith(table.header) or head_start == head_end:
+            log.debug("table section does not start with its header; chunked as text")
+            return None
+        head_tokens = tokens.index(head_end) - tokens.index(head_start)
+        if head_tokens > self.size // 2:
+            log.debug("table header of %d tokens leaves too little room for rows; chunked as text", head_tokens)
+            return None
+        header = text[head_start:head_end]
+        location = {**section.location, **({"table": table.name} if table.name is not None else {})}
+
+        def span(lo: int, hi: int, n_tokens: int, rows: tuple[int, int] | None, first: bool) -> ChunkSpan:
+            # The first window is a true slice of the document from the header on; later ones repeat it.
+            start = head_start if first else lo
+            return ChunkSpan(
+                text=text[head_start:hi] if first else f"{header}\n{text[lo:hi]}",
+                start=section.start + start,
+                end=section.start + hi,
+                headings=section.headings,
+                page=section.page,
+                n_tokens=head_tokens + n_tokens,
+                location={**location, "row_start": rows[0], "row_end": rows[1]} if rows else location,
+            )
+
+        rows = self._table_rows(text, len(table.header), table.first_row)
+        if not rows:
+            return [span(head_end, head_end, 0, None, True)]
+        budget = self.size - head_tokens
+        spans: list[ChunkSpan] = []
+        index = 0
+        while index < len(rows):
+            number, lo, hi = rows[index]
+            tok_lo = tokens.index(lo)
+            if tokens.index(hi) - tok_lo > budget:
+                # A row longer than a window (a huge cell): the one case cut inside a row, by words.
+                pieces: list[_Unit] = []
+                self._split_words(tokens, lo, hi, tok_lo, tokens.index(hi), pieces, budget, budget)
+                for piece in pieces:
+                    spans.append(span(piece.start, piece.end, piece.n_tokens, (number, number), not spans))
+                index += 1
+                continue
+            last, used = index, 0
+            while last < len(rows) and used + tokens.index(rows[last][2]) - tokens.index(rows[last][1]) <= budget:
+                used += tokens.index(rows[last][2]) - tokens.index(rows[last][1])
+                last += 1
+            spans.append(span(lo, rows[last - 1][2], used, (number, rows[last - 1][0]), not spans))
+            index = last
+        return spans
+
+    @staticmethod
+    def _table_rows(text: str, body_start: int, first_row: int) -> list[tuple[int, int, int]]:
+        """``(row number, start, end)`` of each non-blank line after the header, numbered from ``first_row``."""
+        rows = []
+        number, line_start = first_row, body_start + 1  # the header ends at the newline before row one
+        while line_start <= len(text):
+            line_end = text.find("\n", line_start)
+            line_end = len(text) if line_end < 0 else line_end
+            lo, hi = _trim(text, line_start, line_end)
+            if lo < hi:
+                rows.append((number, lo, hi))
+            number, line_start = number + 1, line_end + 1
+        return rows
+
     def _count(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     # ------------------------------------------------------------------------------------------------
     # Packing
 
-    def _pack(self, tokens: _Tokens, units: list[_Unit]) -> list[tuple[int, int, int]]:
-        """Greedy windows over ``units`` as ``(start, end, n_tokens)`` in section-text offsets."""
+    def _pack(
+        self, tokens: _Tokens, units: list[_Unit], fences: Sequence[tuple[int, int]] = ()
+    ) -> list[tuple[int, int, int]]:
+        """Greedy windows over ``units`` as ``(start, end, n_tokens)`` in section-text offsets.
+
+        A partial unit carried over as overlap never starts inside one of ``fences``.
+        """
         windows: list[tuple[int, int, int]] = []
         first = 0
         lead: tuple[int, int] | None = None  # (char start, tokens) of a partial unit carried over as overlap
@@ -320,14 +651,16 @@ class SlidingWindowChunker:
                 first, lead = back, None
             else:
                 budget = min(self.overlap, self.size - units[nxt].n_tokens)
-                first, lead = nxt, self._lead(tokens, units[nxt - 1], budget)
+                first, lead = nxt, self._lead(tokens, units[nxt - 1], budget, fences)
         return windows
 
-    def _lead(self, tokens: _Tokens, unit: _Unit, budget: int) -> tuple[int, int] | None:
+    def _lead(
+        self, tokens: _Tokens, unit: _Unit, budget: int, fences: Sequence[tuple[int, int]] = ()
+    ) -> tuple[int, int] | None:
         """The tail of ``unit`` (at most ``budget`` tokens) to repeat at the start of the next window.
 
         Starts at the earliest paragraph or sentence start in that tail, else line start, else word
-        start; ``None`` when there is no clean place to start.
+        start, never inside one of ``fences``; ``None`` when there is no clean place to start.
         """
         if budget <= 0:
             return None
@@ -344,12 +677,12 @@ class SlidingWindowChunker:
                 for separator in separators
                 if has_newline or separator is _SENTENCE
                 for match in separator.finditer(tokens.text, search_from, unit.end)
-                if match.end(1) >= floor
+                if match.end(1) >= floor and not (fences and _inside_fence(fences, match.end(1)))
             ]
             if starts:
                 char = min(starts)
                 return char, unit.tok_end - tokens.index(char)
         for t in range(lowest, unit.tok_end):
-            if tokens.clean_cut(t):
+            if tokens.clean_cut(t) and not (fences and _inside_fence(fences, tokens.starts[t])):
                 return tokens.starts[t], unit.tok_end - t
         return None

@@ -43,6 +43,12 @@ BUILTIN_PARSERS: tuple[str, ...] = (
     "rag.ingest.parsers.pptx:PptxParser",
     "rag.ingest.parsers.xlsx:XlsxParser",
     "rag.ingest.parsers.delimited:CsvParser",
+    "rag.ingest.parsers.mail:EmlParser",
+    "rag.ingest.parsers.mail:MboxParser",
+    "rag.ingest.parsers.epub:EpubParser",
+    "rag.ingest.parsers.notebook:NotebookParser",
+    "rag.ingest.parsers.compressed:GzipParser",
+    "rag.ingest.parsers.image:ImageParser",
 )
 
 

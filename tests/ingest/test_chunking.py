@@ -13,6 +13,7 @@ from rag.core.errors import ConfigError
 from rag.core.types import Document, Section
 from rag.ingest.chunking import ChunkSpan, SlidingWindowChunker
 from rag.ingest.loaders import load_file
+from rag.ingest.parsers.builder import DocumentBuilder, markdown_row
 
 WORDS = (
     "retrieval hybrid search vector index embedding token window overlap section heading page "
@@ -280,3 +281,266 @@ def test_random_documents_hold_every_invariant(tokenizer, count_tokens, seed: in
     spans = chunker.chunk(doc)
     check_spans(doc, spans, chunker, count_tokens)
     assert spans == chunker.chunk(doc)
+
+
+
+# --- Plain documents chunk exactly as before the structure rules ------------------------------------------
+
+ABSTRACT = (
+    "Background: Dietary fibre intake is associated with lower cardiovascular risk, yet few trials have "
+    "measured its effect on blood pressure directly. Methods: We randomised 212 adults with stage 1 "
+    "hypertension to 12 weeks of oat-bran supplementation (30 g/day) or a matched placebo; the primary "
+    "outcome was 24-hour ambulatory systolic pressure.\n\nResults: Systolic pressure fell by 4.1 mmHg "
+    "(95% CI 2.0-6.2) more with oat bran than with placebo, and LDL cholesterol by 0.3 mmol/L. Adverse "
+    "events, mostly bloating, were mild... Adherence exceeded 90% in both arms! Conclusions: A modest daily "
+    "dose of soluble fibre lowers blood pressure in early hypertension; longer trials should test whether "
+    "the effect persists and translates into fewer cardiovascular events (see www.example.org/trial-42)."
+)
+
+
+def paragraphs(seed: int, count: int = 6) -> str:
+    rng = random.Random(seed)
+    return "\n\n".join(prose(rng, rng.randint(2, 9), words=(3, 14)) for _ in range(count))
+
+
+@pytest.mark.parametrize(
+    ("text", "size", "overlap", "expected"),
+    [
+        # (start, end, n_tokens) exactly as `git show main:ingest/chunking.py` chunked these texts, before
+        # tables, code blocks and tiny sections had rules: a corpus like nfcorpus (one plain section per
+        # document) must keep every span, so every chunk id and every retrieval benchmark figure stays.
+        (ABSTRACT, 48, 12, [(0, 146, 24), (79, 291, 48), (251, 341, 25), (300, 445, 48), (402, 559, 47),
+                            (549, 788, 48)]),
+        (ABSTRACT, 32, 0, [(0, 146, 24), (147, 270, 31), (271, 341, 18), (343, 432, 32), (433, 522, 31),
+                           (523, 559, 8), (560, 756, 32), (757, 788, 13)]),
+        (paragraphs(2024), 40, 10, [
+            (0, 174, 31), (131, 311, 36), (265, 452, 34), (386, 577, 33), (532, 704, 31), (648, 855, 33),
+            (813, 1017, 32), (1009, 1260, 40), (1229, 1433, 34), (1376, 1606, 39), (1564, 1758, 39),
+            (1720, 1893, 31), (1862, 2078, 39), (2011, 2262, 38), (2195, 2344, 22),
+        ]),
+    ],
+)
+def test_plain_documents_chunk_exactly_as_before(tokenizer, text: str, size: int, overlap: int, expected) -> None:
+    spans = SlidingWindowChunker(tokenizer, size=size, overlap=overlap).chunk(make_doc(text))
+    assert [(span.start, span.end, span.n_tokens) for span in spans] == expected
+
+
+# --- Tables: whole rows, the header in every window, row ranges in metadata -------------------------------
+
+REGIONS = ["North", "South", "East", "West", "Central"]
+
+
+def sales_rows(count: int) -> list[list[object]]:
+    return [[REGIONS[n % 5], f"Q{n % 4 + 1}", 2000 + n // 20, 1000 + 37 * n] for n in range(count)]
+
+
+def table_doc(rows: list[list[object]], *, first_row: int = 2) -> Document:
+    """A document as a spreadsheet parser builds it: a short intro, then the sheet as a table section."""
+    builder = DocumentBuilder()
+    builder.heading(1, "Sales report")
+    builder.table(rows, header=["Region", "Quarter", "Year", "Revenue"], name="Sales", first_row=first_row,
+                  location={"sheet": "Sales"})
+    return builder.build(doc_id="d", source="sales.xlsx", title="Sales report", metadata={})
+
+
+def table_spans(spans: list[ChunkSpan]) -> list[ChunkSpan]:
+    return [span for span in spans if span.location.get("table") == "Sales"]
+
+
+def test_table_is_chunked_by_whole_rows_with_the_header_in_every_chunk(tokenizer, count_tokens) -> None:
+    rows = sales_rows(300)
+    doc = table_doc(rows, first_row=5)
+    (table_section,) = [section for section in doc.sections if section.table]
+    header = table_section.table.header
+    chunker = SlidingWindowChunker(tokenizer, size=64, overlap=16)
+    spans = table_spans(chunker.chunk(doc))
+    assert len(spans) > 20
+    rendered = {5 + index: markdown_row(row) for index, row in enumerate(rows)}
+    next_row = 5
+    for number, span in enumerate(spans):
+        assert span.text.startswith(header + "\n")
+        assert span.n_tokens == count_tokens(span.text) <= chunker.size
+        assert span.location == {"sheet": "Sales", "table": "Sales", "row_start": next_row,
+                                 "row_end": span.location["row_end"]}
+        # Whole rows only, the ones row_start..row_end name, in order.
+        lines = span.text.split("\n")[2:]
+        assert lines == [rendered[row] for row in range(span.location["row_start"], span.location["row_end"] + 1)]
+        # Offsets cite the rows in the document; only the first window is a plain slice (it has the header).
+        if number == 0:
+            assert span.text == doc.text[span.start : span.end]
+        else:
+            assert span.text == header + "\n" + doc.text[span.start : span.end]
+            assert span.start > spans[number - 1].end, "table windows do not overlap"
+        next_row = span.location["row_end"] + 1
+    assert next_row == 5 + 300, "every row is in a chunk"
+
+
+def test_a_row_longer_than_a_window_is_split_by_words_with_the_header(tokenizer, count_tokens) -> None:
+    rows = sales_rows(6)
+    rows[3][0] = " ".join(random.Random(12).choices(WORDS, k=400))  # a huge cell
+    doc = table_doc(rows)
+    (table_section,) = [section for section in doc.sections if section.table]
+    chunker = SlidingWindowChunker(tokenizer, size=64, overlap=16)
+    spans = table_spans(chunker.chunk(doc))
+    huge = [span for span in spans if span.location["row_start"] == span.location["row_end"] == 5]
+    assert len(huge) > 5
+    for span in spans:
+        assert span.text.startswith(table_section.table.header + "\n")
+        assert span.n_tokens == count_tokens(span.text) <= chunker.size
+    # The pieces follow each other and together hold the whole row, cut between words.
+    pieces = [span.text.split("\n", 2)[2] for span in huge]
+    assert " ".join(pieces).split() == markdown_row(rows[3]).split()
+    # The other rows stay whole, in order, before and after it.
+    ranges = [(span.location["row_start"], span.location["row_end"]) for span in spans if span not in huge]
+    assert ranges[0][0] == 2 and ranges[-1][1] == 7
+    assert [row for start, end in ranges for row in range(start, end + 1)] == [2, 3, 4, 6, 7]
+
+
+def test_table_without_a_name_and_an_empty_table(tokenizer) -> None:
+    builder = DocumentBuilder()
+    builder.table([["a", "b"], ["1", "2"]])
+    builder.table([["only", "a header"]])
+    doc = builder.build(doc_id="d", source="d.html", title="d", metadata={})
+    spans = SlidingWindowChunker(tokenizer, size=64, overlap=8).chunk(doc)
+    assert [(span.text, dict(span.location)) for span in spans] == [
+        ("| a | b |\n|---|---|\n| 1 | 2 |", {"row_start": 2, "row_end": 2}),
+        ("| only | a header |\n|---|---|", {}),
+    ]
+
+
+# --- Fenced code blocks ------------------------------------------------------------------------------------
+
+FENCED_CODE = [
+    ("```python", "```"),
+    ("~~~", "~~~"),
+    ("````markdown", "````"),  # a longer fence may hold a shorter one
+]
+
+
+def inside(fence: tuple[int, int], position: int) -> bool:
+    return fence[0] < position < fence[1]
+
+
+@pytest.mark.parametrize(("opening", "closing"), FENCED_CODE)
+def test_fenced_code_with_blank_lines_stays_in_one_chunk(tokenizer, count_tokens, opening: str, closing: str) -> None:
+    rng = random.Random(13)
+    code = "\n\n".join(f"def step_{n}(corpus):\n    return rank(corpus, k={n})" for n in range(2))
+    if closing == "````":
+        code += "\n\n```\nnested example\n```"
+    fence_text = f"{opening}\n{code}\n{closing}"
+    text = "\n\n".join([prose(rng, 3, (6, 9)), prose(rng, 3, (6, 9)), fence_text, prose(rng, 6, (6, 9))])
+    doc = make_doc(text)
+    fence = (text.index(fence_text), text.index(fence_text) + len(fence_text))
+    chunker = SlidingWindowChunker(tokenizer, size=64, overlap=16)
+    assert count_tokens(fence_text) <= chunker.size < count_tokens(text)
+    spans = chunker.chunk(doc)
+    check_spans(doc, spans, chunker, count_tokens)
+    assert any(span.start <= fence[0] and fence[1] <= span.end for span in spans), "the block is whole in a chunk"
+    assert not [span for span in spans if inside(fence, span.start) or inside(fence, span.end)]
+
+
+def test_a_fence_longer_than_a_window_is_split_at_lines(tokenizer, count_tokens) -> None:
+    # Code lines that look like sentences ("done. next") must not be cut there either.
+    lines = [f'    log.info("step {n} done. next is {n + 1}!")  # ok? yes.' for n in range(60)]
+    fence_text = "```python\ndef run():\n" + "\n".join(lines) + "\n```"
+    text = f"Intro paragraph before the code.\n\n{fence_text}\n\nA closing remark after it."
+    fence = (text.index("```"), text.index(fence_text) + len(fence_text))
+    chunker = SlidingWindowChunker(tokenizer, size=64, overlap=16)
+    spans = chunker.chunk(make_doc(text))
+    check_spans(make_doc(text), spans, chunker, count_tokens)
+    assert len(spans) > 8
+    for span in spans:
+        if inside(fence, span.start):
+            assert not text[text.rindex("\n", 0, span.start) : span.start].strip(), "starts at a line start"
+        if inside(fence, span.end):
+            assert text[span.end] == "\n", "ends at a line end"
+
+
+def test_text_without_fences_ignores_a_fence_mark_inside_a_line(tokenizer, count_tokens) -> None:
+    # ``` in the middle of a line opens nothing: the paragraphs are cut as plain text.
+    rng = random.Random(14)
+    text = "\n\n".join(f"Use ``` marks {prose(rng, 2, (4, 8))}" for _ in range(12))
+    chunker = SlidingWindowChunker(tokenizer, size=40, overlap=0)
+    spans = chunker.chunk(make_doc(text))
+    check_spans(make_doc(text), spans, chunker, count_tokens)
+    assert all(span.text.startswith("Use ```") for span in spans)
+
+
+# --- Tiny sections -----------------------------------------------------------------------------------------
+
+
+def markdown_doc(tmp_path: Path, text: str) -> Document:
+    path = tmp_path / "doc.md"
+    path.write_text(text, encoding="utf-8")
+    (doc,) = load_file(path, doc_id="doc", source="doc.md")
+    return doc
+
+
+def test_a_heading_only_section_leads_the_next_sections_first_chunk(tmp_path: Path, tokenizer, count_tokens) -> None:
+    body = prose(random.Random(15), 12)
+    doc = markdown_doc(tmp_path, f"# Guide\n\n## Install\n\n### On Linux\n\n{body}\n")
+    assert len(doc.sections) == 3
+    chunker = SlidingWindowChunker(tokenizer, size=64, overlap=16)
+    spans = chunker.chunk(doc)
+    assert spans[0].text.startswith("# Guide\n\n## Install\n\n### On Linux\n\n")
+    assert {span.headings for span in spans} == {("Guide", "Install", "On Linux")}
+    assert all(span.text == doc.text[span.start : span.end] and span.n_tokens == count_tokens(span.text)
+               <= chunker.size for span in spans)
+    # min_tokens=0 keeps every section apart, as before.
+    apart = SlidingWindowChunker(tokenizer, size=64, overlap=16, min_tokens=0).chunk(doc)
+    assert [span.text for span in apart[:2]] == ["# Guide", "## Install"]
+
+
+def test_a_tiny_last_section_joins_the_previous_one_it_lies_under(tmp_path: Path, tokenizer) -> None:
+    body = prose(random.Random(16), 4)
+    doc = markdown_doc(tmp_path, f"# Guide\n\n{body}\n\n## Note\n\nSee the FAQ.\n")
+    spans = SlidingWindowChunker(tokenizer, size=200, overlap=16).chunk(doc)
+    assert [(span.text, span.headings) for span in spans] == [
+        (f"# Guide\n\n{body}\n\n## Note\n\nSee the FAQ.", ("Guide",)),
+    ]
+
+
+def test_tiny_siblings_keep_an_honest_heading_path(tmp_path: Path, tokenizer) -> None:
+    body = prose(random.Random(17), 4)
+    chunker = SlidingWindowChunker(tokenizer, size=200, overlap=16)
+    # "Licence" is no part of its sibling "Usage": joined, one of them would carry the other's path.
+    doc = markdown_doc(tmp_path, f"# Guide\n\n{body}\n\n## Licence\n\nMIT.\n\n## Usage\n\n{body}\n")
+    assert [(span.text.split("\n")[0], span.headings) for span in chunker.chunk(doc)] == [
+        ("# Guide", ("Guide",)), ("## Licence", ("Guide", "Licence")), ("## Usage", ("Guide", "Usage")),
+    ]
+    # The last section, "Help", is no part of "Usage": it stays apart rather than give the chunk before
+    # it a wrong or wider heading path.
+    doc = markdown_doc(tmp_path, f"# Guide\n\n{body}\n\n## Usage\n\n{body}\n\n## Help\n\nAsk us.\n")
+    assert [(span.text.split("\n")[0], span.headings) for span in chunker.chunk(doc)] == [
+        ("# Guide", ("Guide",)), ("## Usage", ("Guide", "Usage")), ("## Help", ("Guide", "Help")),
+    ]
+
+
+def test_no_merge_across_pages_slides_or_tables(tokenizer) -> None:
+    body = prose(random.Random(18), 6)
+    text = f"Title\n\n{body}\n\nSlide two\n\n{body}"
+    starts = [0, 7, 9 + len(body), 20 + len(body)]
+    pages = [
+        Section(text="Title", start=starts[0], page=1),
+        Section(text=body, start=starts[1], page=2),
+        Section(text="Slide two", start=starts[2], page=2, location={"slide": 2}),
+        Section(text=body, start=starts[3], page=2, location={"slide": 3}),
+    ]
+    doc = make_doc(text, pages)
+    assert [doc.text[s.start : s.start + len(s.text)] for s in pages] == [s.text for s in pages]
+    spans = SlidingWindowChunker(tokenizer, size=200, overlap=16).chunk(doc)
+    assert [span.text for span in spans] == ["Title", body, "Slide two", body]
+    # A tiny section is never merged into or out of a table.
+    builder = DocumentBuilder()
+    builder.heading(1, "Sales")
+    builder.table(sales_rows(2), header=["Region", "Quarter", "Year", "Revenue"], name="Sales")
+    builder.paragraph("Source: finance.")
+    doc = builder.build(doc_id="d", source="d.docx", title="d", metadata={})
+    spans = SlidingWindowChunker(tokenizer, size=200, overlap=16).chunk(doc)
+    assert [span.text.split("\n")[0] for span in spans] == ["Sales", "| Region | Quarter | Year | Revenue |",
+                                                              "Source: finance."]
+
+
+def test_negative_min_tokens_is_a_config_error(tokenizer) -> None:
+    with pytest.raises(ConfigError, match="-1"):
+        SlidingWindowChunker(tokenizer, min_tokens=-1)

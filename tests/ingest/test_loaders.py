@@ -276,54 +276,6 @@ def test_deeply_nested_html_does_not_overflow(tmp_path: Path) -> None:
     assert load_one(write(tmp_path, "deep.html", html)).text == "deep text"
 
 
-# --- PDF -----------------------------------------------------------------------------------------------
-
-
-def test_pdf_sections_are_pages_and_blank_pages_are_skipped(make_pdf) -> None:
-    path = make_pdf(["First page text\nsecond line", "", "Third page text"], title="Annual report")
-    os.utime(path, (MTIME, MTIME))
-    doc = load_one(path)
-    assert doc.title == "Annual report"
-    assert [section.page for section in doc.sections] == [1, 3]
-    assert doc.text == "First page text\nsecond line\n\nThird page text"
-    assert_sections_consistent(doc)
-    assert doc.sections[1].start == len("First page text\nsecond line\n\n")
-    assert doc.metadata["modified"] == "2024-03-05T06:07:08Z"
-
-
-def test_pdf_without_title_is_titled_by_stem(make_pdf) -> None:
-    assert load_one(make_pdf(["text"], name="scan-2024.pdf")).title == "scan-2024"
-
-
-def test_pdf_without_text_is_reported_as_scanned(make_pdf) -> None:
-    with pytest.raises(LoaderError, match=r"no extractable text \(scanned PDF\?\)"):
-        load_one(make_pdf(["", ""]))
-
-
-def test_encrypted_pdf_needs_a_password(tmp_path: Path) -> None:
-    from reportlab.pdfgen import canvas
-
-    path = tmp_path / "secret.pdf"
-    pdf = canvas.Canvas(str(path), encrypt="user-password")
-    pdf.drawString(72, 800, "hidden")
-    pdf.showPage()
-    pdf.save()
-    with pytest.raises(LoaderError, match=r"^encrypted PDF \(password required\)$"):
-        load_one(path)
-
-
-def test_corrupt_pdf_random_bytes(tmp_path: Path) -> None:
-    noise = bytes(random.Random(7).randrange(1, 256) for _ in range(4096))
-    with pytest.raises(LoaderError, match=r"^not a PDF \(unrecognised content\)$"):
-        load_one(write(tmp_path, "noise.pdf", noise))
-
-
-def test_corrupt_pdf_truncated(make_pdf, tmp_path: Path) -> None:
-    data = make_pdf(["Some text on a page"]).read_bytes()
-    with pytest.raises(LoaderError, match="^corrupt PDF: "):
-        load_one(write(tmp_path, "truncated.pdf", data[: len(data) // 2]))
-
-
 # --- JSONL ---------------------------------------------------------------------------------------------
 
 
