@@ -36,7 +36,7 @@ from rag.core.settings import Settings, load_settings
 from rag.engine import RagEngine
 
 DEFAULT_COLLECTION = "default"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would also match before a final newline
 SETTINGS_FILE = "collection.json"
 _SUBFOLDER = "collections"
 
