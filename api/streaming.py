@@ -68,21 +68,29 @@ async def run_until_gone(request: Request, cancel: Cancel, fn: Callable[[], T], 
     Raises:
         ClientGone: the client left (``fn`` stopped early or its result is not wanted).
     """
-    async with anyio.create_task_group() as group:
+    outcome: list[Any] = []
 
-        async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            cancel.set()
-
-        group.start_soon(watch)
+    async def work() -> None:
         try:
-            result = await anyio.to_thread.run_sync(fn, limiter=limiter)
+            outcome.append(await anyio.to_thread.run_sync(fn, limiter=limiter))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group's ExceptionGroup
+            outcome.append(exc)
         finally:
-            group.cancel_scope.cancel()
+            group.cancel_scope.cancel()  # the answer is complete: stop watching
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        await work()
     if cancel.is_set:
         raise ClientGone()
-    return result
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 Ask = Callable[[Callable[[list[Hit]], None], Callable[[str], None]], Answer]

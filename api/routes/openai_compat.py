@@ -86,7 +86,7 @@ async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any
     return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rag-platform"} for n in names]}
 
 
-@router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)})
+@router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 413, 422, 502, 503, 504)})
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Any:

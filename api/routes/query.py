@@ -82,7 +82,7 @@ def search_args(body: SearchOptions, engine: Any) -> dict[str, Any]:
     }
 
 
-@router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 422, 503))
+@router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 413, 422, 503))
 async def search(name: str, body: SearchRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """Hybrid search: hits with fused, dense, BM25 (and rerank) scores, metadata and text.
 
@@ -114,7 +114,7 @@ def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
 @router.post(
     "/ask",
     response_model=AskResponse,
-    responses={200: _SSE_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)},
+    responses={200: _SSE_DOC, **errors(401, 403, 404, 409, 413, 422, 502, 503, 504)},
 )
 async def ask(name: str, body: AskRequest, request: Request, services: ServicesDep, caller: CallerDep) -> Any:
     """Retrieve, then answer from the hits with numbered citations ``[n]`` (``n`` is a hit's ``n``).
