@@ -91,8 +91,13 @@ class RagEngine:
         project_root: file ids are paths relative to it; defaults to the data directory's parent.
     """
 
-    def __init__(self, settings: Settings, project_root: Path | str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, project_root: Path | str | None = None, *, llm_servers: Any = None
+    ) -> None:
         self.settings = settings
+        #: Embedded LLM servers shared with other engines (a workspace's); ``None``: this engine's own.
+        self._llm_servers = llm_servers
+        self._llm_start = threading.Lock()  # not ``_lock``: searches must not wait for an LLM to start
         self.data_dir = settings.data_dir
         self.project_root = Path(project_root or self.data_dir.resolve().parent).resolve()
         self._lock = threading.RLock()
@@ -725,24 +730,32 @@ class RagEngine:
         """
         from rag.generate import OpenAIChatGenerator
 
-        with self._lock:
-            if self._generator is None:
-                cfg = self.settings.llm
-                base_url, model, structured = self._llm_endpoint()
-                self._generator = OpenAIChatGenerator(
-                    base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
-                    temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
-                    structured=structured, count_tokens=self.count_tokens,
-                )
-            return self._generator
+        if self._generator is None:
+            base_url, model, structured = self._llm_endpoint()  # may start the LLM: outside ``_lock``
+            with self._lock:
+                if self._generator is None:
+                    cfg = self.settings.llm
+                    self._generator = OpenAIChatGenerator(
+                        base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
+                        temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
+                        structured=structured, count_tokens=self.count_tokens,
+                    )
+        return self._generator
 
     def _llm_endpoint(self) -> tuple[str, str, bool]:
-        """``(base_url, model, structured)`` of the configured endpoint, starting the embedded server once."""
-        with self._lock:
+        """``(base_url, model, structured)`` of the configured endpoint, starting the embedded server once.
+
+        The start (seconds) holds only ``_llm_start``, never ``_lock``, so searches go on meanwhile; with
+        shared servers (an API's workspace) every collection with the same model uses one process.
+        """
+        with self._llm_start:
             if self._endpoint is None:
                 cfg = self.settings.llm
                 if cfg.base_url:
                     self._endpoint = (cfg.base_url, cfg.model, bool(cfg.structured))
+                elif self._llm_servers is not None:
+                    base_url, model = self._llm_servers.endpoint(cfg.gguf, cfg.n_ctx, cfg.threads)
+                    self._endpoint = (base_url, model, cfg.structured is not False)
                 else:
                     from rag.core.onnx_query import cache_dir
                     from rag.generate import LlamaCppServer
@@ -765,10 +778,10 @@ class RagEngine:
         from rag.core.onnx_query import cache_dir
         from rag.generate.completion import ChatCompleter, CompletionCache
 
+        base_url, model, _ = self._llm_endpoint()  # may start the LLM: outside ``_lock``
         with self._lock:
             if self._completer is None:
                 cfg = self.settings.retrieval
-                base_url, model, _ = self._llm_endpoint()
                 cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
                 self._completer = ChatCompleter(
                     base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache

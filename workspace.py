@@ -33,10 +33,12 @@ from typing import Any
 from rag.core.errors import CollectionExistsError, CollectionNotFoundError, ConfigError
 from rag.core.shared_state import SharedRecords, state_target
 from rag.core.settings import Settings, load_settings
+from rag.core.onnx_query import cache_dir
 from rag.engine import RagEngine
+from rag.generate.llamacpp_server import SharedLlamaCppServers
 
 DEFAULT_COLLECTION = "default"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would also match before a final newline
 SETTINGS_FILE = "collection.json"
 _SUBFOLDER = "collections"
 
@@ -81,6 +83,8 @@ class Workspace:
         self.project_root = Path(project_root or settings.data_dir.resolve().parent).resolve()
         self._engines: dict[str, RagEngine] = {}
         self._lock = threading.RLock()
+        #: The embedded LLM servers every collection shares (one process per model, not per collection).
+        self.llm_servers = SharedLlamaCppServers(cache_dir() / "llm-server.log")
         target = state_target(settings)
         #: With shared state, the collections are recorded in the shared database, not in ``data_dir``.
         self.records = SharedRecords(target) if target is not None else None
@@ -96,6 +100,7 @@ class Workspace:
             for engine in self._engines.values():
                 engine.close()
             self._engines.clear()
+            self.llm_servers.close()
             if self.records is not None:
                 self.records.close()
 
@@ -216,5 +221,7 @@ class Workspace:
             engine = self._engines.get(name)
             if engine is None:
                 self.require(name)
-                engine = self._engines[name] = RagEngine(self.settings_for(name), project_root=self.project_root)
+                engine = self._engines[name] = RagEngine(
+                    self.settings_for(name), project_root=self.project_root, llm_servers=self.llm_servers
+                )
             return engine

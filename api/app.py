@@ -21,10 +21,12 @@ from fastapi.staticfiles import StaticFiles
 from rag import __version__
 from rag.api import errors
 from rag.api.deps import Services
-from rag.api.jobs import JobManager
+from rag.api.guard import RequestGuard
+from rag.api.jobs import JOBS_FOLDER, JobManager, JobStore
 from rag.api.keys import key_store
 from rag.api.metrics import Metrics
 from rag.api.routes import collections, documents, openai_compat, query, system
+from rag.api.uploads import UploadRunner
 from rag.core.settings import Settings, load_settings
 from rag.workspace import Workspace
 
@@ -35,7 +37,9 @@ DESCRIPTION = """Question a folder of documents over HTTP: named collections, hy
 chat page at `/`.
 
 Authentication: when the server has API keys (`rag keys create`), send one as `Authorization: Bearer KEY`
-or `X-API-Key: KEY`. Every error is `{"error": {"type", "message"}}`."""
+or `X-API-Key: KEY` (the key is checked before any of the body is read). Bodies are capped
+(`api.max_upload_mb` for uploads, `api.max_json_mb` for the rest: 413 as soon as the cap is passed).
+Every error is `{"error": {"type", "message"}}`."""
 
 
 def create_app(settings: Settings | None = None, *, project_root: Path | None = None) -> FastAPI:
@@ -43,18 +47,24 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
     settings = settings or load_settings()
     metrics = Metrics()
     workspace = Workspace(settings, project_root=project_root)
+    runner = UploadRunner(workspace)
     services = Services(
         settings=settings,
         workspace=workspace,
         keys=key_store(settings, read_only=True, records=workspace.records),
         jobs=JobManager(
+            runner,
+            JobStore(settings.data_dir / JOBS_FOLDER),
             classify=lambda exc: errors.classify(exc),
-            on_finish=lambda collection, outcome: metrics.ingests.labels(collection, outcome).inc(),
+            describe=errors.public_message,
+            on_finish=metrics.ingested,
             records=workspace.records,
         ),
         metrics=metrics,
         limiter=anyio.CapacityLimiter(settings.api.concurrency),
+        runner=runner,
     )
+    services.jobs.resume()  # uploads accepted before a restart (or a crash) finish now
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,9 +82,10 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
         redoc_url=None,
     )
     app.state.services = services
-    errors.install(app)
-    app.middleware("http")(metrics.middleware)
-    if settings.api.cors_origins:
+    errors.install(app, settings.data_dir)
+    # Before anything reads a body: the key from the headers, the body's cap, metrics (rag.api.guard).
+    app.add_middleware(RequestGuard, services=services)
+    if settings.api.cors_origins:  # added last, so outermost: a preflight needs no key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,

@@ -2,11 +2,17 @@
 
 Every error body is ``{"error": {"type", "message"}}``; a failed answer also carries the retrieved
 ``hits``. Client mistakes are 4xx, never 500; a 500 means a bug and says nothing about internals.
+
+Library messages are written for the operator at a terminal: they name files by absolute path, quote
+endpoint URLs and append log tails. :func:`public_message` makes them fit for any client: paths in the
+data directory become collection-relative, other paths their file name, URLs and log tails are dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,6 +52,37 @@ class ApiError(Exception):
         self.status, self.kind, self.message = status, kind, message
 
 
+# " at http://host:port/v1" (and any other URL): the address of an upstream is the operator's business.
+_URL_AT = re.compile(r"\s+(?:at|from|to)\s+[a-z][a-z0-9+.-]*://\S+?(?=[\s:;,)]*(?:\s|$))", re.IGNORECASE)
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"`:;,()]+")
+_DATA_DIRS: set[str] = set()
+
+
+def hide_paths_under(data_dir: Path) -> None:
+    """Have :func:`public_message` show paths in ``data_dir`` relative to their collection."""
+    _DATA_DIRS.update({str(data_dir), str(data_dir.resolve())})
+
+
+def _relative(match: re.Match[str]) -> str:
+    path = match.group(0).rstrip(".")
+    tail = match.group(0)[len(path):]
+    for root in sorted(_DATA_DIRS, key=len, reverse=True):
+        if path == root or path.startswith(root + "/"):
+            parts = PurePosixPath(path[len(root):].lstrip("/") or ".").parts
+            if parts[:1] == ("collections",):
+                parts = parts[2:]
+            return ("/".join(p for p in parts if p != ".") or "this collection") + tail
+    return PurePosixPath(path).name + tail
+
+
+def public_message(message: str) -> str:
+    """``message`` fit for a client: first line only, no URLs, no absolute paths (see the module doc)."""
+    first = message.strip().split("\n", 1)[0].rstrip(":; ")
+    first = _URL.sub("the endpoint", _URL_AT.sub("", first))
+    return _ABSOLUTE_PATH.sub(_relative, first)
+
+
 def classify(exc: e.RagError) -> tuple[int, str]:
     """The HTTP status and error type of a library error."""
     for cls, status, kind in _STATUS:
@@ -60,13 +97,15 @@ def problem(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
 
 def rag_error_response(exc: e.RagError) -> JSONResponse:
     status, kind = classify(exc)
+    message = public_message(str(exc))
     if isinstance(exc, AnswerError):
-        return problem(status, kind, str(exc), hits=numbered_hits(exc.hits, "n"))
-    return problem(status, kind, str(exc))
+        return problem(status, kind, message, hits=numbered_hits(exc.hits, "n"))
+    return problem(status, kind, message)
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that give every error the same shape."""
+def install(app: FastAPI, data_dir: Path) -> None:
+    """Register the handlers that give every error the same shape; messages hide ``data_dir``."""
+    hide_paths_under(data_dir)
 
     @app.exception_handler(e.RagError)
     async def _rag(_: Request, exc: e.RagError) -> JSONResponse:

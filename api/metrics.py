@@ -1,25 +1,27 @@
-"""Prometheus metrics of one API app: requests, latencies, errors, ingests (``GET /metrics``)."""
+"""Prometheus metrics of one API app: requests, latencies, errors, cancellations, ingests (``GET /metrics``).
+
+Two registries: the aggregate one anyone may scrape (route templates and counts, no collection names),
+and the detailed one (ingests per collection) shown to an admin key or with ``api.public_details``.
+The counters are updated by :class:`rag.api.guard.RequestGuard`.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount
+from starlette.types import Scope
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    """The app's own registry (two apps in one process, as in tests, never share counters)."""
+    """The app's own registries (two apps in one process, as in tests, never share counters)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.detailed = CollectorRegistry()
         self.requests = Counter(
-            "rag_http_requests", "HTTP requests by route template, method and status.",
+            "rag_http_requests", "HTTP requests by route template, method and status (499: the client left).",
             ["method", "route", "status"], registry=self.registry,
         )
         self.latency = Histogram(
@@ -31,39 +33,41 @@ class Metrics:
             "rag_http_errors", "Responses with status >= 400, by route template and status.",
             ["route", "status"], registry=self.registry,
         )
-        self.ingests = Counter(
+        self.cancelled = Counter(
+            "rag_http_cancelled", "Requests whose client went away before the answer was complete, by route.",
+            ["route"], registry=self.registry,
+        )
+        self._ingests = Counter(
+            "rag_ingest_results", "Document ingests by outcome (succeeded, failed).", ["outcome"],
+            registry=self.registry,
+        )
+        self._collection_ingests = Counter(
             "rag_ingests", "Document ingests by collection and outcome (succeeded, failed).",
-            ["collection", "outcome"], registry=self.registry,
+            ["collection", "outcome"], registry=self.detailed,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def ingested(self, collection: str, outcome: str) -> None:
+        """Count one ingest (an upload or a job) that ended with ``outcome``."""
+        self._ingests.labels(outcome).inc()
+        self._collection_ingests.labels(collection, outcome).inc()
 
-    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500  # an exception leaving the app becomes a 500 outside this middleware (rag.api.errors)
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = _route_template(request)
-            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-            self.requests.labels(request.method, route, str(status)).inc()
-            if status >= 400:
-                self.errors.labels(route, str(status)).inc()
+    def render(self, *, detailed: bool = False) -> bytes:
+        """The Prometheus text: the aggregate counters, plus the per-collection ones if ``detailed``."""
+        text = generate_latest(self.registry)
+        return text + generate_latest(self.detailed) if detailed else text
 
+    @staticmethod
+    def route_template(scope: Scope) -> str:
+        """``/v1/collections/{name}/search``, not the concrete path: bounded label values.
 
-def _route_template(request: Request) -> str:
-    """``/v1/collections/{name}/search``, not the concrete path: bounded label values.
-
-    Read after the call from the route the router picked (``scope["route"]``): FastAPI keeps included
-    routers as nested routes, so matching the app's own route list finds a router without a path.
-    """
-    path = getattr(request.scope.get("route"), "path", None)
-    if isinstance(path, str):
-        return path
-    for route in request.app.router.routes:  # mounts (static files) are not recorded there
-        if isinstance(route, Mount) and request.url.path.startswith(f"{route.path}/"):
-            return route.path
-    return "unmatched"
+        Read after the call from the route the router picked (``scope["route"]``): FastAPI keeps included
+        routers as nested routes, so matching the app's own route list finds a router without a path.
+        """
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        app = scope.get("app")
+        for route in getattr(getattr(app, "router", None), "routes", []):  # mounts (static files)
+            if isinstance(route, Mount) and scope["path"].startswith(f"{route.path}/"):
+                return route.path
+        return "unmatched"

@@ -11,7 +11,7 @@ _DESCRIPTIONS = {
     403: "The key does not grant this collection or role.",
     404: "Unknown collection, document or job.",
     409: "Conflict: the collection exists, is empty, is being written, or was built with other settings.",
-    413: "The upload is larger than api.max_upload_mb.",
+    413: "The body is larger than api.max_upload_mb (uploads) or api.max_json_mb (anything else).",
     415: "The body is neither multipart/form-data nor application/json.",
     422: "Invalid request: a bad field, filter, alpha or collection name; the message says which.",
     502: "The LLM endpoint failed; the retrieved sources are in `hits`.",

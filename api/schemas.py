@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import math
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 Filters = dict[str, Any] | list[str] | str | None
 FILTERS_DOC = (
@@ -14,8 +17,49 @@ FILTERS_DOC = (
 )
 
 
+# C0 and C1 controls, bidirectional overrides and isolates, line and paragraph separators: in a name or
+# an id they hide what it is (a right-to-left override shows "txt.exe" as "exe.txt") or break lines.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+MAX_FILTER_CHARS = 8000
+MAX_MESSAGE_CHARS = 20000
+MAX_QUESTION_CHARS = 4000
+
+
+def hidden_characters(value: str) -> str | None:
+    """A description of the first control or bidi character in ``value``, or ``None``."""
+    match = _HIDDEN.search(value)
+    return f"must not contain control or bidirectional characters (U+{ord(match.group()):04X})" if match else None
+
+
+def _visible(value: str) -> str:
+    if (problem := hidden_characters(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+VisibleId = Annotated[str, AfterValidator(_visible)]
+
+
+def _finite(value: Any, where: str = "value") -> Any:
+    """``value`` if no float in it (nested in lists and objects too) is NaN or infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: NaN and infinities are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _finite(item, f"{where}[{index}]")
+    return value
+
+
+FiniteJson = Annotated[Any, AfterValidator(_finite)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields, strings for booleans or numbers, NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -41,7 +85,7 @@ class AnswerErrorResponse(ErrorResponse):
 
 class CollectionCreateRequest(Strict):
     name: str = Field(description="1-63 lower-case letters, digits, '-' or '_'.", examples=["handbook"])
-    settings: dict[str, Any] = Field(
+    settings: dict[str, FiniteJson] = Field(
         default_factory=dict,
         description='Overrides of the server settings for this collection, e.g. {"retrieval": {"alpha": 0.3}}.',
     )
@@ -70,9 +114,9 @@ class CollectionListResponse(BaseModel):
 
 
 class DocumentIn(Strict):
-    id: str = Field(min_length=1, max_length=512)
+    id: VisibleId = Field(min_length=1, max_length=512)
     text: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, FiniteJson] = Field(default_factory=dict)
     title: str | None = None
     source: str | None = None
 
@@ -151,20 +195,28 @@ class SearchOptions(Strict):
     filters: Filters = Field(None, description=FILTERS_DOC)
     min_score: float | None = Field(None, description="Post-filter: drop hits whose fused score is below this.")
     max_per_doc: int | None = Field(None, gt=0, description="Post-filter: at most N chunks per document.")
-    hyde: bool | None = Field(None, description="HyDE: the dense side searches with an LLM-written passage.")
-    rewrite: bool | None = Field(None, description="The LLM rewrites the question into a keyword search query.")
+    hyde: StrictBool | None = Field(None, description="HyDE: the dense side searches with an LLM-written passage.")
+    rewrite: StrictBool | None = Field(None, description="The LLM rewrites the question into a keyword search query.")
     multi_query: int | None = Field(None, ge=0, le=10, description="Also search N LLM-written query variants.")
-    rerank: bool | str | None = Field(
+    rerank: StrictBool | str | None = Field(
         None,
         description="Rerank the top candidates: true for the configured model (rerank.model), 'llm' for the "
         "configured LLM, false for none [default: rerank.enabled]. Other model names are refused: a client "
         "does not choose what the server loads.",
     )
-    explain: bool = Field(False, description="Return `explain`: each stage's output and time.")
+    explain: StrictBool = Field(False, description="Return `explain`: each stage's output and time.")
+
+    @field_validator("filters")
+    @classmethod
+    def _bounded_filters(cls, value: Filters) -> Filters:
+        """A filter is a handful of conditions; its JSON is capped like a question is."""
+        if value is not None and len(json.dumps(value, allow_nan=True)) > MAX_FILTER_CHARS:
+            raise ValueError(f"filters are limited to {MAX_FILTER_CHARS} characters of JSON")
+        return _finite(value, "filters")
 
 
 class SearchRequest(SearchOptions):
-    query: str = Field(min_length=1, max_length=4000)
+    query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
 
 
 class HitOut(BaseModel):
@@ -207,16 +259,16 @@ class SearchResponse(BaseModel):
 
 class Turn(Strict):
     role: Literal["user", "assistant", "system"]
-    content: str = Field(max_length=20000)
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
 
 
 class AskRequest(SearchOptions):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     history: list[Turn] = Field(
         default_factory=list, max_length=100,
         description="Earlier turns, oldest first: the question is a follow-up, made standalone before retrieval.",
     )
-    stream: bool = Field(False, description="Server-Sent Events: sources, delta..., citations, done (or error).")
+    stream: StrictBool = Field(False, description="Server-Sent Events: sources, delta..., citations, done (or error).")
 
 
 class CitationOut(BaseModel):
@@ -241,20 +293,32 @@ class AskResponse(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One message; its text is capped like a turn of ``/ask``'s history (the question more tightly)."""
 
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    role: str = Field(max_length=64)
+    content: str | list[dict[str, FiniteJson]] | None = Field(None, max_length=MAX_MESSAGE_CHARS)
+
+    @field_validator("content")
+    @classmethod
+    def _bounded_parts(cls, value: Any) -> Any:
+        if isinstance(value, list) and sum(len(str(part.get("text", ""))) for part in value) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message's text is limited to {MAX_MESSAGE_CHARS} characters")
+        return value
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's request; ``model`` names the collection. Unknown OpenAI fields are accepted and ignored."""
+    """OpenAI's request; ``model`` names the collection. Unknown OpenAI fields are accepted and ignored.
 
-    model_config = ConfigDict(extra="allow")
+    The messages are capped like ``/ask``: at most 101 (100 turns of history and the question), each at
+    most 20,000 characters, the question at most 4,000."""
 
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    model: str = Field(max_length=63)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=101)
+    stream: StrictBool = False
     temperature: float | None = None
     max_tokens: int | None = None
 
@@ -277,5 +341,5 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ready", "not_ready"]
-    collections: dict[str, str]
-    llm: dict[str, Any]
+    collections: dict[str, str] | None = Field(None, description="Each collection's state (admin keys only).")
+    llm: dict[str, Any] | None = Field(None, description="The LLM endpoint's state (admin keys only).")

@@ -219,6 +219,13 @@ class ApiSettings(BaseModel):
         512.0, ge=0, description="Uploads larger than this run as a background job (202 and /v1/jobs/{id})."
     )
     concurrency: int = Field(4, gt=0, description="Searches and answers run at once; more wait their turn.")
+    max_json_mb: float = Field(
+        4.0, gt=0, description="Largest body any request other than a document upload may have (413 past it)."
+    )
+    public_details: bool = Field(
+        False,
+        description="/readyz and /metrics show collections and per-collection counters without an admin key.",
+    )
 
 
 class StateSettings(BaseModel):

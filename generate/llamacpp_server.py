@@ -241,6 +241,63 @@ class LlamaCppServer:
         self.stop()
 
 
+class SharedLlamaCppServers:
+    """The embedded llama.cpp servers of one process, one per model configuration, shared by every user.
+
+    An API server answers for many collections; each starting its own llama.cpp (hundreds of MB and a
+    dozen threads, many seconds to start) would let any reader multiply them. Here a configuration
+    (model file, context, threads) is started once, on first use, under a lock of its own, so callers
+    that need no LLM never wait for one to start.
+
+    Args:
+        log_path: file every server's log is appended to.
+    """
+
+    def __init__(self, log_path: Path | str) -> None:
+        self.log_path = Path(log_path)
+        self._servers: dict[tuple[str, int, int | None], LlamaCppServer] = {}
+        self._starting: dict[tuple[str, int, int | None], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def endpoint(self, gguf: Path | str | None, n_ctx: int, threads: int | None) -> tuple[str, str]:
+        """``(base_url, model)`` of the server for this configuration, started if it is not running.
+
+        Raises:
+            ConfigError: the model file is missing.
+            GenerationError: the server did not start.
+        """
+        key = (str(_resolve_gguf(gguf)), n_ctx, threads)
+        with self._lock:
+            if self._closed:
+                raise GenerationError("the embedded LLM servers were stopped")
+            starting = self._starting.setdefault(key, threading.Lock())
+        with starting:  # one start per configuration; others wait for it, nobody else does
+            with self._lock:
+                server = self._servers.get(key)
+            if server is None or server.port is None:
+                server = LlamaCppServer(key[0], log_path=self.log_path, n_ctx=n_ctx, threads=threads).start()
+                with self._lock:
+                    if self._closed:
+                        server.stop()
+                        raise GenerationError("the embedded LLM servers were stopped")
+                    self._servers[key] = server
+            return server.base_url, server.model
+
+    def running(self) -> int:
+        """How many servers are running."""
+        with self._lock:
+            return sum(1 for server in self._servers.values() if server.port is not None)
+
+    def close(self) -> None:
+        """Stop every server; later calls to :meth:`endpoint` fail."""
+        with self._lock:
+            self._closed = True
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            server.stop()
+
+
 @atexit.register
 def _stop_all() -> None:
     for server in list(_RUNNING):

@@ -296,25 +296,28 @@ class OpenAIChatGenerator:
         pieces: list[str] = []
         model, finish_reason, usage = self.model, None, None
         try:
-            for chunk in self._client.chat.completions.create(**request):
-                model = chunk.model or model
-                if getattr(chunk, "usage", None) is not None:
-                    usage = {
-                        "prompt_tokens": chunk.usage.prompt_tokens,
-                        "completion_tokens": chunk.usage.completion_tokens,
-                        "total_tokens": chunk.usage.total_tokens,
-                    }
-                if not chunk.choices:  # e.g. a trailing usage chunk
-                    continue
-                choice = chunk.choices[0]
-                finish_reason = choice.finish_reason or finish_reason
-                piece = choice.delta.content if choice.delta is not None else None
-                if not piece:
-                    continue
-                pieces.append(piece)
-                new_text = decoder.feed(piece) if decoder is not None else piece
-                if new_text and on_token is not None:
-                    on_token(new_text)
+            # ``with``: however the loop ends (an ``on_token`` that raises because the caller's client has
+            # gone, included), the request to the endpoint is closed, so the server stops generating.
+            with self._client.chat.completions.create(**request) as stream:
+                for chunk in stream:
+                    model = chunk.model or model
+                    if getattr(chunk, "usage", None) is not None:
+                        usage = {
+                            "prompt_tokens": chunk.usage.prompt_tokens,
+                            "completion_tokens": chunk.usage.completion_tokens,
+                            "total_tokens": chunk.usage.total_tokens,
+                        }
+                    if not chunk.choices:  # e.g. a trailing usage chunk
+                        continue
+                    choice = chunk.choices[0]
+                    finish_reason = choice.finish_reason or finish_reason
+                    piece = choice.delta.content if choice.delta is not None else None
+                    if not piece:
+                        continue
+                    pieces.append(piece)
+                    new_text = decoder.feed(piece) if decoder is not None else piece
+                    if new_text and on_token is not None:
+                        on_token(new_text)
         except (openai.APIError, httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
 

@@ -30,7 +30,7 @@ def _public(overrides: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, response_model=CollectionResponse, responses=errors(401, 403, 409, 422))
+@router.post("", status_code=201, response_model=CollectionResponse, responses=errors(401, 403, 409, 413, 422))
 async def create_collection(body: CollectionCreateRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """Create a collection, optionally with settings overrides (chunking, store, alpha ...). Needs an admin
     key for all collections (``*``)."""

@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from rag.api.deps import CallerDep, ServicesDep
-from rag.api.errors import ApiError, classify
+from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
-from rag.api.schemas import ChatCompletionRequest, ModelListResponse
-from rag.api.streaming import Event, ask_events, sse
+from rag.api.schemas import MAX_QUESTION_CHARS, ChatCompletionRequest, ModelListResponse
+from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
 from rag.generate.answer import Answer, numbered_hits
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -67,7 +67,11 @@ def _question(body: ChatCompletionRequest) -> tuple[str, list[dict[str, str]]]:
                 for m in body.messages[:index]
                 if m.role in ("user", "assistant") and _text(m.content)
             ]
-            return _text(message.content), history
+            question = _text(message.content)
+            if len(question) > MAX_QUESTION_CHARS:
+                raise ApiError(422, "validation_error",
+                               f"messages: the question (the last user message) is limited to {MAX_QUESTION_CHARS} characters")
+            return question, history
     raise ApiError(422, "validation_error", "messages: no user message with text to answer")
 
 
@@ -82,10 +86,12 @@ async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any
     return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rag-platform"} for n in names]}
 
 
-@router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)})
-async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, caller: CallerDep) -> Any:
+@router.post("/chat/completions", responses={200: _CHAT_DOC, **errors(401, 403, 404, 409, 413, 422, 502, 503, 504)})
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, services: ServicesDep, caller: CallerDep
+) -> Any:
     """Answer the last user message from the collection named by ``model``, OpenAI-style; earlier turns
-    make it a follow-up."""
+    make it a follow-up. A client that hangs up cancels its answer."""
     caller.require(body.model, "read")
     question, history = _question(body)
     engine = services.workspace.engine(body.model)
@@ -93,7 +99,10 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, c
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        answer: Answer = await services.run(call)
+        cancel = Cancel()
+        answer: Answer = await run_until_gone(
+            request, cancel, partial(call, on_sources=cancel.check, on_token=cancel.check), services.limiter
+        )
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -134,5 +143,5 @@ async def _chunks(events: AsyncIterator[Event], completion_id: str, created: int
             yield chunk({}, finish, sources=_sources(answer.used_hits), usage=answer.usage)
         elif event.kind == "error":
             status, kind = classify(event.value)
-            yield sse(None, {"error": {"type": kind, "message": str(event.value), "code": status}})
+            yield sse(None, {"error": {"type": kind, "message": public_message(str(event.value)), "code": status}})
     yield sse(None, "[DONE]")

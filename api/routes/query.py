@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from rag.api.deps import CallerDep, ServicesDep
-from rag.api.errors import ApiError, classify
+from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
-from rag.api.streaming import Event, ask_events, sse
+from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
 from rag.generate.answer import Answer, AnswerError, numbered_hits
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
@@ -82,7 +82,7 @@ def search_args(body: SearchOptions, engine: Any) -> dict[str, Any]:
     }
 
 
-@router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 422, 503))
+@router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 413, 422, 503))
 async def search(name: str, body: SearchRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """Hybrid search: hits with fused, dense, BM25 (and rerank) scores, metadata and text.
 
@@ -114,16 +114,22 @@ def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
 @router.post(
     "/ask",
     response_model=AskResponse,
-    responses={200: _SSE_DOC, **errors(401, 403, 404, 409, 422, 502, 503, 504)},
+    responses={200: _SSE_DOC, **errors(401, 403, 404, 409, 413, 422, 502, 503, 504)},
 )
-async def ask(name: str, body: AskRequest, services: ServicesDep, caller: CallerDep) -> Any:
-    """Retrieve, then answer from the hits with numbered citations ``[n]`` (``n`` is a hit's ``n``)."""
+async def ask(name: str, body: AskRequest, request: Request, services: ServicesDep, caller: CallerDep) -> Any:
+    """Retrieve, then answer from the hits with numbered citations ``[n]`` (``n`` is a hit's ``n``).
+
+    A client that hangs up cancels its answer (the LLM stops generating)."""
     caller.require(name, "read")
     engine = services.workspace.engine(name)
     history = [turn.model_dump() for turn in body.history]
     call = partial(engine.ask, body.question, **search_args(body, engine), history=history)
     if not body.stream:
-        answer = await services.run(call)  # AnswerError -> 502/504 with the sources (see api.errors)
+        cancel = Cancel()
+        # AnswerError -> 502/504 with the sources (see api.errors)
+        answer = await run_until_gone(
+            request, cancel, partial(call, on_sources=cancel.check, on_token=cancel.check), services.limiter
+        )
         return answer_body(answer, body.explain)
     events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
     return StreamingResponse(_ask_stream(events, body.explain), media_type="text/event-stream", headers=_NO_BUFFERING)
@@ -148,7 +154,7 @@ async def _ask_stream(events: AsyncIterator[Event], explain: bool = False) -> As
         elif event.kind == "error":
             exc = event.value
             status, kind = classify(exc)
-            payload: dict[str, Any] = {"type": kind, "message": str(exc), "status": status}
+            payload: dict[str, Any] = {"type": kind, "message": public_message(str(exc)), "status": status}
             if isinstance(exc, AnswerError):
                 payload["retryable"] = True
             yield sse("error", payload)

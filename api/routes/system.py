@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from rag.api.deps import CallerDep, Services, ServicesDep
-from rag.api.errors import ApiError
+from rag.api.errors import ApiError, public_message
 from rag.api.metrics import CONTENT_TYPE
 from rag.api.responses import errors
 from rag.api.schemas import HealthResponse, JobResponse, ReadyResponse
@@ -23,10 +23,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse, "description": "Not ready."}})
-async def readyz(services: ServicesDep) -> JSONResponse:
-    """Every collection opens, and the LLM endpoint answers (or the embedded model is installed)."""
+@router.get("/readyz", response_model=ReadyResponse, response_model_exclude_none=True,
+            responses={503: {"model": ReadyResponse, "description": "Not ready."}})
+async def readyz(services: ServicesDep, caller: CallerDep) -> JSONResponse:
+    """Every collection opens, and the LLM endpoint answers (or the embedded model is installed).
+
+    Anyone may ask; the per-collection and LLM details are shown to an admin key for all collections
+    (or to everyone with ``api.public_details``)."""
     body = await services.run(_readiness, services)
+    if not (caller.admin or services.settings.api.public_details):
+        body = {"status": body["status"]}
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
@@ -37,7 +43,7 @@ def _readiness(services: Services) -> dict[str, Any]:
             services.workspace.engine(name).status()
             collections[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not fail
-            collections[name] = f"error: {exc}"
+            collections[name] = f"error: {public_message(str(exc))}"
     llm = _llm_check(services)
     ready = llm["ok"] and all(state == "ok" for state in collections.values())
     return {"status": "ready" if ready else "not_ready", "collections": collections, "llm": llm}
@@ -47,26 +53,29 @@ def _llm_check(services: Services) -> dict[str, Any]:
     cfg = services.settings.llm
     if not cfg.base_url:
         try:
-            from rag.generate.llamacpp_server import packaged_gguf
+            from rag.generate.llamacpp_server import model_name, packaged_gguf
 
-            model = cfg.gguf or str(packaged_gguf())
+            model = model_name(cfg.gguf or packaged_gguf())
         except Exception as exc:  # noqa: BLE001
-            return {"ok": False, "endpoint": "embedded", "detail": str(exc)}
+            return {"ok": False, "endpoint": "embedded", "detail": public_message(str(exc))}
         return {"ok": True, "endpoint": "embedded", "detail": f"llama.cpp with {model}, started on the first question"}
     url = cfg.base_url.rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key else {}
     try:
         response = httpx.get(url, headers=headers, timeout=3.0)
     except httpx.HTTPError as exc:
-        return {"ok": False, "endpoint": cfg.base_url, "detail": f"unreachable: {type(exc).__name__}"}
+        return {"ok": False, "endpoint": "remote", "detail": f"unreachable: {type(exc).__name__}"}
     ok = response.status_code < 400
-    return {"ok": ok, "endpoint": cfg.base_url, "detail": f"HTTP {response.status_code}"}
+    return {"ok": ok, "endpoint": "remote", "detail": f"HTTP {response.status_code}"}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}})
-async def metrics(services: ServicesDep) -> Response:
-    """Prometheus metrics: requests, latencies, errors and ingests."""
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+async def metrics(services: ServicesDep, caller: CallerDep) -> Response:
+    """Prometheus metrics: requests, latencies, errors, cancelled requests and ingests. Anyone may scrape
+    the aggregate counters; per-collection ones need an admin key for all collections (or
+    ``api.public_details``)."""
+    detailed = caller.admin or services.settings.api.public_details
+    return Response(services.metrics.render(detailed=detailed), media_type=CONTENT_TYPE)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=errors(401, 403, 404))

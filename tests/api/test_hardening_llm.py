@@ -1,0 +1,124 @@
+"""Issue 15, findings 3 and 5, with the embedded llama.cpp server of a real ``python -m rag.api`` process.
+
+One llama.cpp process serves every collection, and starting it holds up no search (finding 5); a client
+that hangs up stops its answer, so the single llama.cpp slot is free again within seconds (finding 3).
+llama.cpp runs one request at a time (``n_parallel = 1``): a tiny request sent straight to it returns
+promptly only if no abandoned answer is still generating there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from api_server import ApiServer, upload_files
+
+pytestmark = pytest.mark.slow
+
+TEXT = "Refunds are granted within 30 days of purchase. Shipping takes five days. Returns need a receipt. " * 6
+# Long answers, so an abandoned one would keep llama.cpp busy for a long time; one thread (see api_server).
+LONG_ANSWERS = {"RAG_LLM__MAX_TOKENS": "1500", "RAG_LLM__THREADS": "1", "RAG_LLM__STRUCTURED": "false",
+                "RAG_LLM__TEMPERATURE": "1.0"}
+QUESTION = "Write a very long, detailed essay about every rule for refunds, shipping and returns."
+PROBE_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[..., ApiServer], tmp_path_factory: pytest.TempPathFactory) -> ApiServer:
+    """An embedded-LLM server with the same document in ``default`` and ``second``; llama.cpp not started."""
+    api = start_server(tmp_path_factory.mktemp("llm") / "data", **LONG_ANSWERS)
+    with api.client() as client:
+        client.post("/v1/collections", json={"name": "second"}).raise_for_status()
+        for name in ("default", "second"):
+            upload_files(client, name, {"policy.txt": TEXT})
+            client.post(f"/v1/collections/{name}/search", json={"query": "refunds"}).raise_for_status()
+    return api
+
+
+def llama_servers(parent: int) -> list[str]:
+    """The base URLs of the llama.cpp children of process ``parent``."""
+    urls = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(re.search(r"PPid:\s+(\d+)", status.read_text()).group(1))  # type: ignore[union-attr]
+            command = (status.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, AttributeError):
+            continue
+        if ppid == parent and b"rag.generate.llamacpp_server" in command:
+            urls.append(f"http://127.0.0.1:{command[command.index(b'--port') + 1].decode()}")
+    return urls
+
+
+def probe_seconds(llama: str) -> float:
+    """Seconds llama.cpp takes to answer a one-token request (it waits while its slot is busy)."""
+    started = time.monotonic()
+    response = httpx.post(f"{llama}/v1/chat/completions", timeout=300,
+                          json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+    assert response.status_code == 200, response.text
+    return time.monotonic() - started
+
+
+def test_one_llm_for_all_collections_and_searches_do_not_wait_for_it(server: ApiServer) -> None:
+    asked: dict[str, float] = {}
+
+    def ask() -> None:
+        started = time.monotonic()
+        with server.client() as client:
+            client.post("/v1/collections/default/ask", json={"question": "How long do refunds take?"}).raise_for_status()
+        asked["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not llama_servers(server.process.pid):  # llama.cpp is being started for the question
+        assert time.monotonic() < deadline, "the question did not start llama.cpp"
+        time.sleep(0.05)
+    with server.client() as client:
+        for name in ("default", "second"):
+            started = time.monotonic()
+            client.post(f"/v1/collections/{name}/search", json={"query": "refunds"}).raise_for_status()
+            searched = time.monotonic() - started
+            assert searched < 5, f"a search on {name!r} took {searched:.1f} s while the LLM started"
+        thread.join()
+        assert asked["seconds"] > searched
+        client.post("/v1/collections/second/ask", json={"question": "How long do refunds take?"}).raise_for_status()
+    assert len(llama_servers(server.process.pid)) == 1
+
+
+def test_a_client_that_hangs_up_frees_the_llm_within_seconds(server: ApiServer) -> None:
+    [llama] = llama_servers(server.process.pid)
+    probe_seconds(llama)
+
+    # Streamed: read the first piece of the answer, then hang up.
+    with server.client() as client, client.stream(
+        "POST", "/v1/collections/default/ask", json={"question": QUESTION, "stream": True}
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: delta"):
+                break
+    assert probe_seconds(llama) < PROBE_SECONDS
+
+    # Not streamed: hang up while the answer is being generated.
+    body = json.dumps({"question": QUESTION}).encode()
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(b"POST /v1/collections/default/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(6)  # retrieval, then generation under way
+    assert probe_seconds(llama) < PROBE_SECONDS
+
+    with server.client() as client:
+        # The server answers as before, and counted the two as cancelled, not as errors.
+        client.post("/v1/collections/default/ask", json={"question": "How long do refunds take?"}).raise_for_status()
+        metrics = client.get("/metrics").text
+    cancelled = re.search(r'rag_http_cancelled_total\{route="/v1/collections/\{name\}/ask"\} (\d+)', metrics)
+    assert cancelled and int(float(cancelled.group(1))) >= 2, metrics
+    assert not re.search(r'rag_http_errors_total\{route="/v1/collections/\{name\}/ask",status="5', metrics)
