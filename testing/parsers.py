@@ -34,7 +34,7 @@ from rag.core.errors import LoaderError
 from rag.core.types import RESERVED_METADATA_KEYS, Document
 from rag.ingest.parsers.base import ParseContext, ParseLimits, Parser
 
-__all__ = ["ParserContractTests", "parse_sample"]
+__all__ = ["ParserContractTests", "assert_sections_tile", "parse_sample"]
 
 
 def parse_sample(parser: Parser, name: str, data: bytes, limits: ParseLimits | None = None) -> list[Document]:
@@ -48,6 +48,18 @@ def parse_sample(parser: Parser, name: str, data: bytes, limits: ParseLimits | N
         parse_child=lambda child, child_name, doc_id: [],
     )
     return parser.parse(data, ctx)
+
+
+def assert_sections_tile(doc: Document) -> None:
+    """Every section is the exact slice of the text its offset says, in order, without overlap; a table
+    section starts with its header."""
+    end = 0
+    for section in doc.sections:
+        assert section.start >= end, "sections overlap or are out of order"
+        assert doc.text[section.start : section.start + len(section.text)] == section.text
+        end = section.start + len(section.text)
+        if section.table is not None:
+            assert section.text.startswith(section.table.header)
 
 
 class ParserContractTests:
@@ -92,13 +104,7 @@ class ParserContractTests:
 
     def test_sections_tile_the_text(self, documents: list[Document]) -> None:
         for doc in documents:
-            end = 0
-            for section in doc.sections:
-                assert section.start >= end, "sections overlap or are out of order"
-                assert doc.text[section.start : section.start + len(section.text)] == section.text
-                end = section.start + len(section.text)
-                if section.table is not None:
-                    assert section.text.startswith(section.table.header)
+            assert_sections_tile(doc)
             covered = " ".join(s.text for s in doc.sections)
             assert len(covered.split()) >= 0.9 * len(doc.text.split()), "sections leave text out"
 

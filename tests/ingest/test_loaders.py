@@ -13,6 +13,7 @@ import pytest
 from rag.core.errors import LoaderError
 from rag.core.types import Document
 from rag.ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from rag.testing.parsers import assert_sections_tile as assert_sections_consistent
 
 # 2024-03-05T06:07:08Z
 MTIME = datetime(2024, 3, 5, 6, 7, 8, tzinfo=timezone.utc).timestamp()
@@ -33,14 +34,6 @@ def load_one(path: Path, **metadata: object) -> Document:
     assert len(docs) == 1
     return docs[0]
 
-
-def assert_sections_consistent(doc: Document) -> None:
-    """Every section is the exact slice of the text its offset says, in order, without overlap."""
-    end = 0
-    for section in doc.sections:
-        assert section.start >= end
-        assert doc.text[section.start : section.start + len(section.text)] == section.text
-        end = section.start + len(section.text)
 
 
 def test_supported_suffixes_cover_every_format() -> None:

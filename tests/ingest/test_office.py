@@ -16,6 +16,7 @@ from rag.core.types import Document, Section
 from rag.ingest.loaders import load_file
 from rag.ingest.parsers import ParseContext, ParseLimits, Parser, ParserRegistry
 from rag.testing.parsers import ParserContractTests
+from rag.testing.parsers import assert_sections_tile
 
 CREATED = datetime(2023, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
 SAVED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -29,14 +30,6 @@ def parse(path: Path, limits: ParseLimits | None = None) -> Document:
     assert_sections_tile(docs[0])
     return docs[0]
 
-
-def assert_sections_tile(doc: Document) -> None:
-    """Every section is the exact slice of the text its offset says, in order, without overlap."""
-    end = 0
-    for section in doc.sections:
-        assert section.start >= end
-        assert doc.text[section.start : section.start + len(section.text)] == section.text
-        end = section.start + len(section.text)
 
 
 def tables(doc: Document) -> list[Section]:

@@ -16,6 +16,7 @@ from rag.core.errors import LoaderError
 from rag.core.types import Document
 from rag.ingest.loaders import load_file
 from rag.ingest.parsers.base import ParseLimits
+from rag.testing.parsers import assert_sections_tile as assert_sections_consistent
 
 A4 = (595.27, 841.89)
 
@@ -29,14 +30,6 @@ def load(path: Path, **limits: object) -> Document:
 def flat(text: str) -> str:
     return " ".join(text.split())
 
-
-def assert_sections_consistent(doc: Document) -> None:
-    """Every section is the exact slice of the text its offset says, in order, without overlap."""
-    end = 0
-    for section in doc.sections:
-        assert section.start >= end
-        assert doc.text[section.start : section.start + len(section.text)] == section.text
-        end = section.start + len(section.text)
 
 
 def canvas_pdf(path: Path, draw, pages: int = 1, **options):

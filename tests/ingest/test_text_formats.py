@@ -12,6 +12,7 @@ from rag.core.errors import LoaderError
 from rag.core.types import Document
 from rag.ingest.loaders import load_file
 from rag.ingest.parsers.encoding import DETECT_BYTES, declared_charset, decode_text
+from rag.testing.parsers import assert_sections_tile
 
 TEXT_SUFFIXES = ["txt", "md", "html", "rst"]
 
@@ -27,14 +28,6 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     return path
 
-
-def assert_sections_tile(doc: Document) -> None:
-    """Every section is the exact slice of the text its offset says, in order, without overlap."""
-    end = 0
-    for section in doc.sections:
-        assert section.start >= end
-        assert doc.text[section.start : section.start + len(section.text)] == section.text
-        end = section.start + len(section.text)
 
 
 # --- Encodings -----------------------------------------------------------------------------------------
