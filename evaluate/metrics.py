@@ -185,6 +185,15 @@ def _outputs(record: Any, model: str) -> list[dict[str, Any]]:
     return [c.output for c in record.calls if c.response_model == model and c.output is not None]
 
 
+def _not_binary(items: list[dict[str, Any]], key: str) -> Any:
+    """The first value of ``key`` that is not 0 or 1 (a small judge writes 2 or "yes"), or ``None``."""
+    for item in items:
+        value = item.get(key)
+        if value not in (0, 1):  # True and False compare equal to 1 and 0
+            return value
+    return None
+
+
 def _explain(name: str, value: float | None, record: Any) -> Score:
     """The score with the judge's reasons, or a missing reason where RAGAS's number is not a real score."""
     nan = value is None or math.isnan(value)
@@ -195,6 +204,9 @@ def _explain(name: str, value: float | None, record: Any) -> Score:
             return Score(None, "the judge extracted no claims from the answer")
         if not verdicts:
             return Score(None, "the judge returned no verdicts for the claims")
+        bad = _not_binary(verdicts, "verdict")
+        if bad is not None:
+            return Score(None, f"the judge returned a verdict of {bad!r}, not 0 or 1; no score")
         supported = sum(1 for v in verdicts if v.get("verdict"))
         details = [{"item": v.get("statement"), "verdict": int(bool(v.get("verdict"))), "reason": v.get("reason")}
                    for v in verdicts]
@@ -203,6 +215,10 @@ def _explain(name: str, value: float | None, record: Any) -> Score:
         items = [c for out in _outputs(record, "ContextRecallOutput") for c in out.get("classifications", [])]
         if not items:
             return Score(None, "the judge returned no reference statements to check")
+        bad = _not_binary(items, "attributed")
+        if bad is not None:
+            # RAGAS averages the values as given, so "attributed: 2" would score above 1.
+            return Score(None, f"the judge returned attributed={bad!r}, not 0 or 1; no score")
         found = sum(1 for c in items if c.get("attributed"))
         details = [{"item": c.get("statement"), "verdict": int(bool(c.get("attributed"))), "reason": c.get("reason")}
                    for c in items]

@@ -92,7 +92,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def test_a_second_writer_waits_or_fails_fast_while_readers_see_committed_state(tmp_path: Path) -> None:
     data = tmp_path / ".rag"
-    slow_ids = write_jsonl(tmp_path / "slow" / "corpus.jsonl", "s", 500)
+    slow_ids = write_jsonl(tmp_path / "slow" / "corpus.jsonl", "s", 1200)  # long enough to outlast three CLI runs
     fast_ids = write_jsonl(tmp_path / "fast" / "corpus.jsonl", "f", 12, seed=1)
     env = {"RAG_INGEST__BATCH_CHUNKS": "16"}
     first = start(tmp_path, data, "ingest", "slow", env=env)

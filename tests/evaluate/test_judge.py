@@ -191,3 +191,14 @@ def test_judge_config_is_validated() -> None:
     assert (embedded.effective_timeout, embedded.effective_retries, embedded.schema_bounds) == (600.0, 0, (8, 200))
     assert embedded.effective_max_tokens == 768
     assert json.dumps(JudgeConfig(base_url="http://x/v1", model="m").effective_max_tokens) == "4096"
+
+
+def test_verdicts_outside_zero_and_one_are_missing_not_scores(judge: ScriptedJudge, tmp_path: Path) -> None:
+    """A small judge writes `attributed: 2`; RAGAS would average it into a recall of 1.5."""
+    judge.replies["ContextRecallOutput"] = lambda body: {"classifications": [
+        {"statement": "a", "reason": "r", "attributed": 2}, {"statement": "b", "reason": "r", "attributed": 1}]}
+    result, _ = score(config(judge, tmp_path), "context_recall")
+    assert result.value is None and result.missing == "the judge returned attributed=2, not 0 or 1; no score"
+    judge.replies.update(claims(["x", "y"], [1, 3]))
+    result, _ = score(config(judge, tmp_path / "f"), "faithfulness")
+    assert result.value is None and result.missing == "the judge returned a verdict of 3, not 0 or 1; no score"
