@@ -34,6 +34,10 @@ class LoaderError(IngestError):
     """One file could not be read; ingest reports it and carries on with the rest."""
 
 
+class UnsupportedFileError(LoaderError):
+    """No parser reads this kind of file (by its suffix); containers skip such members instead of failing."""
+
+
 class StoreError(RagError):
     """The vector store failed or holds data incompatible with the request."""
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from rag.core.errors import LoaderError
+from rag.core.errors import LoaderError, UnsupportedFileError
 from rag.core.types import Document
 from rag.ingest.parsers.archive import gunzip
 from rag.ingest.parsers.base import BaseParser, ParseContext, sniff_magic
 
 GZIP_MAGIC = b"\x1f\x8b"
-# Reasons the registry gives when no parser claims a name (see ParserRegistry.unsupported_reason).
-_UNSUPPORTED_PREFIXES = ("unsupported file type", "no file suffix")
 
 
 class GzipParser(BaseParser):
@@ -38,7 +36,7 @@ class GzipParser(BaseParser):
         content = gunzip(data, ctx.limits)
         try:
             return ctx.parse_child(content, inner_name, ctx.doc_id)
-        except LoaderError as exc:
-            if str(exc).startswith(_UNSUPPORTED_PREFIXES):
-                raise LoaderError(f"{exc} inside the .gz (a .gz file is read by the parser for its name without .gz)") from None
-            raise
+        except UnsupportedFileError as exc:
+            raise UnsupportedFileError(
+                f"{exc} inside the .gz (a .gz file is read by the parser for its name without .gz)"
+            ) from None

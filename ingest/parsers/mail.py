@@ -28,7 +28,7 @@ from email.parser import BytesParser
 from pathlib import PurePosixPath
 from typing import Any
 
-from rag.core.errors import LoaderError
+from rag.core.errors import LoaderError, UnsupportedFileError
 from rag.core.types import Document
 from rag.ingest.parsers.base import BaseParser, ParseContext, iso_utc, sniff_text
 from rag.ingest.parsers.builder import DocumentBuilder
@@ -42,8 +42,6 @@ _HEADER_START = re.compile(rb"\A(?:\s*\n)*(?:From |[!-9;-~]+:)")
 _MBOX_FROM_LINE = re.compile(rb"^From ", re.MULTILINE)
 # Writers quote a body line that began with "From " as ">From " (Python's mailbox, mboxo and mboxrd alike).
 _MBOX_QUOTED_FROM = re.compile(rb"^>(From )", re.MULTILINE)
-# Reasons the registry gives for a file no parser claims: such attachments are listed, not reported.
-_UNSUPPORTED_PREFIXES = ("unsupported file type", "no file suffix")
 _ADDRESS_HEADERS = ("to", "cc")
 _KEPT_HEADERS = ("subject", "from", "to", "cc", "date", "message-id", "in-reply-to")
 
@@ -310,11 +308,11 @@ class _MessageReader:
                 if self.ctx.parse_child is None:
                     raise LoaderError("attachments need the parser registry (parse_child)")
                 found = self.ctx.parse_child(data, name, f"{doc_id}#{index}/{name}")
+            except UnsupportedFileError as exc:
+                log.debug("%s not indexed: %s", what, exc)
+                continue
             except LoaderError as exc:
                 reason = str(exc)
-                if reason.startswith(_UNSUPPORTED_PREFIXES):
-                    log.debug("%s not indexed: %s", what, reason)
-                    continue
                 if self.ctx.problems is None:
                     raise LoaderError(f"{what}: {reason}") from None
                 self.ctx.problems.append((what, reason))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import PurePosixPath
 
-from rag.core.errors import ConfigError, LoaderError
+from rag.core.errors import ConfigError, LoaderError, UnsupportedFileError
 from rag.core.types import Document
 from rag.ingest.parsers.base import ParseContext, Parser
 
@@ -185,7 +185,7 @@ class ParserRegistry:
         """
         parser = self.for_name(ctx.name)
         if parser is None:
-            raise LoaderError(self.unsupported_reason(ctx.name) or "unsupported file type")
+            raise UnsupportedFileError(self.unsupported_reason(ctx.name) or "unsupported file type")
         missing = parser.available()
         if missing:
             raise LoaderError(f"{parser.name} files {missing}")
