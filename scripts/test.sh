@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Install the project with its dev dependencies into ./.venv and run the test suite.
+# Install the project with its dev dependencies into ./.venv, lint it, and run the test suite.
 #   bash scripts/test.sh [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=dev bash scripts/install.sh || exit 1
+
+# Lint: seconds, so a finding fails the run before the long suite starts. The rules are [tool.ruff] in
+# pyproject.toml; `.venv/bin/ruff check --fix` repairs the safe findings.
+echo "lint: ruff check" >&2
+if ! .venv/bin/ruff check .; then
+    echo "lint failed: ruff check found the problems above" >&2
+    exit 1
+fi
+
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -38,6 +38,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "bash scripts/quickstart.sh" in readme and "bash scripts/test.sh" in readme
 
 
+def test_the_test_command_lints_with_what_the_dev_extra_installs() -> None:
+    """CI's command runs ruff on its configuration, and `pip install -e '.[dev]'` is what brings ruff."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dev = [requirement.split(">")[0].split("=")[0] for requirement in config["project"]["optional-dependencies"]["dev"]]
+    assert "ruff" in dev and "import-linter" in dev
+    assert config["tool"]["ruff"]["lint"]["select"]
+    assert ".venv/bin/ruff check ." in (ROOT / "scripts" / "test.sh").read_text()
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="install docker-compose to validate the compose file")
 def test_compose_file_is_valid() -> None:
     yaml = pytest.importorskip("yaml")
