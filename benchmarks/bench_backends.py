@@ -66,8 +66,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    CACHE, ROOT, add_quality_arguments, dataset, judged_queries, load_average, mean, percentile, read_queries,
-    shipped_engine, table, take_turns, wait_for_quiet, write_result,
+    CACHE,
+    ROOT,
+    add_quality_arguments,
+    dataset,
+    judged_queries,
+    load_average,
+    mean,
+    percentile,
+    read_queries,
+    shipped_engine,
+    table,
+    take_turns,
+    wait_for_quiet,
+    write_result,
 )
 from rag.core.settings import RetrievalSettings, load_settings
 from rag.engine import RagEngine
@@ -283,7 +295,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
 def _variant_cells(hybrid: dict[str, Any], rows: list[dict[str, Any]], tests: dict[str, dict[str, Any]]) -> list[Any]:
     name = hybrid["method"].removesuffix(": hybrid")
     alone = next(r for r in rows if r["method"] == f"{name}: alone")
-    p = lambda row: tests[f"ndcg@10: {row['method']} - {row['against']}"]["p_value"]  # noqa: E731
+    p = lambda row: tests[f"ndcg@10: {row['method']} - {row['against']}"]["p_value"]
     return [name.removeprefix("variant "), hybrid["ndcg@10"], f"{p(hybrid):.4f}", hybrid["recall@100"],
             alone["ndcg@10"], f"{p(alone):.4f}", f"{alone['p50_ms']:.1f}"]
 
@@ -298,7 +310,7 @@ def quality(args: argparse.Namespace) -> None:
         main_rows = [r for r in result["rows"] if not r["method"].startswith("variant")]
 
         def p_cell(row: dict[str, Any]) -> str:
-            test = tests.get(f"ndcg@10: {row['method']} - {row['against']}")
+            test = tests.get(f"ndcg@10: {row['method']} - {row['against']}")  # noqa: B023 - called in this iteration only
             return f"{test['p_value']:.4f}" if test else ""
 
         print(table(
@@ -374,7 +386,7 @@ def postgres_facts(url: str) -> dict[str, Any]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        one = lambda sql: conn.execute(sql).fetchone()[0]
         return {
             "server_version": one("SHOW server_version"),
             "pgvector": one("SELECT extversion FROM pg_extension WHERE extname = 'vector'"),

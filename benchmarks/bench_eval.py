@@ -48,7 +48,7 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         env = _env(cache, args.threads)
         ingest = subprocess.run([*RAG, "--data-dir", str(project / ".rag"), "ingest", "docs", "--json"], cwd=project,
-                                capture_output=True, text=True, env=env)
+                                capture_output=True, text=True, env=env, check=False)
         if ingest.returncode != 0:
             sys.exit(f"ingest failed: {ingest.stderr}")
         out = Path(tmp) / "run"
@@ -58,7 +58,7 @@ def main() -> None:
         for label in ("first run (fresh judge cache)", "same command again"):
             load_before = load_average()
             started = time.perf_counter()
-            done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+            done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env, check=False)
             wall = time.perf_counter() - started
             if done.returncode != 0:
                 sys.exit(f"rag eval run failed: {done.stderr}")

@@ -252,7 +252,7 @@ def format_row(fmt: str, corpus: Corpus, retrieval: dict[str, Any], parsing: dic
                 if what not in paths and any(what.startswith(p + ":") for p in paths)]
     asked = [q for q in retrieval["questions"] if q["format"] == fmt]
     ingested = len(paths) - len(failed)
-    hit = lambda n: sum(1 for q in asked if q["rank"] is not None and q["rank"] <= n) / len(asked) if asked else None  # noqa: E731
+    hit = lambda n: sum(1 for q in asked if q["rank"] is not None and q["rank"] <= n) / len(asked) if asked else None
     row: dict[str, Any] = {
         "format": fmt, "files": len(files), "ingested": ingested, "questions": len(asked),
         "hit@1": hit(1) if ingested else None, "hit@5": hit(5) if ingested else None,
@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> None:
 
     rows = [format_row(fmt, corpus, retrieval, parsing.get(fmt)) for fmt in FORMATS]
     baseline = parsing.get(BASELINE)
-    fmt_num = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    fmt_num = lambda v, spec: "-" if v is None else format(v, spec)
     print(f"\n## Formats: {len(corpus.files)} files, {len(corpus.questions)} questions, "
           f"{retrieval['documents']} documents, {retrieval['chunks']} chunks (ingest {retrieval['ingest_s']:.0f} s)\n")
     lines = [[r["format"], f"{r['ingested']}/{r['files']}", fmt_num(r["pages"], "d"), r["questions"],

@@ -44,7 +44,7 @@ WORDS = (
 ).split()
 
 
-class StopIngest(Exception):
+class StopIngest(Exception):  # noqa: N818 - a signal that ends a capped run, not an error
     """Raised by the fake embedder after ``--max-batches`` calls, to end a capped run."""
 
 

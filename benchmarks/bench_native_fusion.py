@@ -52,7 +52,15 @@ from typing import Any
 
 from benchmarks.bench_backends import compare, copied_engine
 from benchmarks.common import (
-    CACHE, add_quality_arguments, judged_queries, load_average, mean, percentile, shipped_engine, table, take_turns,
+    CACHE,
+    add_quality_arguments,
+    judged_queries,
+    load_average,
+    mean,
+    percentile,
+    shipped_engine,
+    table,
+    take_turns,
     write_result,
 )
 from rag.core.types import ScoredId

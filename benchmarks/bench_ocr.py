@@ -15,6 +15,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ LINES = 45
 WORDS = "The quarterly report shows revenue growth in the western region while costs stayed flat across".split()
 
 
-def _font(size: int):
+def _font(size: int) -> Any:  # a PIL FreeTypeFont; PIL is imported on first use
     import matplotlib
     from PIL import ImageFont
 

@@ -17,6 +17,7 @@ import json
 import random
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -64,7 +65,7 @@ def rag_text(data: bytes) -> str:
     return PdfParser().parse(data, ParseContext(name="x.pdf", doc_id="x", source="x"))[0].text
 
 
-def timed(extract, data: bytes) -> tuple[str, float]:
+def timed(extract: Callable[[bytes], str], data: bytes) -> tuple[str, float]:
     start = time.perf_counter()
     text = extract(data)
     return text, time.perf_counter() - start

@@ -26,11 +26,20 @@ import argparse
 import sys
 import time
 from functools import lru_cache
+from typing import Any
 
 from rank_bm25 import BM25Okapi
 
 from benchmarks.common import (
-    add_quality_arguments, judged_queries, mean, ndcg_at, read_corpus, recall_at, shipped_engine, table, write_result,
+    add_quality_arguments,
+    judged_queries,
+    mean,
+    ndcg_at,
+    read_corpus,
+    recall_at,
+    shipped_engine,
+    table,
+    write_result,
 )
 from rag.core.settings import RetrievalSettings
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
@@ -68,7 +77,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict:
         engine.search(text, DEPTH, max_per_doc=1)
 
     def run(label: str, *, candidates: int = shipped.candidates, power: float = shipped.confidence_power,
-            **kwargs) -> dict:
+            **kwargs: Any) -> dict:
         """One row: every query through ``engine.search``; unset arguments are the engine's defaults."""
         retriever.candidates, retriever.confidence_power = candidates, power
         started = time.perf_counter()
@@ -111,7 +120,7 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict:
                  "recall@100": mean(recalls), "docs_returned": float(DEPTH),
                  "per_query": {"ndcg@10": ndcgs, "recall@100": recalls}})
 
-    nd = lambda row: row["per_query"]["ndcg@10"]  # noqa: E731
+    nd = lambda row: row["per_query"]["ndcg@10"]
     dense, bm25 = rows[0], rows[1]
     tests = [
         compare("nDCG@10: default - dense only", nd(default), nd(dense), "default", "dense only", trials),

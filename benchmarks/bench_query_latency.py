@@ -46,7 +46,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    CACHE, ROOT, engine_for, load_average, mean, percentile, read_queries, table, wait_for_quiet, write_result,
+    CACHE,
+    ROOT,
+    engine_for,
+    load_average,
+    mean,
+    percentile,
+    read_queries,
+    table,
+    wait_for_quiet,
+    write_result,
 )
 from rag.core.catalog import DocumentWrite
 from rag.core.settings import load_settings

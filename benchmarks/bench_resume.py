@@ -36,7 +36,8 @@ RAG = [str(Path(sys.executable).with_name("rag"))]  # the installed console scri
 
 def rag(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``rag --data-dir DATA_DIR ARGS`` to the end, capturing its output."""
-    return subprocess.run([*RAG, "--data-dir", str(data_dir), *args], capture_output=True, text=True, env=_env())
+    return subprocess.run([*RAG, "--data-dir", str(data_dir), *args], capture_output=True, text=True, env=_env(),
+                          check=False)
 
 
 def status(data_dir: Path) -> dict[str, Any] | None:

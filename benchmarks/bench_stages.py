@@ -25,7 +25,17 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import CACHE, engine_for, judged_queries, load_average, mean, ndcg_at, recall_at, table, write_result
+from benchmarks.common import (
+    CACHE,
+    engine_for,
+    judged_queries,
+    load_average,
+    mean,
+    ndcg_at,
+    recall_at,
+    table,
+    write_result,
+)
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
 
 DEPTH = 100

@@ -86,8 +86,9 @@ def title_and_text(doc: dict[str, Any]) -> tuple[str, str] | None:
 
 def make_examples(corpus: Path, seed: int) -> tuple[list[Example], list[Example], int]:
     """Training and held-out examples from ``corpus``, and how many of its documents had a title."""
-    import bm25s
     import logging
+
+    import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
     with open(corpus, encoding="utf-8") as fh:

@@ -21,9 +21,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.core.settings import RetrievalSettings, load_settings  # noqa: E402
-from rag.engine import RagEngine  # noqa: E402
-from rag.evaluate.retrieval_metrics import ndcg_at, recall_at  # noqa: E402,F401 - re-exported for the scripts
+from rag.core.settings import RetrievalSettings, load_settings
+from rag.engine import RagEngine
+from rag.evaluate.retrieval_metrics import ndcg_at, recall_at  # also re-exported for the scripts
 
 ROOT = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("RAG_BENCH_DATA", ROOT.parent.parent / "shared" / "data"))
@@ -174,7 +174,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (prints well in a terminal and pastes into docs)."""
     cells = [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = lambda items: "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"  # noqa: E731
+    line = lambda items: "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
 
 

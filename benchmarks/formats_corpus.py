@@ -23,9 +23,9 @@ import mailbox
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -637,7 +637,7 @@ class CorpusWriter:
         message["Subject"] = subject
         message["From"] = f"{self.inv.person()} <ops{n}@sites.example>"
         message["To"] = "board@sites.example"
-        message["Date"] = format_datetime(datetime(2024, 5, 1, 9, 30, tzinfo=timezone.utc) + timedelta(days=n))
+        message["Date"] = format_datetime(datetime(2024, 5, 1, 9, 30, tzinfo=UTC) + timedelta(days=n))
         message["Message-ID"] = f"<bench{n}@sites.example>"
         message.set_content(body)
         return message
