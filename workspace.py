@@ -25,15 +25,15 @@ import json
 import re
 import shutil
 import threading
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rag.core.errors import CollectionExistsError, CollectionNotFoundError, ConfigError
-from rag.core.shared_state import SharedRecords, state_target
-from rag.core.settings import Settings, load_settings
 from rag.core.onnx_query import cache_dir
+from rag.core.settings import Settings, load_settings
+from rag.core.shared_state import SharedRecords, state_target
 from rag.engine import RagEngine
 from rag.generate.llamacpp_server import SharedLlamaCppServers
 
@@ -180,7 +180,7 @@ class Workspace:
             )
         with self._lock:
             if self.records is not None:
-                created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 if name == DEFAULT_COLLECTION or not self.records.add_collection(name, overrides, created):
                     raise CollectionExistsError(f"collection {name!r} already exists")
                 return resolved

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
         jobs=JobManager(
             runner,
             JobStore(settings.data_dir / JOBS_FOLDER),
-            classify=lambda exc: errors.classify(exc),
+            classify=errors.classify,
             describe=errors.public_message,
             on_finish=metrics.ingested,
             records=workspace.records,

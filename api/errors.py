@@ -134,5 +134,5 @@ def install(app: FastAPI, data_dir: Path) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", exc)
+        log.error("unhandled error: %s", exc, exc_info=exc)
         return problem(500, "internal_error", "internal error; the server log has the details")

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,7 +51,7 @@ class Job:
     files_total: int = 0
     report: dict[str, Any] | None = None
     error: dict[str, str] | None = None
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,7 +240,7 @@ class JobManager:
         if self._records is None:
             return
         try:
-            self._records.save_job(job.to_dict(), datetime.now(timezone.utc).isoformat())
+            self._records.save_job(job.to_dict(), datetime.now(UTC).isoformat())
         except RagError as exc:  # the job itself goes on; only other replicas miss this change
             log.warning("cannot record job %s in the shared database: %s", job.id, exc)
 

@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,7 +113,7 @@ class KeyStore:
             raise ConfigError("a key needs a collection (or '*' for all)")
         key_id = secrets.token_hex(4)
         key = f"rag_{key_id}_{secrets.token_urlsafe(32)}"
-        record = ApiKey(key_id, collection, role, name, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # type: ignore[arg-type]
+        record = ApiKey(key_id, collection, role, name, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))  # type: ignore[arg-type]
         self._execute(
             f"INSERT INTO {self.table}(id, hash, collection, role, name, created) VALUES (?, ?, ?, ?, ?, ?)",
             (key_id, _digest(key), collection, role, name, record.created),
@@ -138,7 +138,7 @@ class KeyStore:
         """Revoke a key by id; ``False`` if there is no such active key."""
         rows = self._execute(
             f"UPDATE {self.table} SET revoked = ? WHERE id = ? AND revoked IS NULL",
-            (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), key_id),
+            (datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), key_id),
         )
         return bool(rows) and rows[0][0] > 0
 

@@ -73,7 +73,7 @@ class GenerationError(RagError):
     exit_code = 3
 
 
-class GenerationTimeout(GenerationError):
+class GenerationTimeout(GenerationError):  # noqa: N818 - a documented public name (docs/architecture.md)
     """The language model endpoint did not answer in time (an API maps it to 504, other failures to 502)."""
 
 

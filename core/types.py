@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
 RESERVED_METADATA_KEYS: frozenset[str] = frozenset(
     {
         "chunk_id", "text", "doc_id", "source", "title", "content_hash", "headings", "section", "page",

@@ -21,7 +21,7 @@ from typing import Any
 
 from rag.core.errors import ConfigError
 from rag.evaluate import plots
-from rag.evaluate.report import _kv_table, _md, esc, fmt, page, _write
+from rag.evaluate.report import _kv_table, _md, _write, esc, fmt, page
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
 
 SCHEMA_VERSION = 1
@@ -78,7 +78,7 @@ def compare_runs(folders: list[Path | str], names: list[str] | None = None) -> d
         warnings.insert(0, "at least one run was judged by the embedded 135M model: its judge scores are smoke-test scores only")
     base_by_id = {s["id"]: s for s in base_samples}
     comparisons = []
-    for label, (results, samples) in zip(labels[1:], runs[1:]):
+    for label, (_results, samples) in zip(labels[1:], runs[1:]):
         by_id = {s["id"]: s for s in samples}
         per_metric = {}
         for metric in metrics:

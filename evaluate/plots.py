@@ -23,7 +23,7 @@ def _pyplot():  # noqa: ANN202 - matplotlib types are not worth importing here
     return plt
 
 
-def _svg(fig) -> str:  # noqa: ANN001
+def _svg(fig) -> str:  # noqa: ANN001 - a matplotlib Figure; matplotlib is imported on first use
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     _pyplot().close(fig)

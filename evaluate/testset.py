@@ -212,7 +212,7 @@ def _reference_docs(where: str, value: Any) -> dict[str, int]:
     if isinstance(value, str):
         return {value: 1}
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return {v: 1 for v in value}
+        return dict.fromkeys(value, 1)
     if isinstance(value, Mapping) and all(isinstance(g, int) and not isinstance(g, bool) for g in value.values()):
         return {str(k): int(g) for k, g in value.items()}
     raise TestSetError(f"{where}: 'reference_doc_ids' must be a list of ids or an object of id -> integer grade")

@@ -24,9 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 import httpx
 
@@ -409,10 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model,
             verbosity=args.verbosity,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
-            on_ready=lambda url: print(f"serving {url}", flush=True),
+            on_ready=lambda url: print(f"serving {url}", flush=True),  # noqa: T201 - `python -m` entry point: its console
         )
     except (ConfigError, GenerationError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)  # noqa: T201 - `python -m` entry point: its console
         return exc.exit_code
     return 0
 

@@ -7,7 +7,7 @@ Block ``n`` is ``[n] <citation label>\\n<chunk text>``; the model cites it as ``
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from rag.core.types import Hit
 

@@ -129,7 +129,7 @@ class _Unit:
 class _Tokens:
     """A section's text with the character offsets of its tokens."""
 
-    __slots__ = ("text", "starts", "ends")
+    __slots__ = ("ends", "starts", "text")
 
     starts: Sequence[int]
     ends: Sequence[int]
@@ -221,7 +221,7 @@ def _fences(text: str) -> list[tuple[int, int]]:
     not, inside lists and quotes too, an unclosed fence running to the end); only its block level runs.
     Text without a fence marker is not parsed at all.
     """
-    global _markdown
+    global _markdown  # noqa: PLW0603 - one parser per process, built the first time a text has a fence
     if not any(marker in text for marker in _FENCE_MARKERS):
         return []
     if _markdown is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ def load_file(
     if not data or data.isspace():  # not data.strip(): that would copy a large file
         raise LoaderError("empty file")
     # Merged last, over user tags and format metadata, so ``modified`` always means the file's mtime.
-    fixed = {"modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    fixed = {"modified": datetime.fromtimestamp(stat.st_mtime, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     ctx = ParseContext(
         name=path.name, doc_id=doc_id, source=source, metadata=dict(metadata or {}), fixed=fixed, limits=limits,
         problems=problems,

@@ -45,7 +45,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,7 @@ def discover(paths: Iterable[Path], suffixes: frozenset[str] | None = None) -> D
             raise IngestError(f"{root} does not exist")
 
         def failed(exc: OSError) -> None:
-            found.unreadable_dirs.append((Path(exc.filename or root), exc.strerror or str(exc)))
+            found.unreadable_dirs.append((Path(exc.filename or root), exc.strerror or str(exc)))  # noqa: B023 - os.walk calls it in this iteration only
 
         files: list[Path] = []
         unsupported: list[Path] = []
@@ -767,10 +767,10 @@ def _content_hash(doc: Document) -> str:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 __all__ = [
-    "DocumentInput", "Discovery", "IngestReport", "Ingestor", "Progress", "SKIP_DIRS", "check_user_metadata",
+    "SKIP_DIRS", "Discovery", "DocumentInput", "IngestReport", "Ingestor", "Progress", "check_user_metadata",
     "chunk_id_for", "discover",
 ]

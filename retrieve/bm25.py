@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from rag.core.errors import ConfigError, StorageError
-from rag.core.storage import describe_os_error
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
+from rag.core.storage import describe_os_error
 from rag.core.types import ScoredId
 
 log = logging.getLogger(__name__)
 
-def _import_bm25s():  # noqa: ANN202
+def _import_bm25s():  # noqa: ANN202 - the bm25s module, imported on first use
     import bm25s
 
     # bm25s sets its own logger to DEBUG on import; put it back to a library's usual level.

@@ -193,7 +193,7 @@ class RetrievalPipeline:
             queries += self._variants(query, search_query, options.multi_query, trace)
         vector = self._hyde(query, search_query, options.hyde_weight, trace) if options.hyde else None
 
-        search = dict(alpha=alpha, fusion=fusion, filter=filter)
+        search = {"alpha": alpha, "fusion": fusion, "filter": filter}
         # Where the two sides are fused: here, or inside a store that runs the hybrid query natively.
         fused_in = "store" if self.retriever.native_store(alpha, fusion) is not None else "local"
         started = time.perf_counter()

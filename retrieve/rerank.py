@@ -48,7 +48,7 @@ POINTWISE_PROMPT = (
     "Grade the passage: 0 = unrelated, 1 = related but does not answer, 2 = partly answers, "
     "3 = fully answers. Reply with the number only."
 )
-GRADES = range(0, 4)
+GRADES = range(4)
 """The pointwise scale the prompt defines; a grade outside it is unparsable."""
 
 LISTWISE_SYSTEM = "You rank passages by how well they answer a search query."
@@ -150,7 +150,7 @@ def _load_cross_encoder(model: str, max_length: int, device: str):  # noqa: ANN2
 
     try:
         loaded = CrossEncoder(model, max_length=max_length, device=device)
-    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, HF hub errors…: all mean "no such model"
+    except Exception as exc:  # OSError, ValueError, HF hub errors…: all mean "no such model"
         log.debug("cannot load CrossEncoder %r", model, exc_info=True)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot load the rerank model {model!r} ({_short(reason)}); {MODEL_HINT}") from exc

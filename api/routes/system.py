@@ -56,7 +56,7 @@ def _llm_check(services: Services) -> dict[str, Any]:
             from rag.generate.llamacpp_server import model_name, packaged_gguf
 
             model = model_name(cfg.gguf or packaged_gguf())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - readiness reports a missing or broken model, it does not fail
             return {"ok": False, "endpoint": "embedded", "detail": public_message(str(exc))}
         return {"ok": True, "endpoint": "embedded", "detail": f"llama.cpp with {model}, started on the first question"}
     url = cfg.base_url.rstrip("/") + "/models"

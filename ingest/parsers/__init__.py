@@ -10,6 +10,6 @@ from rag.ingest.parsers.encoding import decode_text
 from rag.ingest.parsers.registry import ENTRY_POINT_GROUP, FormatInfo, ParserRegistry
 
 __all__ = [
-    "BaseParser", "DocumentBuilder", "ENTRY_POINT_GROUP", "FormatInfo", "ParseContext", "ParseLimits", "Parser",
+    "ENTRY_POINT_GROUP", "BaseParser", "DocumentBuilder", "FormatInfo", "ParseContext", "ParseLimits", "Parser",
     "ParserRegistry", "decode_text",
 ]

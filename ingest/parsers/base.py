@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -214,11 +214,10 @@ def jsonable(value: Any) -> Any:
 
 def iso_utc(moment: datetime) -> str:
     """A datetime as ISO-8601 UTC with a ``Z`` (naive values are taken as UTC)."""
-    from datetime import timezone
 
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class BaseParser:

@@ -105,7 +105,7 @@ class EpubParser(BaseParser):
         _check_drm(archive, ctx.limits)
         try:
             book = epub.read_epub(io.BytesIO(data), {"ignore_ncx": True})
-        except Exception as exc:  # ebooklib raises EpubException, KeyError, lxml errors ... on broken books
+        except Exception as exc:  # noqa: BLE001 - ebooklib raises EpubException, KeyError, lxml errors ... on broken books
             raise LoaderError(f"corrupt EPUB: {type(exc).__name__}: {exc}"[:300]) from None
         titles = _toc_titles(book.toc)
         builder = DocumentBuilder()

@@ -43,7 +43,7 @@ class ImageParser(BaseParser):
         return ocr_unavailable()
 
     def sniff(self, head: bytes) -> str | None:
-        for magic, kind in _IMAGE_MAGIC.items():
+        for magic in _IMAGE_MAGIC:
             if head.startswith(magic):
                 return None
         actual = describe_magic(head)

@@ -88,7 +88,7 @@ def _addresses(value: Any) -> list[tuple[str, str]]:
     """``(display name, address)`` pairs of an address header (lower-case addresses, blanks dropped)."""
     try:
         addresses = getattr(value, "addresses", None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the email package raises assorted errors on a malformed header
         addresses = None
     if addresses is None:
         return [("", part.strip().lower()) for part in str(value or "").split(",") if part.strip()]
@@ -162,7 +162,7 @@ def _filename(part: Message, index: int) -> str:
     if "=?" in raw:  # RFC 2047 encoded words, which many mailers use for parameters against the RFC
         try:
             raw = str(make_header(decode_header(raw)))
-        except Exception:  # malformed encoded words: keep the name as written
+        except Exception:  # noqa: BLE001, S110 - malformed encoded words: keep the name as written
             pass
     name = PurePosixPath(raw.replace("\\", "/")).name.strip()
     if name:
@@ -179,7 +179,7 @@ def _is_attachment(part: Message, content_type: str) -> bool:
         return True
     try:
         named = bool(part.get_filename())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a malformed Content-Disposition raises assorted errors
         named = False
     embedded = content_type.startswith("image/") and part.get("content-id") is not None
     return named and not embedded

@@ -117,7 +117,7 @@ class NotebookParser(BaseParser):
             raise LoaderError(f"invalid notebook: not UTF-8 (byte {exc.start})") from None
         except (AttributeError, TypeError, KeyError):  # valid JSON, but not shaped like a notebook
             raise LoaderError("invalid notebook: the JSON is not a Jupyter notebook") from None
-        except Exception as exc:  # NotJSONError, NBFormatError, ValidationError
+        except Exception as exc:  # noqa: BLE001 - NotJSONError, NBFormatError, ValidationError
             reason = " ".join(str(exc).split())[:200]
             raise LoaderError(f"invalid notebook: {type(exc).__name__}: {reason}") from None
         metadata = dict(notebook.get("metadata") or {})

@@ -42,7 +42,7 @@ def ocr_unavailable() -> str | None:
 
 def _get_engine() -> Any:
     """The process's RapidOCR engine, created on first use."""
-    global _engine
+    global _engine  # noqa: PLW0603 - one engine per process, built on first use under the lock
     with _engine_lock:
         if _engine is None:
             from rapidocr_onnxruntime import RapidOCR

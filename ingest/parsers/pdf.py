@@ -151,7 +151,7 @@ def _open_document(data: bytes) -> Any:
 def _metadata_title(pdf: Any) -> str:
     try:
         title = " ".join(str(pdf.get_metadata_dict().get("Title") or "").split())
-    except Exception:  # a malformed Info dictionary is no reason to lose the text
+    except Exception:  # noqa: BLE001 - a malformed Info dictionary is no reason to lose the text
         return ""
     return "" if title.lower() in _PLACEHOLDER_TITLES else title
 
@@ -252,7 +252,7 @@ def _add_rule(a: tuple[float, float], b: tuple[float, float], heights: set[int],
         places.add(round(a[0]))
 
 
-def _text_lines(textpage: Any, page_top: float, tables: Sequence[Line]) -> list[Line]:
+def _text_lines(textpage: Any, page_top: float, tables: Sequence[Line]) -> list[Line]:  # noqa: C901 - one hot loop, its state in locals
     """The page's characters as lines (top-left coordinates), in the file's order; table cells left out.
 
     This loop runs once per character of every PDF, so it calls PDFium's C functions directly and keeps
@@ -396,7 +396,7 @@ class _TableFinder:
                 return [block for table in page.find_tables() if (block := _table_block(table)) is not None]
             finally:
                 page.close()
-        except Exception as exc:  # tables are a bonus: a file pdfminer cannot read still has its text
+        except Exception as exc:  # noqa: BLE001 - tables are a bonus: a file pdfminer cannot read still has its text
             log.debug("no table detection for this PDF: %s", exc)
             self._failed = True
             return []
@@ -439,7 +439,7 @@ def _mark_outline_headings(pdf: Any, pages: list[_Page]) -> bool:
     """
     try:
         entries = list(_outline(pdf))
-    except Exception as exc:  # a malformed outline: fall back to font sizes
+    except Exception as exc:  # noqa: BLE001 - a malformed outline: fall back to font sizes
         log.debug("unreadable PDF outline: %s", exc)
         return False
     by_number = {page.number: page for page in pages}
@@ -454,7 +454,7 @@ def _mark_outline_headings(pdf: Any, pages: list[_Page]) -> bool:
         for position in range(start, len(page.lines)):
             line = page.lines[position]
             have = _key(line.text)
-            if line.rows is None and want and (have.endswith(want) or (len(have) >= 8 and want.startswith(have))):
+            if line.rows is None and want and (have.endswith(want) or (len(have) >= 8 and want.startswith(have))):  # noqa: SIM102 - the length test below has its own reason
                 if len(have) <= len(want) + 12:  # the title with its number, not a sentence citing it
                     line.heading, line.title = min(level, 6), title
                     cursor[page.number] = position + 1

@@ -126,7 +126,7 @@ class ParserRegistry:
             what = f"parser plugin {entry_point.name!r} ({entry_point.value})"
             try:
                 parser = _instantiate(entry_point.load(), what)
-            except Exception as exc:  # a broken plugin must not take ingest down with it
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take ingest down with it
                 log.warning("ignoring %s: %s", what, exc)
                 continue
             if parser.name in self._parsers:

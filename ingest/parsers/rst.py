@@ -303,7 +303,7 @@ def parse_rst(text: str, *, doctitle: bool = True) -> Any:
         return publish_doctree(text, settings_overrides=settings)
     except RecursionError:
         raise LoaderError("invalid reStructuredText: nested too deeply") from None
-    except Exception as exc:  # docutils raises many types (SystemMessage, ApplicationError, ValueError)
+    except Exception as exc:  # noqa: BLE001 - docutils raises many types (SystemMessage, ApplicationError, ValueError)
         raise LoaderError(f"invalid reStructuredText: {_collapse(str(exc))[:200]}") from None
 
 
