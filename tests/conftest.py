@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.core.settings import load_settings  # noqa: E402
-from rag.engine import RagEngine  # noqa: E402
+from rag.core.settings import load_settings
+from rag.engine import RagEngine
 
 CORPUS = {
     "guide/install.md": """\
@@ -99,5 +99,5 @@ def make_engine(tmp_path: Path) -> Iterator[Callable[..., RagEngine]]:
     for engine in made:
         try:
             engine.close()
-        except Exception:  # noqa: BLE001 - a test may have closed it already
+        except Exception:  # noqa: BLE001, S110 - a test may have closed it already
             pass

@@ -24,7 +24,7 @@ def rag(cwd: Path, *args: str, timeout: float = 240, env: dict[str, str] | None 
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:  # noqa: ANN001
+def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:
     """A folder with the sample corpus, ingested once for the read-only tests of this module."""
     root = tmp_path_factory.mktemp("project")
     corpus_writer(root)
@@ -109,7 +109,7 @@ def test_bad_files_exit_1_and_the_rest_is_searchable(tmp_path: Path, corpus: Pat
     assert rag(tmp_path, "search", "refund", "--k", "1").returncode == 0
 
 
-def test_interrupted_ingest_leaves_a_loadable_index_and_the_next_run_completes(tmp_path: Path, corpus_writer) -> None:  # noqa: ANN001
+def test_interrupted_ingest_leaves_a_loadable_index_and_the_next_run_completes(tmp_path: Path, corpus_writer) -> None:
     """SIGKILL an ingest between commits; the index opens and searches, and a re-run finishes the job."""
     files = {
         f"topic{i:02d}.md": f"# Topic {i}\n\n" + " ".join(f"Sentence {j} about subject {i} and its details." for j in range(40))

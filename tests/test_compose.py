@@ -103,7 +103,7 @@ def test_every_service_is_there_with_a_healthcheck(services: dict[str, Any]) -> 
 
 def test_api_waits_for_healthy_servers_and_uses_the_llm_service(services: dict[str, Any]) -> None:
     api = services["api"]
-    assert _depends(api) == {name: "service_healthy" for name in ("qdrant", "opensearch", "postgres", "llm")}
+    assert _depends(api) == dict.fromkeys(("qdrant", "opensearch", "postgres", "llm"), "service_healthy")
     env = _env(api)
     assert env["RAG_LLM__BASE_URL"] == "http://llm:8080/v1"
     assert env["RAG_STORE__KIND"] == "qdrant" and env["RAG_STORE__URL"] == "http://qdrant:6333"

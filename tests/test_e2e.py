@@ -27,7 +27,7 @@ def rag(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:  # noqa: ANN001
+def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     corpus_writer(root)
     assert rag(root, "ingest", "docs").returncode == 0

@@ -19,7 +19,7 @@ from rag.core.errors import ConfigError
 pytestmark = pytest.mark.slow
 
 
-def _sources(engine) -> set[str]:  # noqa: ANN001
+def _sources(engine) -> set[str]:
     return {meta["source"] for _, _, meta in engine.catalog.iter_chunks()}
 
 
@@ -79,7 +79,7 @@ def test_ingesting_a_folder_removes_only_what_was_ingested_from_under_it(make_en
 
 def test_a_shared_jsonl_id_is_a_failed_record_not_a_silent_move(make_engine, tmp_path: Path) -> None:
     first = _write(tmp_path / "data" / "a.jsonl", '{"_id": "d1", "text": "apples grow on trees"}\n')
-    second = _write(
+    _write(
         tmp_path / "data" / "b.jsonl",
         '{"_id": "d1", "text": "bananas grow in bunches"}\n{"_id": "d2", "text": "cherries are red"}\n',
     )

@@ -57,7 +57,7 @@ def write_jsonl(path: Path, prefix: str, count: int, words: int = 40, seed: int 
     return ids
 
 
-def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -112,7 +112,7 @@ def test_a_second_writer_waits_or_fails_fast_while_readers_see_committed_state(t
     assert 0 < committed <= len(slow_ids)
     assert first.poll() is None, "the first ingest finished before the second could queue behind it"
 
-    out_first, err_first = first.communicate(timeout=600)
+    _, err_first = first.communicate(timeout=600)
     out_queued, err_queued = queued.communicate(timeout=600)
     assert first.returncode == 0 and queued.returncode == 0, err_first + err_queued
     assert "waiting for it to finish" in err_queued

@@ -54,7 +54,7 @@ def test_collections_have_their_own_index_and_settings(tmp_path: Path, corpus: P
         for bad in ("Small", "a/b", "..", "", "x" * 64):
             with pytest.raises(ConfigError, match="invalid collection name"):
                 workspace.create(bad)
-        with pytest.raises(ConfigError, match="retrieval.alpha"):
+        with pytest.raises(ConfigError, match=r"retrieval.alpha"):
             workspace.create("bad-settings", {"retrieval": {"alpha": 7}})
         assert "bad-settings" not in workspace.names()  # nothing written for a refused collection
         with pytest.raises(ConfigError, match="data_dir"):

@@ -65,7 +65,7 @@ def test_page_is_self_contained_and_inserts_text_only() -> None:
 
 
 @pytest.fixture(scope="module")
-def sync_api():  # noqa: ANN201 - playwright.sync_api, imported only where the browser exists
+def sync_api():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set RAG_TEST_CHROMIUM) to run the "
                     "browser test")
@@ -74,7 +74,7 @@ def sync_api():  # noqa: ANN201 - playwright.sync_api, imported only where the b
 
 
 @pytest.fixture(scope="module")
-def server(sync_api, tmp_path_factory: pytest.TempPathFactory, corpus_writer: Callable[[Path], Path]) -> Iterator[str]:  # noqa: ANN001
+def server(sync_api, tmp_path_factory: pytest.TempPathFactory, corpus_writer: Callable[[Path], Path]) -> Iterator[str]:
     """A real API process over a data directory with the sample corpus ingested; yields its URL."""
     root = tmp_path_factory.mktemp("browser")
     docs = corpus_writer(root)
@@ -109,7 +109,7 @@ def _is_local(url: str) -> bool:
     return parts.scheme in ("data", "blob", "about") or parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def _wait_for_answer(page) -> None:  # noqa: ANN001 - a Playwright Page
+def _wait_for_answer(page) -> None:
     """Until the stream has ended: ``done`` filled the meta line, or an ``error`` event was shown."""
     page.wait_for_function(
         "() => document.getElementById('answer').getAttribute('aria-busy') === 'false'"
@@ -122,7 +122,7 @@ def _wait_for_answer(page) -> None:  # noqa: ANN001 - a Playwright Page
 
 
 @pytest.mark.slow
-def test_chat_page_uploads_asks_streams_and_shows_cited_chunks(sync_api, server: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_chat_page_uploads_asks_streams_and_shows_cited_chunks(sync_api, server: str, tmp_path: Path) -> None:
     console_errors: list[str] = []
     requests: list[str] = []
     asks: list = []  # the /ask requests

@@ -17,7 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 from api_server import (
-    BASE_ENV, EMBEDDED_LLM, UNREACHABLE_LLM, ApiServer, sse_events, upload_corpus, upload_files, wait_for_job,
+    BASE_ENV,
+    EMBEDDED_LLM,
+    UNREACHABLE_LLM,
+    ApiServer,
+    sse_events,
+    upload_corpus,
+    upload_files,
+    wait_for_job,
 )
 
 from rag.core.errors import FilterError
@@ -421,7 +428,7 @@ def test_a_reader_sees_cli_commits_without_a_restart(client: httpx.Client, serve
     assert after[0]["doc_id"] == "more/zeppelin.md"
 
 
-def test_cors_origins_are_configurable(tmp_path) -> None:  # noqa: ANN001
+def test_cors_origins_are_configurable(tmp_path) -> None:
     from fastapi.testclient import TestClient
 
     from rag.api.app import create_app

@@ -155,4 +155,4 @@ def test_no_server_errors_and_responses_match_the_schema(
         case.validate_response(response, checks=checks)
 
     check()
-    print(f"{method} {path}: {dict(sorted(statuses.items()))}")  # shown with -s: what the examples reached
+    print(f"{method} {path}: {dict(sorted(statuses.items()))}")  # noqa: T201 - shown with -s: what the examples reached

@@ -23,8 +23,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 KINDS = (
     "StatementGeneratorOutput", "NLIStatementOutput", "ContextRecallOutput", "AnswerRelevanceOutput",

@@ -49,7 +49,7 @@ def scored_run(docs_project: Path, module_judge: ScriptedJudge, tmp_path_factory
     """Three docs questions plus one whose text is hostile HTML, answered by the embedded LLM, judged by the
     scripted judge on every metric."""
     folder = tmp_path_factory.mktemp("scored")
-    rows = qa_rows(3) + [{"id": "hostile", "question": HOSTILE, "reference": "At most N chunks per document.",
+    rows = [*qa_rows(3), {"id": "hostile", "question": HOSTILE, "reference": "At most N chunks per document.",
                           "reference_doc_ids": ["docs/filters.md"]}]
     testset = write_jsonl(folder / "qa.jsonl", rows)
     result = rag(docs_project, "eval", "run", str(testset), "--out", str(folder / "run"), "--metrics", ALL_METRICS,
@@ -79,7 +79,7 @@ def test_run_writes_every_report_with_consistent_scores(scored_run: Path, module
         faith = sample["scores"]["faithfulness"]
         verdicts = [d["verdict"] for d in faith["details"]]
         assert faith["value"] == sum(verdicts) / len(verdicts)
-        relevant = {doc: grade for doc, grade in sample["reference_doc_ids"].items()}
+        relevant = dict(sample["reference_doc_ids"])
         ranked = sample["ranked_doc_ids"]
         assert len(ranked) == len(set(ranked)) <= 10
         assert sample["scores"]["ndcg@10"]["value"] == ndcg_at(ranked, relevant, 10)

@@ -81,7 +81,7 @@ def test_missing_and_unsupported_files(tmp_path: Path) -> None:
     with pytest.raises(TestSetError, match="does not exist"):
         load_testset(tmp_path / "nope.jsonl")
     (tmp_path / "qa.txt").write_text("question?")
-    with pytest.raises(TestSetError, match="unsupported test set type .txt"):
+    with pytest.raises(TestSetError, match=r"unsupported test set type .txt"):
         load_testset(tmp_path / "qa.txt")
     with pytest.raises(TestSetError, match="not a BEIR folder"):
         load_testset(tmp_path)

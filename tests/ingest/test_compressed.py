@@ -69,7 +69,7 @@ def test_gzip_bomb_stops_at_the_unpacked_limit(tmp_path: Path) -> None:
 def test_truncated_or_fake_gzip(tmp_path: Path) -> None:
     packed = gzip.compress(("line of text\n" * 2000).encode())
     (tmp_path / "cut.txt.gz").write_bytes(packed[: len(packed) // 2])
-    with pytest.raises(LoaderError, match="^corrupt gzip file: truncated$"):
+    with pytest.raises(LoaderError, match=r"^corrupt gzip file: truncated$"):
         load(tmp_path / "cut.txt.gz")
     (tmp_path / "fake.md.gz").write_text("# not compressed at all\n")
     with pytest.raises(LoaderError, match=r"^not a gzip file \(unrecognised content\)$"):

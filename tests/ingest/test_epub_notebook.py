@@ -91,13 +91,13 @@ def test_epub_without_title_falls_back_to_the_file_name(tmp_path: Path) -> None:
 def test_epub_corrupt_or_not_an_epub(tmp_path: Path) -> None:
     data = write_epub(tmp_path / "sea.epub", SEA_BOOK).read_bytes()
     (tmp_path / "cut.epub").write_bytes(data[: len(data) // 2])
-    with pytest.raises(LoaderError, match="^corrupt EPUB: "):
+    with pytest.raises(LoaderError, match=r"^corrupt EPUB: "):
         load(tmp_path / "cut.epub")
     plain_zip = io.BytesIO()
     with zipfile.ZipFile(plain_zip, "w") as archive:
         archive.writestr("readme.txt", "not a book")
     (tmp_path / "plain.epub").write_bytes(plain_zip.getvalue())
-    with pytest.raises(LoaderError, match="^corrupt EPUB: "):
+    with pytest.raises(LoaderError, match=r"^corrupt EPUB: "):
         load(tmp_path / "plain.epub")
     (tmp_path / "text.epub").write_text("just text")
     with pytest.raises(LoaderError, match="not an EPUB"):
@@ -124,14 +124,14 @@ def test_drm_protected_epub_is_refused(tmp_path: Path) -> None:
             '<enc:CipherData><enc:CipherReference URI="EPUB/ch1.xhtml"/></enc:CipherData>'
             "</enc:EncryptedData></encryption>",
         )
-    with pytest.raises(LoaderError, match="^DRM-protected EPUB"):
+    with pytest.raises(LoaderError, match=r"^DRM-protected EPUB"):
         load(path)
 
 
 # -- notebooks ------------------------------------------------------------------------------------------
 
 
-def write_notebook(path: Path, cells: list, **metadata: object) -> Path:  # noqa: ANN001 - nbformat nodes
+def write_notebook(path: Path, cells: list, **metadata: object) -> Path:
     import nbformat
     from nbformat import v4
 
@@ -215,7 +215,7 @@ def test_schema_drift_is_tolerated_quietly(tmp_path: Path, caplog: pytest.LogCap
 def test_empty_notebook_has_no_text_content(tmp_path: Path) -> None:
     from nbformat import v4
 
-    with pytest.raises(LoaderError, match="^no text content$"):
+    with pytest.raises(LoaderError, match=r"^no text content$"):
         load(write_notebook(tmp_path / "empty.ipynb", [v4.new_code_cell(""), v4.new_markdown_cell("  ")]))
 
 

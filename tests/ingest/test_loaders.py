@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from rag.ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from rag.testing.parsers import assert_sections_tile as assert_sections_consistent
 
 # 2024-03-05T06:07:08Z
-MTIME = datetime(2024, 3, 5, 6, 7, 8, tzinfo=timezone.utc).timestamp()
+MTIME = datetime(2024, 3, 5, 6, 7, 8, tzinfo=UTC).timestamp()
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -333,14 +333,14 @@ TEXT_FORMATS = ["a.md", "a.txt", "a.html", "a.jsonl", "a.rst"]
 @pytest.mark.parametrize("name", [*TEXT_FORMATS, "a.pdf"])
 @pytest.mark.parametrize("content", [b"", b"  \n\t\n"], ids=["zero-bytes", "whitespace"])
 def test_empty_file(tmp_path: Path, name: str, content: bytes) -> None:
-    with pytest.raises(LoaderError, match="^empty file$"):
+    with pytest.raises(LoaderError, match=r"^empty file$"):
         load_one(write(tmp_path, name, content))
 
 
 @pytest.mark.parametrize("name", TEXT_FORMATS)
 @pytest.mark.parametrize("content", ["\ufeff", "\u00a0\u2003\n"], ids=["bom-only", "unicode-whitespace"])
 def test_text_that_decodes_to_nothing_is_empty(tmp_path: Path, name: str, content: str) -> None:
-    with pytest.raises(LoaderError, match="^empty file$"):
+    with pytest.raises(LoaderError, match=r"^empty file$"):
         load_one(write(tmp_path, name, content))
 
 
@@ -348,7 +348,7 @@ def test_text_that_decodes_to_nothing_is_empty(tmp_path: Path, name: str, conten
 def test_binary_file(tmp_path: Path, name: str) -> None:
     with pytest.raises(LoaderError, match=r"^binary file, not text \(the content is a PNG image\)$"):
         load_one(write(tmp_path, name, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"))
-    with pytest.raises(LoaderError, match="^binary file, not text$"):
+    with pytest.raises(LoaderError, match=r"^binary file, not text$"):
         load_one(write(tmp_path, name, b"ab\x00\x01cd" * 40))
 
 
@@ -366,15 +366,15 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(LoaderError, match="^cannot read file"):
+    with pytest.raises(LoaderError, match=r"^cannot read file"):
         load_one(tmp_path / "gone.md")
 
 
 def test_invalid_front_matter(tmp_path: Path) -> None:
-    with pytest.raises(LoaderError, match="^invalid front-matter"):
+    with pytest.raises(LoaderError, match=r"^invalid front-matter"):
         load_one(write(tmp_path, "bad.md", "---\ntitle: [unclosed\n---\nbody\n"))
 
 
 def test_front_matter_only_is_empty(tmp_path: Path) -> None:
-    with pytest.raises(LoaderError, match="^empty file"):
+    with pytest.raises(LoaderError, match=r"^empty file"):
         load_one(write(tmp_path, "meta.md", "---\ntitle: x\n---\n"))

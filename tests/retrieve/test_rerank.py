@@ -277,7 +277,7 @@ def test_listwise_scores_follow_the_order() -> None:
 
 
 def test_listwise_unlisted_passages_are_nan() -> None:
-    texts = PASSAGES + ["Bamboo forests in China."]
+    texts = [*PASSAGES, "Bamboo forests in China."]
     with ScriptedEndpoint() as endpoint:
         endpoint.reply(Reply(["Most relevant: [3] > [2]"]))
         scores = LLMReranker(_completer(endpoint), "listwise").score(QUERY, texts)

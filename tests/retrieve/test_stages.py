@@ -247,7 +247,7 @@ def test_post_filters_apply_to_the_final_scores(engine_for: Callable[..., RagEng
 
 
 def test_rerank_without_a_model_explains_how_to_set_one(engine_for: Callable[..., RagEngine]) -> None:
-    with pytest.raises(ConfigError, match="rerank.model"):
+    with pytest.raises(ConfigError, match=r"rerank.model"):
         engine_for().retrieve("plan", 3, rerank=True)
 
 
