@@ -88,20 +88,20 @@ def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, rea
 
 
 def _create_qdrant(**kwargs: object) -> VectorStore:
-    from rag.stores.qdrant_store import create_qdrant_store
+    from rag.stores.qdrant import create_qdrant_store
 
     return create_qdrant_store(**kwargs)
 
 
 def _create_pgvector(**kwargs: object) -> VectorStore:
     # Imported here: the module imports rag.stores, and psycopg is only needed by those who select it.
-    from rag.stores.pgvector_store import create_pgvector_store
+    from rag.stores.pgvector import create_pgvector_store
 
     return create_pgvector_store(**kwargs)
 
 
 def _create_opensearch(**kwargs: object) -> VectorStore:
-    from rag.stores.opensearch_store import create_opensearch_store
+    from rag.stores.opensearch import create_opensearch_store
 
     return create_opensearch_store(**kwargs)
 

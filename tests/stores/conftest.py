@@ -69,7 +69,7 @@ def _metadata(i: int, rng: random.Random) -> dict[str, Any]:
         # Several ISO spellings (date only, Z, offset, space separator) that must compare as instants.
         "modified": rng.choice(["2024-{:02d}-{:02d}", "2024-{:02d}-{:02d}T10:00:00Z",
                                 "2024-{:02d}-{:02d}T10:00:00+02:00", "2024-{:02d}-{:02d} 08:30:00"]).format(month, day),
-        # Never an empty list: Qdrant counts [] as missing, Filter.matches does not (see qdrant_store).
+        # Never an empty list: Qdrant counts [] as missing, Filter.matches does not (see rag.stores.qdrant).
         "tags": rng.sample(["a", "b", "c", "d", "bb"], rng.randint(1, 3)),
     }
     if rng.random() < 0.9:
