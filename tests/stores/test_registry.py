@@ -4,22 +4,33 @@ store_traits, which keep backend names out of the engine."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 import rag.stores
+from rag.core.analysis import KeywordAnalysis
 from rag.core.errors import ConfigError, IndexMismatchError, StoreError
 from rag.core.settings import StoreSettings
-from rag.core.analysis import KeywordAnalysis
 from rag.stores import (
-    StoreTraits, VectorStore, available_stores, create_store, drop_store, local_store_folders, store_traits,
+    StoreTraits,
+    VectorStore,
+    available_stores,
+    create_store,
+    drop_store,
+    local_store_folders,
+    store_traits,
 )
 from rag.stores.base import StoredChunk
 from rag.stores.faiss_store import FaissStore
 from rag.stores.qdrant import QdrantStore
+
+if TYPE_CHECKING:
+    from rag.engine import RagEngine
 
 
 def _plugin(name: str, factory) -> SimpleNamespace:
@@ -147,3 +158,32 @@ def test_backend_subpackages_are_packaged() -> None:
     found = {f"rag.stores.{init.parent.name}" for init in root.glob("*/__init__.py")}
     assert found >= {"rag.stores.qdrant", "rag.stores.opensearch", "rag.stores.pgvector"}
     assert found <= listed
+
+
+@pytest.mark.slow
+def test_a_rebuild_drops_a_plugin_store_through_the_registry(
+    make_engine: Callable[..., RagEngine], corpus_writer: Callable[..., Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine names no backend: ``--rebuild`` asks the registry to drop the configured store, which opens
+    a plugin's store (its data outside the built-in folders) with ``any_dimension`` and drops it."""
+    opened_to_drop: list[bool] = []
+
+    def factory(
+        *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False, any_dimension: bool = False
+    ) -> VectorStore:
+        opened_to_drop.append(any_dimension)
+        return FaissStore(data_dir / "elsewhere", dimension, read_only=read_only)
+
+    monkeypatch.setattr(rag.stores, "entry_points", lambda group: [_plugin("mine", factory)])
+    corpus = corpus_writer(tmp_path)
+    engine = make_engine(store={"kind": "mine"})
+    engine.ingest([corpus])
+    dimension, chunks = engine.store.dimension, engine.store.count()
+    with FaissStore(engine.data_dir / "elsewhere", dimension) as stray:  # a vector no catalog lists
+        stray.upsert([StoredChunk("stray", np.ones(dimension, dtype=np.float32), "", {})])
+        stray.flush()
+    assert True not in opened_to_drop
+    engine.ingest([corpus], rebuild=True)
+    assert opened_to_drop.count(True) == 1
+    assert "stray" not in engine.store.ids() and engine.store.count() == chunks
