@@ -34,6 +34,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rag.core.analysis import KeywordAnalysis
 from rag.core.catalog import Catalog
 from rag.core.embeddings import SentenceEmbedder
 from rag.core.errors import (
@@ -53,14 +54,14 @@ from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
 from rag.retrieve.pipeline import Reranker, Retrieval, RetrievalPipeline, StageOptions
 from rag.retrieve.transforms import QueryTransformer, validate_history
-from rag.stores import create_store
+from rag.stores import create_store, drop_store, local_store_folders, store_traits
 from rag.stores.base import ProvidesKeywordIndex, VectorStore
 
 log = logging.getLogger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
 # Local store folders and derived files under the data directory, removed by a rebuild.
-_LOCAL_FOLDERS = ("faiss", "qdrant", "bm25")
+_LOCAL_FOLDERS = (*local_store_folders(), "bm25")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,7 @@ class RagEngine:
             "dimension": str(dimension),
             "store": store.kind,
             "store_url": store.url or "",
-            "store_collection": store.collection if store.kind != "faiss" else "",
+            "store_collection": store.collection if store_traits(store.kind, store).uses_collection else "",
         }
 
     def _open_store(self, catalog: Catalog, *, read_only: bool) -> VectorStore:
@@ -196,6 +197,7 @@ class RagEngine:
             dimension=dimension,
             options=self.settings.store,
             read_only=read_only,
+            analysis=KeywordAnalysis.from_settings(self.settings.retrieval),
         )
 
     def _analyzer(self) -> Analyzer:
@@ -352,8 +354,8 @@ class RagEngine:
                 self._wipe()
             catalog = self._open_catalog(read_only=False)
             try:
-                # Qdrant's local mode admits one client per folder: let go of the reader's.
-                if self.settings.store.kind == "qdrant" and not self.settings.store.url:
+                # A store whose files admit one client (Qdrant's local mode): let go of the reader's.
+                if store_traits(self.settings.store.kind, self.settings.store).single_client:
                     with self._lock:
                         self._drop_state()
                 store = self._open_store(catalog, read_only=False)
@@ -511,36 +513,12 @@ class RagEngine:
             for folder in _LOCAL_FOLDERS:
                 shutil.rmtree(self.data_dir / folder, ignore_errors=True)
             self._catalog = self._open_catalog(read_only=True)
-        if self.settings.store.url or self.settings.store.kind not in ("faiss", "qdrant"):
-            self._drop_configured_store()
-
-    def _drop_configured_store(self) -> None:
-        """Drop the configured store (a remote collection or a plugin's), whatever dimension it holds."""
-        try:
-            store = create_store(
-                self.settings.store.kind, data_dir=self.data_dir, dimension=self.embedder.dimension,
-                options=self.settings.store,
-            )
-        except IndexMismatchError:
-            # The collection holds vectors of another size (the model changed): open it as it is.
-            cfg = self.settings.store
-            if cfg.kind == "qdrant":
-                from rag.stores.qdrant_store import QdrantStore
-
-                store = QdrantStore(
-                    self.embedder.dimension, url=cfg.url, collection=cfg.collection, any_dimension=True,
-                    api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-                )
-            elif cfg.kind == "pgvector":
-                from rag.stores.pgvector_store import PgVectorStore
-
-                store = PgVectorStore(
-                    self.embedder.dimension, url=cfg.url, data_dir=self.data_dir, collection=cfg.collection,
-                    any_dimension=True, password=cfg.api_key.get_secret_value() if cfg.api_key else None,
-                )
-            else:
-                raise
-        store.drop()  # and closes it
+        # A remote collection (or a plugin's storage) is dropped whatever dimension it holds, so that
+        # the next open recreates it at the new one.
+        drop_store(
+            self.settings.store.kind, data_dir=self.data_dir, dimension=self.embedder.dimension,
+            options=self.settings.store, analysis=KeywordAnalysis.from_settings(self.settings.retrieval),
+        )
 
     # -- reading ----------------------------------------------------------------------------------
 

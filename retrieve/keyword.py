@@ -8,7 +8,7 @@ exactly that. Two implementations ship:
 * :class:`LocalBM25`, the embedded default: the persisted ``bm25s`` index (:class:`~rag.retrieve.bm25.BM25Index`)
   that the engine builds from the catalog and stamps with its generation;
 * a store's own text search, when the store offers one through the optional ``keyword_index()``
-  capability (see :mod:`rag.stores.base`); :class:`~rag.stores.pgvector_store.PgVectorStore` offers
+  capability (see :mod:`rag.stores.base`); :class:`~rag.stores.pgvector.PgVectorStore` offers
   Postgres full-text search over the chunk text it already holds.
 
 Scores are only compared within one index (fusion min-max normalises them per query), so an index may
