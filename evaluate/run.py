@@ -180,7 +180,7 @@ def _stages(retrieval: Any) -> dict[str, float]:
 
 def answer_case(engine: Any, case: TestCase, *, answers: bool, cutoff: int) -> dict[str, Any]:
     """Retrieve (and answer, with ``answers``) one question; the record the checkpoint and reports hold."""
-    from rag.generate.answer import AnswerError
+    from rag.core.answers import AnswerError
 
     record: dict[str, Any] = {**case.to_dict(), "answer": None, "error": None, "model": None, "warnings": [],
                               "usage": None, "contexts": [], "ranked_doc_ids": [], "timings": {}}
