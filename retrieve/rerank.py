@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
+from rag.core.completion import Completion
 from rag.core.errors import ConfigError, GenerationError
-from rag.generate.completion import Completion
 
 log = logging.getLogger(__name__)
 
