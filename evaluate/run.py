@@ -38,7 +38,6 @@ from rag.evaluate.testset import TestCase, TestSet
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 CHECKPOINT = "checkpoint"
 REPORT_FILES = ("results.json", "samples.jsonl", "report.md", "report.html")
 
