@@ -27,17 +27,15 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-import numpy as np
-
 from rag.core.analysis import KeywordAnalysis
-from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, StoreError
 from rag.core.settings import StoreSettings
-from rag.stores.base import StoredChunk, VectorStore
+from rag.stores.base import StoredChunk, VectorStore, unit_rows
 
 __all__ = [
     "REBUILD_HINT", "StoreTraits", "StoredChunk", "VectorStore", "available_stores", "create_store", "drop_store",
@@ -50,40 +48,6 @@ ENTRY_POINT_GROUP = "rag.vector_stores"
 
 StoreFactory = Callable[..., VectorStore]
 
-
-def unit_rows(vectors: np.ndarray | Sequence[np.ndarray], dimension: int, what: str) -> np.ndarray:
-    """Validate and L2-normalise a ``(n, dimension)`` matrix, or one vector, as a contiguous float32 copy.
-
-    Every store normalises on the way in, so scores are cosine similarities whatever the caller passed.
-
-    Args:
-        vectors: one vector, a matrix with one row per vector, or a sequence of vectors.
-        dimension: the length the store expects.
-        what: names the data in error messages (``"upsert"``, ``"the query"``).
-
-    Returns:
-        A ``(n, dimension)`` float32 array whose rows have unit L2 norm.
-
-    Raises:
-        IndexMismatchError: the vectors have another dimension than the store (another embedding model).
-        StoreError: a vector is zero or not finite, so its cosine similarity is undefined.
-    """
-    try:
-        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
-        shape = f"shape {matrix.shape[1:]}"
-    except ValueError:  # a sequence of vectors of different lengths
-        matrix, shape = np.empty((0, 0), dtype=np.float32), "different lengths"
-    if matrix.ndim != 2 or matrix.shape[1] != dimension:
-        raise IndexMismatchError(
-            f"{what} has vectors of {shape} but the store holds {dimension}-dimensional ones; embed with the "
-            f"model the index was built with, or {REBUILD_HINT}"
-        )
-    norms = np.linalg.norm(matrix, axis=1)
-    bad = ~np.isfinite(norms) | (norms == 0)
-    if bad.any():
-        raise StoreError(f"{what} has a zero or non-finite vector (row {int(np.argmax(bad))}); cannot store it")
-    matrix /= norms[:, None]
-    return np.ascontiguousarray(matrix)
 
 
 def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False) -> VectorStore:

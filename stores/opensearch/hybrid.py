@@ -15,7 +15,7 @@ import numpy as np
 from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
-from rag.stores import unit_rows
+from rag.stores.base import unit_rows
 from rag.stores.opensearch.filters import MatchesNothing, filter_clauses
 from rag.stores.opensearch.keyword import MAX_RESULTS
 

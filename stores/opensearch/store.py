@@ -19,12 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
 from rag.core.filters import Filter
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
-from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk, store_options
+from rag.stores.base import StoredChunk, store_options, unit_rows
 from rag.stores.opensearch import hybrid
 from rag.stores.opensearch.documents import document_id
 from rag.stores.opensearch.filters import MatchesNothing, filter_query, filterable_fields

@@ -21,19 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
 from rag.core.filters import Filter
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
-from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk, store_options
+from rag.stores.base import StoredChunk, store_options, unit_rows
 from rag.stores.pgvector.filters import FilterSql, MatchesNothing, date_index
 from rag.stores.pgvector.keyword import DEFAULT_NORMALIZATION, QUOTED_LEXEME, PostgresKeywordIndex
 from rag.stores.pgvector.server import INSTALL_HINT, EmbeddedPostgres
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg import sql as sql_module
 
 log = logging.getLogger(__name__)
 

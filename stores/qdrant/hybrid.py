@@ -16,7 +16,7 @@ import numpy as np
 from rag.core.errors import ConfigError, StoreError
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
-from rag.stores import unit_rows
+from rag.stores.base import unit_rows
 from rag.stores.qdrant.client import warn_once
 from rag.stores.qdrant.filters import MatchesNothing
 

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.core.analysis import Analyzer, KeywordAnalysis
-from rag.core.errors import ConfigError, FilterError, IndexMismatchError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, FilterError, IndexMismatchError, StoreError
 from rag.core.filters import Filter
 from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
-from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk, store_options
+from rag.stores.base import StoredChunk, store_options, unit_rows
 from rag.stores.qdrant import hybrid
 from rag.stores.qdrant.client import SCROLL_BATCH, import_qdrant, parse_version, point_id, warn_once
 from rag.stores.qdrant.filters import RESERVED_KEYS, FilterTranslator, MatchesNothing
