@@ -149,9 +149,8 @@ class QueryOptions:
         """
         unknown = sorted(set(values) - set(OPTIONS))
         if unknown:
-            raise ConfigError(
-                f"unknown query option {', '.join(map(repr, unknown))} in {source}; the options are {', '.join(OPTIONS)}"
-            )
+            names = ", ".join(map(repr, unknown))
+            raise ConfigError(f"unknown query option {names} in {source}; the options are {', '.join(OPTIONS)}")
         return replace(self, **values)
 
     def given(self) -> dict[str, Any]:
@@ -268,7 +267,8 @@ def _check(name: str, value: Any, spec: OptionSpec) -> None:
     kinds = _KINDS.get(name)
     if kinds is None:  # a structured option (filter, history): its own parser checks it
         return
-    if not isinstance(value, tuple(_TYPES[kind] for kind in kinds)) or (isinstance(value, bool) and "bool" not in kinds):
+    stray_bool = isinstance(value, bool) and "bool" not in kinds  # bool is an Integral to Python
+    if stray_bool or not isinstance(value, tuple(_TYPES[kind] for kind in kinds)):
         raise ConfigError(f"{name} must be {' or '.join(_KIND_WORDS[kind] for kind in kinds)}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, Real):
         return
