@@ -22,55 +22,26 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from rag.cli_common import emit_json as _emit_json
+from rag.cli_common import err, out
+from rag.cli_common import parse_sets as _parse_sets
+from rag.cli_common import visible as _visible
 from rag.core.errors import ConfigError, RagError
-from rag.core.settings import Settings, load_settings, put_dotted
+from rag.core.query import MULTI_QUERY_MAX, QueryOptions, option_help, validate_history
+from rag.core.settings import Settings, load_settings
 from rag.core.types import Hit
 from rag.generate.answer import Answer, AnswerError, numbered_hits
 
-# emoji=False: ``:smile:`` in a message stays ``:smile:``; highlight=False: no guessed colouring;
-# soft_wrap: long lines are left to the terminal, not cut with inserted newlines.
-out = Console(emoji=False, highlight=False, soft_wrap=True)
-err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
-
-# JSON allows these raw inside strings, but some line splitters (str.splitlines, JavaScript) break on
-# U+0085/U+2028/U+2029, and lone surrogates (possible from a JSONL corpus) cannot be encoded as UTF-8.
-_JSON_UNSAFE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
-
-# Control characters are shown as ``\x1b`` so a document cannot drive the terminal; tab and line ends
-# are left to Rich (which expands tabs and drops carriage returns).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"}
-
-
-def _emit_json(data: Any, *, indent: int | None = None) -> None:
-    """Write ``data`` as JSON and a newline to stdout, exactly: no console, no markup, no wrapping.
-
-    Always UTF-8 whatever the locale. U+0085, U+2028, U+2029 and lone surrogates are written as ``\\u``
-    escapes, which parse back to the same string, so one JSON value is one line for every reader.
-    Flushed, so ``search --queries`` streams line by line.
-    """
-    text = json.dumps(data, ensure_ascii=False, indent=indent)
-    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
-    binary = getattr(sys.stdout, "buffer", None)
-    if binary is None:  # a text-only stream, such as a test capturing stdout
-        sys.stdout.write(text)
-    else:
-        sys.stdout.flush()  # keep the order with anything written as text before
-        binary.write(text.encode("utf-8"))
-    sys.stdout.flush()
-
-
-def _visible(text: str) -> str:
-    """``text`` for the terminal: every character kept, control characters spelled out."""
-    return text.translate(_CONTROLS)
+# The consoles (out, err), exact JSON output and terminal-safe text are rag.cli_common's, shared with
+# `rag eval`; the private names are kept so this module reads as before.
 
 
 def _snippet(text: str, limit: int) -> str:
@@ -269,16 +240,17 @@ def ingest(
 
 # -- search and ask -------------------------------------------------------------------------------
 
-KOpt = Annotated[Optional[int], typer.Option("--k", "-k", help="Number of chunks [default: 5].")]
-AlphaOpt = Annotated[Optional[float], typer.Option(help="Dense weight in [0,1]: 1 = dense only, 0 = BM25 only [default: 0.5].")]
-FusionOpt = Annotated[Optional[str], typer.Option(help="linear (score blend) or rrf (reciprocal rank) [default: linear].")]
-FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help="Pre-filter, repeatable (ANDed): 'lang=en', 'page>=2', 'tags in a,b', 'source~docs/*.md', 'modified>=2026-01-01' or JSON.")]
-MinScoreOpt = Annotated[Optional[float], typer.Option(help="Post-filter: drop hits whose fused score is below this.")]
-PerDocOpt = Annotated[Optional[int], typer.Option(help="Post-filter: at most N chunks per document.")]
+# The query flags: each one's help (and the multi-query range) is QueryOptions' own (rag.core.query).
+KOpt = Annotated[Optional[int], typer.Option("--k", "-k", help=option_help("k"))]
+AlphaOpt = Annotated[Optional[float], typer.Option(help=option_help("alpha"))]
+FusionOpt = Annotated[Optional[str], typer.Option(help=option_help("fusion"))]
+FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help=option_help("filter") + " Repeatable (ANDed).")]
+MinScoreOpt = Annotated[Optional[float], typer.Option(help=option_help("min_score"))]
+PerDocOpt = Annotated[Optional[int], typer.Option(help=option_help("max_per_doc"))]
 
-HydeOpt = Annotated[Optional[bool], typer.Option("--hyde/--no-hyde", help="HyDE: the dense side searches with an LLM-written answer passage [default: retrieval.hyde, off].", show_default=False)]
-RewriteOpt = Annotated[Optional[bool], typer.Option("--rewrite/--no-rewrite", help="Let the LLM rewrite the question into a keyword search query [default: off].", show_default=False)]
-MultiQueryOpt = Annotated[Optional[int], typer.Option("--multi-query", min=0, max=10, help="Also search N LLM-written variants, merged by reciprocal rank [default: 0].", show_default=False)]
+HydeOpt = Annotated[Optional[bool], typer.Option("--hyde/--no-hyde", help=option_help("hyde"), show_default=False)]
+RewriteOpt = Annotated[Optional[bool], typer.Option("--rewrite/--no-rewrite", help=option_help("rewrite"), show_default=False)]
+MultiQueryOpt = Annotated[Optional[int], typer.Option("--multi-query", min=0, max=MULTI_QUERY_MAX, help=option_help("multi_query"), show_default=False)]
 RerankOpt = Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rerank the top candidates with rerank.model; `--rerank=MODEL` picks one [default: off].", show_default=False)]
 RerankModelOpt = Annotated[Optional[str], typer.Option("--rerank-model", metavar="MODEL", help="Rerank with this CrossEncoder (id or folder), or `llm` for the configured LLM; implies --rerank.", show_default=False)]
 ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each stage: rewritten queries, HyDE passage, ranks before and after reranking, time taken (`explain` in JSON).")]
@@ -290,18 +262,17 @@ ASK_SNIPPET = 400
 """Characters of each retrieved chunk shown under ``rag ask``'s "Retrieved chunks"."""
 
 
-def _search_args(  # noqa: ANN001, PLR0913
-    k, alpha, fusion, filters, min_score, max_per_doc, hyde=None, rewrite=None, multi_query=None, rerank=None,
-    rerank_model=None,
-) -> dict[str, Any]:
+def _query_options(*, rerank_model: str | None = None, **flags: Any) -> QueryOptions:
+    """A command's query flags as one :class:`QueryOptions`; ``--rerank-model`` is ``rerank`` naming a model.
+
+    Raises:
+        ConfigError: ``--no-rerank`` with ``--rerank-model``, or a flag's value is out of range.
+    """
     if rerank_model is not None:
-        if rerank is False:
+        if flags.get("rerank") is False:
             raise ConfigError("--no-rerank and --rerank-model contradict each other; give one")
-        rerank = rerank_model
-    return {
-        "k": k, "alpha": alpha, "fusion": fusion, "filter": filters, "min_score": min_score,
-        "max_per_doc": max_per_doc, "hyde": hyde, "rewrite": rewrite, "multi_query": multi_query, "rerank": rerank,
-    }
+        flags["rerank"] = rerank_model
+    return QueryOptions(**flags)
 
 
 def _print_explain(explain: dict[str, Any]) -> None:
@@ -372,17 +343,20 @@ def search(
     """
     if (query is None) == (queries is None):
         raise ConfigError("give either a QUERY or --queries FILE.jsonl")
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, fusion=fusion, filter=filters, min_score=min_score, max_per_doc=max_per_doc, hyde=hyde,
+        rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
+    )
     with _engine(ctx, collection) as engine:
         if queries is not None:
             for qid, text in _read_queries(queries):
-                found = engine.retrieve(text, **args)
+                found = engine.retrieve(text, options=options)
                 line = {"_id": qid, "hits": [h.to_dict() for h in found.hits]}
                 if explain:
                     line["explain"] = found.explain
                 _emit_json(line)
             return
-        found = engine.retrieve(query, **args)
+        found = engine.retrieve(query, options=options)
     hits = found.hits
     if as_json:
         hits_json = [h.to_dict() for h in hits]
@@ -482,10 +456,13 @@ def ask(
 
         RAG_LLM__BASE_URL=http://localhost:11434/v1 RAG_LLM__MODEL=llama3.2 rag ask "What is alpha?"
     """
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, fusion=fusion, filter=filters, min_score=min_score, max_per_doc=max_per_doc, hyde=hyde,
+        rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
+    )
     turns = _read_history(history) if history is not None else []
     with _engine(ctx, collection) as engine:
-        outcome = _answer(engine, question, args, turns, stream=stream and not as_json)
+        outcome = _answer(engine, question, options, turns, stream=stream and not as_json)
     if as_json:
         data = _answer_json(question, outcome)
         if explain:
@@ -499,8 +476,9 @@ def ask(
         _write_history(history, [*turns, {"role": "user", "content": question}, {"role": "assistant", "content": outcome.text}])
 
 
-def _answer(engine: Any, question: str, args: dict[str, Any], history: list[dict[str, str]], *, stream: bool) -> Answer | AnswerError:
-    """Ask ``engine``, streaming the answer to the terminal when ``stream``; an LLM failure is returned."""
+def _answer(engine: Any, question: str, options: QueryOptions, history: list[dict[str, str]], *, stream: bool) -> Answer | AnswerError:
+    """Ask ``engine`` with ``options`` and the conversation so far, streaming the answer to the terminal when
+    ``stream``; an LLM failure is returned."""
     streamed = False
 
     def on_sources(hits: list[Hit]) -> None:
@@ -514,7 +492,8 @@ def _answer(engine: Any, question: str, args: dict[str, Any], history: list[dict
 
     try:
         outcome: Answer | AnswerError = engine.ask(
-            question, **args, history=history, on_sources=on_sources, on_token=on_token if stream else None
+            question, options=replace(options, history=history), on_sources=on_sources,
+            on_token=on_token if stream else None,
         )
     except AnswerError as exc:  # the endpoint failed; the sources are still worth showing
         outcome = exc
@@ -541,8 +520,6 @@ def _print_outcome(outcome: Answer | AnswerError, *, stream: bool, show_chunks: 
 
 def _read_history(path: Path) -> list[dict[str, str]]:
     """The turns in a ``--history`` file; a missing file is a new conversation."""
-    from rag.retrieve.transforms import validate_history
-
     if not path.exists():
         return []
     try:
@@ -593,7 +570,10 @@ def chat(
 
         rag chat --history chat.json
     """
-    args = _search_args(k, alpha, None, filters, None, None, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, filter=filters, hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank,
+        rerank_model=rerank_model,
+    )
     turns = _read_history(history) if history is not None else []
     interactive = sys.stdin.isatty()
     with _engine(ctx, collection) as engine:
@@ -613,7 +593,7 @@ def chat(
                 turns = []
                 err.print("(conversation cleared)", markup=False)
                 continue
-            outcome = _answer(engine, question, args, turns, stream=True)
+            outcome = _answer(engine, question, options, turns, stream=True)
             _print_outcome(outcome, stream=True, show_chunks=show_chunks, explain=explain)
             out.print()
             if isinstance(outcome, Answer):
@@ -682,10 +662,9 @@ def formats(
 
         rag formats --json
     """
-    from rag.ingest.parsers import ParserRegistry
+    from rag.workspace import file_formats
 
-    registry = ParserRegistry(ctx.obj.settings().ingest.parsers)
-    rows = registry.formats()
+    rows = file_formats(ctx.obj.settings())
     if as_json:
         _emit_json([row.to_dict() for row in rows], indent=2)
         return
@@ -740,21 +719,6 @@ app.add_typer(keys_app, name="keys")
 from rag.evaluate.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
-
-
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``--set retrieval.alpha=0.3`` pairs as nested settings overrides (values read as JSON when they parse)."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {pair!r}")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        put_dotted(overrides, key.strip(), value, f"--set {pair!r} conflicts with another --set")
-    return overrides
 
 
 @collections_app.command("list")

@@ -41,6 +41,7 @@ from rag.core.errors import (
     REBUILD_HINT, ConfigError, GenerationError, GenerationTimeout, IndexMismatchError, IndexNotFoundError, IngestError,
 )
 from rag.core.filters import Filter, parse_filter
+from rag.core.query import Fusion, QueryOptions, query_options
 from rag.core.lock import WriterLock
 from rag.core.settings import Settings
 from rag.core.shared_state import PostgresCatalog, PostgresWriterLock, state_target
@@ -50,10 +51,10 @@ from rag.ingest.chunking import SlidingWindowChunker
 from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.retrieve.bm25 import Analyzer, BM25Index
-from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter
+from rag.retrieve.hybrid import HybridRetriever, PostFilter
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
 from rag.retrieve.pipeline import Reranker, Retrieval, RetrievalPipeline, StageOptions
-from rag.retrieve.transforms import QueryTransformer, validate_history
+from rag.retrieve.transforms import QueryTransformer
 from rag.stores import create_store, drop_store, local_store_folders, store_traits
 from rag.stores.base import ProvidesKeywordIndex, VectorStore
 
@@ -537,20 +538,21 @@ class RagEngine:
         multi_query: int | None = None,
         rerank: bool | str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
+        options: QueryOptions | None = None,
     ) -> list[Hit]:
-        """Hybrid search over the last committed state; unset arguments take the configured defaults.
+        """Hybrid search over the last committed state; unset options take the configured defaults.
 
-        The stage arguments are those of :meth:`retrieve`, which returns the stage record as well.
+        The options are those of :meth:`retrieve`, which returns the stage record as well.
 
         Raises:
             IndexNotFoundError: nothing has been ingested yet.
             IndexMismatchError: the index was built with another embedding model or store.
             FilterError / ConfigError: a malformed filter or argument.
         """
-        return self.retrieve(
-            query, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
+        return self.retrieve(query, options=query_options(
+            options, k=k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
             hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
-        ).hits
+        )).hits
 
     def retrieve(
         self,
@@ -567,10 +569,14 @@ class RagEngine:
         multi_query: int | None = None,
         rerank: bool | str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
+        options: QueryOptions | None = None,
     ) -> Retrieval:
         """Search through the retrieval stages (see :mod:`rag.retrieve.pipeline`) and say what each did.
 
         Args:
+            options: the query's options as one value (see :class:`~rag.core.query.QueryOptions`,
+                which documents each); the keyword arguments are a convenience that builds it, so give
+                one or the other. Among them:
             hyde, rewrite, multi_query: the query transforms (default: ``[retrieval]``); each asks the
                 configured LLM and falls back to the plain query, with a warning, if it fails.
             rerank: ``True`` for the configured reranker (``[rerank] model``), a model id, local folder
@@ -582,34 +588,35 @@ class RagEngine:
             The hits with the searched question, the per-stage ``explain`` record and any warnings.
 
         Raises:
-            ConfigError: reranking was asked for but no model is configured or it cannot be loaded;
-                plus what :meth:`search` raises.
+            ConfigError: an option is out of range, both ``options`` and keyword options were given, or
+                reranking was asked for but no model is configured or it cannot be loaded; plus what
+                :meth:`search` raises.
         """
-        cfg = self.settings.retrieval
-        parsed = parse_filter(filter)
-        post = PostFilter(min_score, max_per_doc)
-        turns = validate_history(history)
-        options = StageOptions(
-            hyde=cfg.hyde if hyde is None else hyde,
-            hyde_weight=cfg.hyde_weight,
-            rewrite=cfg.rewrite if rewrite is None else rewrite,
-            multi_query=cfg.multi_query if multi_query is None else multi_query,
-            condense=cfg.condense,
-            rerank_top_n=self.settings.rerank.top_n,
-            rerank_score=self.settings.rerank.score,
-            rerank_blend_weight=self.settings.rerank.blend_weight,
+        resolved = query_options(
+            options, k=k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
+            hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
+        ).resolve(self.settings)
+        stages = StageOptions(
+            hyde=resolved.hyde,
+            hyde_weight=resolved.hyde_weight,
+            rewrite=resolved.rewrite,
+            multi_query=resolved.multi_query,
+            condense=resolved.condense,
+            rerank_top_n=resolved.rerank_top_n,
+            rerank_score=resolved.rerank_score,
+            rerank_blend_weight=resolved.rerank_blend_weight,
         )
-        reranker = self.reranker(rerank)
+        reranker = self.reranker(resolved.rerank)
         self.refresh()
         return self._read_state().pipeline.run(
             query,
-            k if k is not None else cfg.k,
-            alpha=cfg.alpha if alpha is None else alpha,
-            fusion=fusion or cfg.fusion,
-            filter=parsed,
-            post=post,
-            options=options,
-            history=turns,
+            resolved.k,
+            alpha=resolved.alpha,
+            fusion=resolved.fusion,
+            filter=resolved.filter,
+            post=PostFilter(resolved.min_score, resolved.max_per_doc),
+            options=stages,
+            history=resolved.history,
             reranker=reranker,
         )
 
@@ -630,12 +637,14 @@ class RagEngine:
         history: Sequence[Mapping[str, Any]] | None = None,
         on_sources: Callable[[list[Hit]], None] | None = None,
         on_token: Callable[[str], None] | None = None,
+        options: QueryOptions | None = None,
     ) -> Answer:
         """Retrieve, then answer ``question`` from the hits with numbered citations.
 
         Args:
             question: the user's question; with ``history`` a follow-up, answered as its standalone form.
-                The search and stage arguments are those of :meth:`retrieve`.
+                The options (``options``, or the keyword arguments that build it) are those of
+                :meth:`retrieve`.
             on_sources: called with the retrieved hits before generation starts (stream them first).
             on_token: called with each piece of answer text as it is generated.
 
@@ -647,10 +656,10 @@ class RagEngine:
             AnswerError: the LLM endpoint failed; its ``hits`` are the retrieved sources.
             plus what :meth:`retrieve` raises.
         """
-        retrieval = self.retrieve(
-            question, k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
+        retrieval = self.retrieve(question, options=query_options(
+            options, k=k, alpha=alpha, fusion=fusion, filter=filter, min_score=min_score, max_per_doc=max_per_doc,
             hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
-        )
+        ))
         hits = retrieval.hits
         if on_sources is not None:
             on_sources(hits)

@@ -37,6 +37,7 @@ from rag.core.onnx_query import cache_dir
 from rag.engine import RagEngine
 from rag.generate.llamacpp_server import LlamaCppServer, SharedLlamaCppServers, model_name, packaged_gguf
 from rag.ingest.loaders import default_registry
+from rag.ingest.parsers import FormatInfo, ParserRegistry
 
 DEFAULT_COLLECTION = "default"
 NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would also match before a final newline
@@ -263,3 +264,10 @@ def private_llm_server(
         ConfigError: ``n_ctx`` is not positive.
     """
     return LlamaCppServer(gguf=gguf, n_ctx=n_ctx, threads=threads, log_path=cache_dir() / log_name)
+
+
+def file_formats(settings: Settings) -> list[FormatInfo]:
+    """The file formats ingest reads under ``settings``: each parser (built-ins first, then plugins) with the
+    suffixes it serves after ``ingest.parsers`` picks, its availability and the extra it needs (``rag formats``).
+    """
+    return ParserRegistry(settings.ingest.parsers).formats()

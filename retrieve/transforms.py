@@ -133,21 +133,3 @@ def heuristic_standalone(question: str, history: Sequence[Mapping[str, str]]) ->
             previous = " ".join(str(turn["content"]).split())[:HISTORY_CHARS]
             return f"{previous} {question}"
     return question
-
-
-def validate_history(history: Sequence[Mapping[str, object]] | None) -> list[dict[str, str]]:
-    """Earlier turns as ``{"role", "content"}`` dicts of user/assistant text (system turns are dropped).
-
-    Raises:
-        ConfigError: a turn is not an object with a known role and text content.
-    """
-    turns: list[dict[str, str]] = []
-    for number, turn in enumerate(history or [], start=1):
-        if not isinstance(turn, Mapping) or not isinstance(turn.get("content"), str):
-            raise ConfigError(f"history turn {number}: expected an object with 'role' and text 'content'")
-        role = turn.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise ConfigError(f"history turn {number}: role must be user, assistant or system, got {role!r}")
-        if role != "system":
-            turns.append({"role": str(role), "content": str(turn["content"])})
-    return turns

@@ -250,6 +250,26 @@ def test_sweep_then_compare(docs_project: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_query_options_reach_the_engine_from_set_and_grid(docs_project: Path, tmp_path: Path) -> None:
+    """``--set query.k=8`` and ``--grid query.max_per_doc=1,3`` travel as each run's QueryOptions: k and the
+    per-document cap shape every question's hits; a misspelt option is an error naming it."""
+    env = rag_env(tmp_path / "cache")
+    sweep = tmp_path / "sw"
+    result = rag(docs_project, "eval", "sweep", str(beir_folder(tmp_path, 4)), "--grid", "query.max_per_doc=1,3",
+                 "--set", "query.k=8", "--out", str(sweep), "--metrics", "mrr", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads(result.stdout)
+    assert [r["overrides"] for r in comparison["runs"]] == [{"query": {"k": 8, "max_per_doc": 1}},
+                                                           {"query": {"k": 8, "max_per_doc": 3}}]
+    capped, wider = ([[c["doc_id"] for c in s["contexts"]] for s in read_run(sweep / "runs" / f"run-0{i}")[1]]
+                     for i in (1, 2))
+    assert all(len(docs) == len(set(docs)) == 8 for docs in capped)
+    assert all(len(docs) == 8 for docs in wider) and any(len(set(docs)) < 8 for docs in wider)
+    bad = rag(docs_project, "eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--set", "query.alhpa=0.3", env=env)
+    assert bad.returncode == 2 and "unknown query option 'alhpa' in --set" in bad.stderr
+
+
+@pytest.mark.slow
 def test_embedded_judge_end_to_end(docs_project: Path, tmp_path: Path) -> None:
     """The default judge, the packaged SmolLM2 in llama.cpp, scores two questions; a re-run is all cache."""
     env = rag_env(tmp_path / "cache")
