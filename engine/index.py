@@ -10,21 +10,22 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from rag.core.analysis import KeywordAnalysis
 from rag.core.catalog import Catalog
 from rag.core.embeddings import SentenceEmbedder
-from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError
+from rag.core.errors import REBUILD_HINT, ConfigError
 from rag.core.settings import Settings
 from rag.core.shared_state import PostgresCatalog, state_target
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
-from rag.stores import create_store
+from rag.stores import create_store, drop_store, local_store_folders, store_traits
 from rag.stores.base import ProvidesKeywordIndex, VectorStore
 
 log = logging.getLogger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
 # Local store folders and derived files under the data directory, removed by a rebuild.
-LOCAL_FOLDERS = ("faiss", "qdrant", "bm25")
+LOCAL_FOLDERS = (*local_store_folders(), "bm25")
 
 
 class IndexFiles:
@@ -70,7 +71,7 @@ class IndexFiles:
             "dimension": str(dimension),
             "store": store.kind,
             "store_url": store.url or "",
-            "store_collection": store.collection if store.kind != "faiss" else "",
+            "store_collection": store.collection if store_traits(store.kind, store).uses_collection else "",
         }
 
     def open_store(self, catalog: Catalog, *, read_only: bool) -> VectorStore:
@@ -87,35 +88,16 @@ class IndexFiles:
             dimension=dimension,
             options=self.settings.store,
             read_only=read_only,
+            analysis=KeywordAnalysis.from_settings(self.settings.retrieval),
         )
 
     def drop_configured_store(self) -> None:
-        """Drop the configured store (a remote collection or a plugin's), whatever dimension it holds."""
-        try:
-            store = create_store(
-                self.settings.store.kind, data_dir=self.data_dir, dimension=self._embedder().dimension,
-                options=self.settings.store,
-            )
-        except IndexMismatchError:
-            # The collection holds vectors of another size (the model changed): open it as it is.
-            cfg = self.settings.store
-            if cfg.kind == "qdrant":
-                from rag.stores.qdrant_store import QdrantStore
-
-                store = QdrantStore(
-                    self._embedder().dimension, url=cfg.url, collection=cfg.collection, any_dimension=True,
-                    api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-                )
-            elif cfg.kind == "pgvector":
-                from rag.stores.pgvector_store import PgVectorStore
-
-                store = PgVectorStore(
-                    self._embedder().dimension, url=cfg.url, data_dir=self.data_dir, collection=cfg.collection,
-                    any_dimension=True, password=cfg.api_key.get_secret_value() if cfg.api_key else None,
-                )
-            else:
-                raise
-        store.drop()  # and closes it
+        """Drop the configured store (a remote collection or a plugin's storage), whatever dimension it holds,
+        so that the next open recreates it at the new one."""
+        drop_store(
+            self.settings.store.kind, data_dir=self.data_dir, dimension=self._embedder().dimension,
+            options=self.settings.store, analysis=KeywordAnalysis.from_settings(self.settings.retrieval),
+        )
 
     def analyzer(self) -> Analyzer:
         """The BM25 text analysis ``[retrieval]`` configures."""

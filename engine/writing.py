@@ -26,6 +26,7 @@ from rag.engine.state import ReadView
 from rag.ingest.chunking import SlidingWindowChunker
 from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
+from rag.stores import store_traits
 from rag.stores.base import VectorStore
 
 
@@ -105,8 +106,8 @@ class WritingService:
                 self.wipe()
             catalog = self._index.open_catalog(read_only=False)
             try:
-                # Qdrant's local mode admits one client per folder: let go of the reader's.
-                if self.settings.store.kind == "qdrant" and not self.settings.store.url:
+                # A store whose files admit one client (Qdrant's local mode): let go of the reader's.
+                if store_traits(self.settings.store.kind, self.settings.store).single_client:
                     self._view.drop_components()
                 store = self._index.open_store(catalog, read_only=False)
                 try:
@@ -263,5 +264,6 @@ class WritingService:
             for folder in LOCAL_FOLDERS:
                 shutil.rmtree(self.data_dir / folder, ignore_errors=True)
             self._view.reopen()
-        if self.settings.store.url or self.settings.store.kind not in ("faiss", "qdrant"):
-            self._index.drop_configured_store()
+        # A remote collection (or a plugin's storage) is dropped whatever dimension it holds, so that
+        # the next open recreates it at the new one.
+        self._index.drop_configured_store()

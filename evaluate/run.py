@@ -38,7 +38,6 @@ from rag.evaluate.testset import TestCase, TestSet
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 CHECKPOINT = "checkpoint"
 REPORT_FILES = ("results.json", "samples.jsonl", "report.md", "report.html")
 
@@ -180,7 +179,7 @@ def _stages(retrieval: Any) -> dict[str, float]:
 
 def answer_case(engine: Any, case: TestCase, *, answers: bool, cutoff: int) -> dict[str, Any]:
     """Retrieve (and answer, with ``answers``) one question; the record the checkpoint and reports hold."""
-    from rag.generate.answer import AnswerError
+    from rag.core.answers import AnswerError
 
     record: dict[str, Any] = {**case.to_dict(), "answer": None, "error": None, "model": None, "warnings": [],
                               "usage": None, "contexts": [], "ranked_doc_ids": [], "timings": {}}

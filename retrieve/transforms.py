@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
+from rag.core.completion import Completer, Completion
 from rag.core.errors import ConfigError, GenerationError
-from rag.generate.completion import Completion
 
 HYDE_PROMPT = (
     "Write a short passage, in the style of a reference document, that answers the user's question. "
@@ -43,12 +42,6 @@ HISTORY_CHARS = 400
 
 _LABEL = re.compile(r"^\s*(?:search\s+)?(?:query|question|standalone question|rewritten query)\s*\d*\s*[:\-]\s*", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s*")
-
-
-class Completer(Protocol):
-    """What a transform needs from the LLM: :class:`rag.generate.completion.ChatCompleter`."""
-
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float = 0.0) -> Completion: ...
 
 
 def clean_line(text: str) -> str:

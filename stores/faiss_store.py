@@ -29,13 +29,12 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StorageError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StorageError, StoreError
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
 from rag.core.storage import describe_sqlite_error, open_sqlite, sqlite_errors
 from rag.core.types import ScoredId
-from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk
+from rag.stores.base import StoredChunk, unit_rows
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import MAX_QUESTION_CHARS, ChatCompletionRequest, ModelListResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.generate.answer import Answer, numbered_hits
+from rag.core.answers import Answer, numbered_hits
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -14,7 +14,7 @@ from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.generate.answer import Answer, AnswerError, numbered_hits
+from rag.core.answers import Answer, AnswerError, numbered_hits
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
 

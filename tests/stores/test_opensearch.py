@@ -40,7 +40,7 @@ from rag.core.filters import Filter, parse_filter
 from rag.core.settings import StoreSettings
 from rag.stores.base import StoredChunk, VectorStore
 from rag.stores.faiss_store import FaissStore
-from rag.stores.opensearch_store import (
+from rag.stores.opensearch import (
     KEYWORD_IGNORE_ABOVE,
     OpenSearchKeywordIndex,
     OpenSearchStore,
@@ -54,7 +54,7 @@ from rag.stores.opensearch_store import (
     redact,
     score_from_cosine,
 )
-from test_contract import SCORE_TOLERANCE, KeywordHybridContract, VectorStoreContract, assert_same_hits  # noqa: E402
+from rag.testing.stores import SCORE_TOLERANCE, KeywordHybridContract, VectorStoreContract, assert_same_hits  # noqa: E402
 
 # -- the recording fake ------------------------------------------------------------------------------
 
@@ -275,8 +275,8 @@ def indexed_source(metadata: dict[str, Any]) -> dict[str, Any]:
 def assert_translation_agrees(flt: Filter, metadata: dict[str, Any]) -> None:
     try:
         query = filter_query(flt)
-    except Exception as exc:  # _MatchesNothing
-        assert type(exc).__name__ == "_MatchesNothing" and not flt.matches(metadata), (flt, metadata)
+    except Exception as exc:  # MatchesNothing
+        assert type(exc).__name__ == "MatchesNothing" and not flt.matches(metadata), (flt, metadata)
         return
     assert dsl_matches(query, indexed_source(metadata)) == flt.matches(metadata), (flt, metadata, query)
 
@@ -786,7 +786,7 @@ def test_factory_reads_the_store_settings(monkeypatch) -> None:
         def __init__(self, dimension: int, **kwargs: Any) -> None:  # records instead of connecting
             captured.update(kwargs, dimension=dimension)
 
-    monkeypatch.setattr("rag.stores.opensearch_store.OpenSearchStore", Captured)
+    monkeypatch.setattr("rag.stores.opensearch.store.OpenSearchStore", Captured)
     options = StoreSettings(kind="opensearch", url="https://search:9200", api_key="s3cret", collection="papers",
                             hnsw_m=24, hnsw_ef_search=80,
                             options={"username": "rag", "engine": "faiss", "replicas": 0, "verify_certs": "false"})
@@ -795,7 +795,7 @@ def test_factory_reads_the_store_settings(monkeypatch) -> None:
         "dimension": 384, "url": "https://search:9200", "collection": "papers", "username": "rag", "password": "s3cret",
         "verify_certs": False, "ca_certs": None, "timeout": 30.0, "read_only": True, "engine": "faiss", "hnsw_m": 24,
         "ef_construction": 128, "ef_search": 80, "exact_search_max": 10_000, "shards": 1, "replicas": 0,
-        "analyzer": "english",
+        "analyzer": "english", "any_dimension": False,
     }
     with pytest.raises(ConfigError, match="unknown opensearch store option"):
         options = StoreSettings(url="http://x", options={"shard": 2})

