@@ -22,55 +22,26 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from rag.cli_common import emit_json as _emit_json
+from rag.cli_common import err, out
+from rag.cli_common import parse_sets as _parse_sets
+from rag.cli_common import visible as _visible
 from rag.core.errors import ConfigError, RagError
-from rag.core.settings import Settings, load_settings, put_dotted
+from rag.core.query import MULTI_QUERY_MAX, QueryOptions, option_help, validate_history
+from rag.core.settings import Settings, load_settings
 from rag.core.types import Hit
 from rag.generate.answer import Answer, AnswerError, numbered_hits
 
-# emoji=False: ``:smile:`` in a message stays ``:smile:``; highlight=False: no guessed colouring;
-# soft_wrap: long lines are left to the terminal, not cut with inserted newlines.
-out = Console(emoji=False, highlight=False, soft_wrap=True)
-err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
-
-# JSON allows these raw inside strings, but some line splitters (str.splitlines, JavaScript) break on
-# U+0085/U+2028/U+2029, and lone surrogates (possible from a JSONL corpus) cannot be encoded as UTF-8.
-_JSON_UNSAFE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
-
-# Control characters are shown as ``\x1b`` so a document cannot drive the terminal; tab and line ends
-# are left to Rich (which expands tabs and drops carriage returns).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"}
-
-
-def _emit_json(data: Any, *, indent: int | None = None) -> None:
-    """Write ``data`` as JSON and a newline to stdout, exactly: no console, no markup, no wrapping.
-
-    Always UTF-8 whatever the locale. U+0085, U+2028, U+2029 and lone surrogates are written as ``\\u``
-    escapes, which parse back to the same string, so one JSON value is one line for every reader.
-    Flushed, so ``search --queries`` streams line by line.
-    """
-    text = json.dumps(data, ensure_ascii=False, indent=indent)
-    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
-    binary = getattr(sys.stdout, "buffer", None)
-    if binary is None:  # a text-only stream, such as a test capturing stdout
-        sys.stdout.write(text)
-    else:
-        sys.stdout.flush()  # keep the order with anything written as text before
-        binary.write(text.encode("utf-8"))
-    sys.stdout.flush()
-
-
-def _visible(text: str) -> str:
-    """``text`` for the terminal: every character kept, control characters spelled out."""
-    return text.translate(_CONTROLS)
+# The consoles (out, err), exact JSON output and terminal-safe text are rag.cli_common's, shared with
+# `rag eval`; the private names are kept so this module reads as before.
 
 
 def _snippet(text: str, limit: int) -> str:
@@ -119,8 +90,8 @@ def _nested(flags: dict[str, Any]) -> dict[str, Any]:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Index folder [default: ./.rag; env RAG_DATA_DIR].")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file [default: ./rag.toml; env RAG_CONFIG].")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Index folder [default: ./.rag; env RAG_DATA_DIR].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file [default: ./rag.toml; env RAG_CONFIG].")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens (to stderr).")] = False,
 ) -> None:
     logging.basicConfig(
@@ -177,17 +148,17 @@ def _parse_meta(pairs: list[str]) -> dict[str, Any]:
 def ingest(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).", show_default=False)],
-    meta: Annotated[list[str], typer.Option("--meta", "-m", help="KEY=VALUE attached to every chunk; repeatable.")] = [],  # noqa: B006
+    meta: Annotated[list[str], typer.Option("--meta", "-m", help="KEY=VALUE attached to every chunk; repeatable.")] = [],
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index first (after changing model or chunking).")] = False,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Window size in tokens [default: 200].")] = None,
-    chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [default: 40].")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Vector store: faiss, qdrant, pgvector or opensearch [default: faiss].")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Window size in tokens [default: 200].")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Overlap in tokens [default: 40].")] = None,
+    store: Annotated[str | None, typer.Option(help="Vector store: faiss, qdrant, pgvector or opensearch [default: faiss].")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="If another ingest is running: wait for it, or fail at once (exit 4).")] = True,
     collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    ray: Annotated[Optional[bool], typer.Option("--ray/--no-ray", help="Embed on Ray: `--ray` starts a local instance (or uses ingest.ray_address), `--ray ADDRESS` joins a cluster (auto, ray://HOST:10001, HOST:PORT); loading, chunking and writing stay here [default: off unless ingest.ray_address is set].", show_default=False)] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to embed on (`--ray ADDRESS` is short for it); implies --ray.", show_default=False)] = None,
-    ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", metavar="N", help="Ray embedding workers, one CPU each [default: every CPU of the instance or cluster]; implies --ray.", show_default=False)] = None,
+    ray: Annotated[bool | None, typer.Option("--ray/--no-ray", help="Embed on Ray: `--ray` starts a local instance (or uses ingest.ray_address), `--ray ADDRESS` joins a cluster (auto, ray://HOST:10001, HOST:PORT); loading, chunking and writing stay here [default: off unless ingest.ray_address is set].", show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to embed on (`--ray ADDRESS` is short for it); implies --ray.", show_default=False)] = None,
+    ray_workers: Annotated[int | None, typer.Option("--ray-workers", metavar="N", help="Ray embedding workers, one CPU each [default: every CPU of the instance or cluster]; implies --ray.", show_default=False)] = None,
 ) -> None:
     """Load, chunk, embed and index files; re-running only touches what changed.
 
@@ -269,18 +240,19 @@ def ingest(
 
 # -- search and ask -------------------------------------------------------------------------------
 
-KOpt = Annotated[Optional[int], typer.Option("--k", "-k", help="Number of chunks [default: 5].")]
-AlphaOpt = Annotated[Optional[float], typer.Option(help="Dense weight in [0,1]: 1 = dense only, 0 = BM25 only [default: 0.5].")]
-FusionOpt = Annotated[Optional[str], typer.Option(help="linear (score blend) or rrf (reciprocal rank) [default: linear].")]
-FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help="Pre-filter, repeatable (ANDed): 'lang=en', 'page>=2', 'tags in a,b', 'source~docs/*.md', 'modified>=2026-01-01' or JSON.")]
-MinScoreOpt = Annotated[Optional[float], typer.Option(help="Post-filter: drop hits whose fused score is below this.")]
-PerDocOpt = Annotated[Optional[int], typer.Option(help="Post-filter: at most N chunks per document.")]
+# The query flags: each one's help (and the multi-query range) is QueryOptions' own (rag.core.query).
+KOpt = Annotated[int | None, typer.Option("--k", "-k", help=option_help("k"))]
+AlphaOpt = Annotated[float | None, typer.Option(help=option_help("alpha"))]
+FusionOpt = Annotated[str | None, typer.Option(help=option_help("fusion"))]
+FilterOpt = Annotated[list[str], typer.Option("--filter", "-f", help=option_help("filter") + " Repeatable (ANDed).")]
+MinScoreOpt = Annotated[float | None, typer.Option(help=option_help("min_score"))]
+PerDocOpt = Annotated[int | None, typer.Option(help=option_help("max_per_doc"))]
 
-HydeOpt = Annotated[Optional[bool], typer.Option("--hyde/--no-hyde", help="HyDE: the dense side searches with an LLM-written answer passage [default: retrieval.hyde, off].", show_default=False)]
-RewriteOpt = Annotated[Optional[bool], typer.Option("--rewrite/--no-rewrite", help="Let the LLM rewrite the question into a keyword search query [default: off].", show_default=False)]
-MultiQueryOpt = Annotated[Optional[int], typer.Option("--multi-query", min=0, max=10, help="Also search N LLM-written variants, merged by reciprocal rank [default: 0].", show_default=False)]
-RerankOpt = Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Rerank the top candidates with rerank.model; `--rerank=MODEL` picks one [default: off].", show_default=False)]
-RerankModelOpt = Annotated[Optional[str], typer.Option("--rerank-model", metavar="MODEL", help="Rerank with this CrossEncoder (id or folder), or `llm` for the configured LLM; implies --rerank.", show_default=False)]
+HydeOpt = Annotated[bool | None, typer.Option("--hyde/--no-hyde", help=option_help("hyde"), show_default=False)]
+RewriteOpt = Annotated[bool | None, typer.Option("--rewrite/--no-rewrite", help=option_help("rewrite"), show_default=False)]
+MultiQueryOpt = Annotated[int | None, typer.Option("--multi-query", min=0, max=MULTI_QUERY_MAX, help=option_help("multi_query"), show_default=False)]
+RerankOpt = Annotated[bool | None, typer.Option("--rerank/--no-rerank", help="Rerank the top candidates with rerank.model; `--rerank=MODEL` picks one [default: off].", show_default=False)]
+RerankModelOpt = Annotated[str | None, typer.Option("--rerank-model", metavar="MODEL", help="Rerank with this CrossEncoder (id or folder), or `llm` for the configured LLM; implies --rerank.", show_default=False)]
 ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each stage: rewritten queries, HyDE passage, ranks before and after reranking, time taken (`explain` in JSON).")]
 
 SEARCH_SNIPPET = 300
@@ -290,18 +262,17 @@ ASK_SNIPPET = 400
 """Characters of each retrieved chunk shown under ``rag ask``'s "Retrieved chunks"."""
 
 
-def _search_args(  # noqa: ANN001, PLR0913
-    k, alpha, fusion, filters, min_score, max_per_doc, hyde=None, rewrite=None, multi_query=None, rerank=None,
-    rerank_model=None,
-) -> dict[str, Any]:
+def _query_options(*, rerank_model: str | None = None, **flags: Any) -> QueryOptions:
+    """A command's query flags as one :class:`QueryOptions`; ``--rerank-model`` is ``rerank`` naming a model.
+
+    Raises:
+        ConfigError: ``--no-rerank`` with ``--rerank-model``, or a flag's value is out of range.
+    """
     if rerank_model is not None:
-        if rerank is False:
+        if flags.get("rerank") is False:
             raise ConfigError("--no-rerank and --rerank-model contradict each other; give one")
-        rerank = rerank_model
-    return {
-        "k": k, "alpha": alpha, "fusion": fusion, "filter": filters, "min_score": min_score,
-        "max_per_doc": max_per_doc, "hyde": hyde, "rewrite": rewrite, "multi_query": multi_query, "rerank": rerank,
-    }
+        flags["rerank"] = rerank_model
+    return QueryOptions(**flags)
 
 
 def _print_explain(explain: dict[str, Any]) -> None:
@@ -335,11 +306,11 @@ def _print_explain(explain: dict[str, Any]) -> None:
 @app.command()
 def search(
     ctx: typer.Context,
-    query: Annotated[Optional[str], typer.Argument(help="What to look for.", show_default=False)] = None,
+    query: Annotated[str | None, typer.Argument(help="What to look for.", show_default=False)] = None,
     k: KOpt = None,
     alpha: AlphaOpt = None,
     fusion: FusionOpt = None,
-    filters: FilterOpt = [],  # noqa: B006
+    filters: FilterOpt = [],
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
     hyde: HydeOpt = None,
@@ -348,7 +319,7 @@ def search(
     rerank: RerankOpt = None,
     rerank_model: RerankModelOpt = None,
     explain: ExplainOpt = False,
-    queries: Annotated[Optional[Path], typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query, with or without --json.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="A JSONL file of queries (`_id`, `text`): one JSON line of hits per query, with or without --json.")] = None,
     collection: CollectionOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON: doc_id, chunk_id, score, metadata, text (with --explain: {hits, explain}).")] = False,
 ) -> None:
@@ -372,17 +343,20 @@ def search(
     """
     if (query is None) == (queries is None):
         raise ConfigError("give either a QUERY or --queries FILE.jsonl")
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, fusion=fusion, filter=filters, min_score=min_score, max_per_doc=max_per_doc, hyde=hyde,
+        rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
+    )
     with _engine(ctx, collection) as engine:
         if queries is not None:
             for qid, text in _read_queries(queries):
-                found = engine.retrieve(text, **args)
+                found = engine.retrieve(text, options=options)
                 line = {"_id": qid, "hits": [h.to_dict() for h in found.hits]}
                 if explain:
                     line["explain"] = found.explain
                 _emit_json(line)
             return
-        found = engine.retrieve(query, **args)
+        found = engine.retrieve(query, options=options)
     hits = found.hits
     if as_json:
         hits_json = [h.to_dict() for h in hits]
@@ -441,7 +415,7 @@ def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]
     }
 
 
-HistoryOpt = Annotated[Optional[Path], typer.Option("--history", help="A JSON file of earlier turns ([{role, content}, ...]); the question is read as a follow-up, and the new turn is appended to the file.", show_default=False)]
+HistoryOpt = Annotated[Path | None, typer.Option("--history", help="A JSON file of earlier turns ([{role, content}, ...]); the question is read as a follow-up, and the new turn is appended to the file.", show_default=False)]
 
 
 @app.command()
@@ -451,7 +425,7 @@ def ask(
     k: KOpt = None,
     alpha: AlphaOpt = None,
     fusion: FusionOpt = None,
-    filters: FilterOpt = [],  # noqa: B006
+    filters: FilterOpt = [],
     min_score: MinScoreOpt = None,
     max_per_doc: PerDocOpt = None,
     hyde: HydeOpt = None,
@@ -482,10 +456,13 @@ def ask(
 
         RAG_LLM__BASE_URL=http://localhost:11434/v1 RAG_LLM__MODEL=llama3.2 rag ask "What is alpha?"
     """
-    args = _search_args(k, alpha, fusion, filters, min_score, max_per_doc, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, fusion=fusion, filter=filters, min_score=min_score, max_per_doc=max_per_doc, hyde=hyde,
+        rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
+    )
     turns = _read_history(history) if history is not None else []
     with _engine(ctx, collection) as engine:
-        outcome = _answer(engine, question, args, turns, stream=stream and not as_json)
+        outcome = _answer(engine, question, options, turns, stream=stream and not as_json)
     if as_json:
         data = _answer_json(question, outcome)
         if explain:
@@ -499,8 +476,9 @@ def ask(
         _write_history(history, [*turns, {"role": "user", "content": question}, {"role": "assistant", "content": outcome.text}])
 
 
-def _answer(engine: Any, question: str, args: dict[str, Any], history: list[dict[str, str]], *, stream: bool) -> Answer | AnswerError:
-    """Ask ``engine``, streaming the answer to the terminal when ``stream``; an LLM failure is returned."""
+def _answer(engine: Any, question: str, options: QueryOptions, history: list[dict[str, str]], *, stream: bool) -> Answer | AnswerError:
+    """Ask ``engine`` with ``options`` and the conversation so far, streaming the answer to the terminal when
+    ``stream``; an LLM failure is returned."""
     streamed = False
 
     def on_sources(hits: list[Hit]) -> None:
@@ -514,7 +492,8 @@ def _answer(engine: Any, question: str, args: dict[str, Any], history: list[dict
 
     try:
         outcome: Answer | AnswerError = engine.ask(
-            question, **args, history=history, on_sources=on_sources, on_token=on_token if stream else None
+            question, options=replace(options, history=history), on_sources=on_sources,
+            on_token=on_token if stream else None,
         )
     except AnswerError as exc:  # the endpoint failed; the sources are still worth showing
         outcome = exc
@@ -541,8 +520,6 @@ def _print_outcome(outcome: Answer | AnswerError, *, stream: bool, show_chunks: 
 
 def _read_history(path: Path) -> list[dict[str, str]]:
     """The turns in a ``--history`` file; a missing file is a new conversation."""
-    from rag.retrieve.transforms import validate_history
-
     if not path.exists():
         return []
     try:
@@ -572,7 +549,7 @@ def chat(
     ctx: typer.Context,
     k: KOpt = None,
     alpha: AlphaOpt = None,
-    filters: FilterOpt = [],  # noqa: B006
+    filters: FilterOpt = [],
     hyde: HydeOpt = None,
     rewrite: RewriteOpt = None,
     multi_query: MultiQueryOpt = None,
@@ -593,7 +570,10 @@ def chat(
 
         rag chat --history chat.json
     """
-    args = _search_args(k, alpha, None, filters, None, None, hyde, rewrite, multi_query, rerank, rerank_model)
+    options = _query_options(
+        k=k, alpha=alpha, filter=filters, hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank,
+        rerank_model=rerank_model,
+    )
     turns = _read_history(history) if history is not None else []
     interactive = sys.stdin.isatty()
     with _engine(ctx, collection) as engine:
@@ -613,7 +593,7 @@ def chat(
                 turns = []
                 err.print("(conversation cleared)", markup=False)
                 continue
-            outcome = _answer(engine, question, args, turns, stream=True)
+            outcome = _answer(engine, question, options, turns, stream=True)
             _print_outcome(outcome, stream=True, show_chunks=show_chunks, explain=explain)
             out.print()
             if isinstance(outcome, Answer):
@@ -682,10 +662,9 @@ def formats(
 
         rag formats --json
     """
-    from rag.ingest.parsers import ParserRegistry
+    from rag.workspace import file_formats
 
-    registry = ParserRegistry(ctx.obj.settings().ingest.parsers)
-    rows = registry.formats()
+    rows = file_formats(ctx.obj.settings())
     if as_json:
         _emit_json([row.to_dict() for row in rows], indent=2)
         return
@@ -707,9 +686,9 @@ def llm_serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    gguf: Annotated[Optional[Path], typer.Option(help="GGUF model file [default: packaged SmolLM2-135M-Instruct].")] = None,
-    n_ctx: Annotated[Optional[int], typer.Option(help="Context window in tokens [default: 4096].")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads [default: all].")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="GGUF model file [default: packaged SmolLM2-135M-Instruct].")] = None,
+    n_ctx: Annotated[int | None, typer.Option(help="Context window in tokens [default: 4096].")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all].")] = None,
 ) -> None:
     """Run the embedded llama.cpp server (OpenAI-compatible API) in the foreground until Ctrl-C.
 
@@ -740,21 +719,6 @@ app.add_typer(keys_app, name="keys")
 from rag.evaluate.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
-
-
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``--set retrieval.alpha=0.3`` pairs as nested settings overrides (values read as JSON when they parse)."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {pair!r}")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        put_dotted(overrides, key.strip(), value, f"--set {pair!r} conflicts with another --set")
-    return overrides
 
 
 @collections_app.command("list")
@@ -789,7 +753,7 @@ def collections_list(
 def collections_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="1-63 lower-case letters, digits, '-' or '_'.", show_default=False)],
-    sets: Annotated[list[str], typer.Option("--set", help="Settings override SECTION.FIELD=VALUE, repeatable.")] = [],  # noqa: B006
+    sets: Annotated[list[str], typer.Option("--set", help="Settings override SECTION.FIELD=VALUE, repeatable.")] = [],
 ) -> None:
     """Create a collection, optionally with its own settings.
 
@@ -892,8 +856,8 @@ def keys_revoke(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[Optional[str], typer.Option(help="Interface to listen on [default: 127.0.0.1; api.host].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [default: 8000; api.port].")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1; api.host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000; api.port].")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Serve on a non-loopback interface without API keys.")] = False,
 ) -> None:
     """Run the REST API and the web chat page until Ctrl-C.

@@ -35,7 +35,9 @@ from rag.core.onnx_query import cache_dir
 from rag.core.settings import Settings, load_settings
 from rag.core.shared_state import SharedRecords, state_target
 from rag.engine import RagEngine
-from rag.generate.llamacpp_server import SharedLlamaCppServers
+from rag.generate.llamacpp_server import LlamaCppServer, SharedLlamaCppServers, model_name, packaged_gguf
+from rag.ingest.loaders import default_registry
+from rag.ingest.parsers import FormatInfo, ParserRegistry
 
 DEFAULT_COLLECTION = "default"
 NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would also match before a final newline
@@ -225,3 +227,47 @@ class Workspace:
                     self.settings_for(name), project_root=self.project_root, llm_servers=self.llm_servers
                 )
             return engine
+
+    # -- what front ends ask of the lower layers ----------------------------------------------------
+    # The API and ``rag eval`` may import only core, the engine and this module (see the import-linter
+    # contracts in pyproject.toml); what they need from ingest or generate is offered here.
+
+    def supported_suffixes(self) -> frozenset[str]:
+        """File suffixes some installed parser reads (lower case, with the dot): what an upload may be."""
+        return default_registry().suffixes()
+
+    def embedded_llm_model(self) -> str:
+        """The model name the embedded llama.cpp server would serve for ``llm.gguf`` (the packaged model
+        when unset), known without starting it.
+
+        Raises:
+            ConfigError: ``llm.gguf`` is unset and the packaged model is not installed.
+        """
+        return model_name(self.settings.llm.gguf or packaged_gguf())
+
+
+def private_llm_server(
+    gguf: Path | str | None, *, n_ctx: int, threads: int | None, log_name: str
+) -> LlamaCppServer:
+    """An embedded llama.cpp server of the caller's own, apart from :attr:`Workspace.llm_servers` (the
+    ``rag eval`` judge runs its model with its own context size and threads).
+
+    Use it as a context manager: the server starts on entry and stops on exit.
+
+    Args:
+        gguf: the model file; ``None`` for the packaged model.
+        n_ctx: context size in tokens.
+        threads: CPU threads, ``None`` for llama.cpp's default.
+        log_name: file name of the server's log in the user cache folder (``$RAG_CACHE_DIR``).
+
+    Raises:
+        ConfigError: ``n_ctx`` is not positive.
+    """
+    return LlamaCppServer(gguf=gguf, n_ctx=n_ctx, threads=threads, log_path=cache_dir() / log_name)
+
+
+def file_formats(settings: Settings) -> list[FormatInfo]:
+    """The file formats ingest reads under ``settings``: each parser (built-ins first, then plugins) with the
+    suffixes it serves after ``ingest.parsers`` picks, its availability and the extra it needs (``rag formats``).
+    """
+    return ParserRegistry(settings.ingest.parsers).formats()

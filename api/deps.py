@@ -12,7 +12,6 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.datastructures import Headers
 
 from rag.api.errors import ApiError
-from rag.api.guard import CALLER_KEY
 from rag.api.jobs import JobManager
 from rag.api.keys import ApiKey, KeyStore, Role
 from rag.api.metrics import Metrics
@@ -21,6 +20,9 @@ from rag.core.settings import Settings
 from rag.workspace import Workspace
 
 T = TypeVar("T")
+
+CALLER_KEY = "rag.caller"
+"""Where :class:`rag.api.guard.RequestGuard` leaves the caller it identified, in the request scope's state."""
 
 
 @dataclass

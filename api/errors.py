@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.core import errors as e
-from rag.generate.answer import AnswerError, numbered_hits
+from rag.core.answers import AnswerError, numbered_hits
 
 log = logging.getLogger(__name__)
 

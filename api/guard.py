@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rag.api.deps import CALLER_KEY, identify
 from rag.api.errors import ApiError, problem
 from rag.api.streaming import ClientGone
 
@@ -39,7 +40,6 @@ _MB = 1024 * 1024
 # A key sent to them is still read (it unlocks the detailed views of /readyz and /metrics).
 _PUBLIC = re.compile(r"\A(/healthz|/readyz|/metrics|/openapi\.json|/docs(/.*)?|/|/static/.*|/favicon\.ico)\Z")
 _UPLOAD = re.compile(r"\A/v1/collections/[^/]+/documents/?\Z")
-CALLER_KEY = "rag.caller"
 
 
 class BodyTooLarge(HTTPException):
@@ -132,8 +132,6 @@ class RequestGuard:
 
     async def _identify(self, scope: Scope, headers: Headers) -> Caller:
         """The caller, from the headers only; 401 unless the route is public or the key is valid."""
-        from rag.api.deps import identify
-
         public = _PUBLIC.match(scope["path"]) is not None or scope["method"] == "OPTIONS"
         # The key store is a database: read it off the event loop.
         return await anyio.to_thread.run_sync(identify, self.services, headers, public)

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from rag.core.errors import RagError, StorageError
+from rag.core.ingest_report import IngestReport, Progress
 from rag.core.shared_state import SharedRecords
 from rag.core.storage import describe_os_error
-from rag.ingest.pipeline import IngestReport, Progress
 
 log = logging.getLogger(__name__)
 

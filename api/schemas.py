@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator
+
+from rag.core.filters import Filter
+from rag.core.query import OPTIONS, QueryOptions, option_help
 
 Filters = dict[str, Any] | list[str] | str | None
 FILTERS_DOC = (
@@ -188,31 +191,83 @@ class DocumentResponse(DocumentSummary):
 # -- search and ask ---------------------------------------------------------------------------------
 
 
-class SearchOptions(Strict):
-    k: int | None = Field(None, gt=0, le=1000, description="Number of hits [default: retrieval.k].")
-    alpha: float | None = Field(None, ge=0, le=1, description="Dense weight: 1 = dense only, 0 = BM25 only.")
-    fusion: Literal["linear", "rrf"] | None = None
-    filters: Filters = Field(None, description=FILTERS_DOC)
-    min_score: float | None = Field(None, description="Post-filter: drop hits whose fused score is below this.")
-    max_per_doc: int | None = Field(None, gt=0, description="Post-filter: at most N chunks per document.")
-    hyde: StrictBool | None = Field(None, description="HyDE: the dense side searches with an LLM-written passage.")
-    rewrite: StrictBool | None = Field(None, description="The LLM rewrites the question into a keyword search query.")
-    multi_query: int | None = Field(None, ge=0, le=10, description="Also search N LLM-written query variants.")
-    rerank: StrictBool | str | None = Field(
-        None,
-        description="Rerank the top candidates: true for the configured model (rerank.model), 'llm' for the "
-        "configured LLM, false for none [default: rerank.enabled]. Other model names are refused: a client "
-        "does not choose what the server loads.",
-    )
-    explain: StrictBool = Field(False, description="Return `explain`: each stage's output and time.")
+# The query options of /search and /ask are rag.core.query.QueryOptions' fields, in its order, with its
+# types, bounds and help text; what differs on the wire is stated here, once. Adding an option to
+# QueryOptions adds it to both requests (and to the OpenAPI document).
 
-    @field_validator("filters")
+# An option's JSON name where it differs from its Python name.
+_WIRE_NAMES = {"filter": "filters"}
+# Options a request carries in a shape of its own: AskRequest's ``history`` is a list of Turn objects.
+_OWN_FIELDS = {"history"}
+# JSON types where the Python type is wider: a filter arrives as JSON, never as a parsed Filter.
+_WIRE_TYPES: dict[str, Any] = {"filter": Filters}
+# What a server bounds beyond the option's own range: it protects itself from huge result sets.
+_SERVER_LIMITS: dict[str, dict[str, Any]] = {"k": {"le": 1000}}
+# Help text for what a client may send where it differs from a library caller's.
+_WIRE_HELP = {
+    "filter": FILTERS_DOC,
+    "rerank": "Rerank the top candidates: true for the configured model (rerank.model), 'llm' for the "
+    "configured LLM, false for none [default: rerank.enabled]. Other model names are refused: a client "
+    "does not choose what the server loads.",
+}
+
+
+def _option_fields() -> dict[str, Any]:
+    """The request fields of the query options, as :func:`pydantic.create_model` takes them."""
+    hints = get_type_hints(QueryOptions)
+    derived: dict[str, Any] = {}
+    for name, spec in OPTIONS.items():
+        if name in _OWN_FIELDS:
+            continue
+        bounds: dict[str, Any] = {}
+        if spec.minimum is not None:
+            bounds["gt" if spec.exclusive_minimum else "ge"] = spec.minimum
+        if spec.maximum is not None:
+            bounds["le"] = spec.maximum
+        bounds.update(_SERVER_LIMITS.get(name, {}))
+        description = _WIRE_HELP.get(name, option_help(name))
+        derived[_WIRE_NAMES.get(name, name)] = (
+            _WIRE_TYPES.get(name, hints[name]), Field(None, description=description, **bounds)
+        )
+    return derived
+
+
+class _QueryOptionsBody(Strict):
+    """The conversion between a request's option fields and :class:`~rag.core.query.QueryOptions`."""
+
+    @field_validator("filters", check_fields=False)
     @classmethod
     def _bounded_filters(cls, value: Filters) -> Filters:
         """A filter is a handful of conditions; its JSON is capped like a question is."""
         if value is not None and len(json.dumps(value, allow_nan=True)) > MAX_FILTER_CHARS:
             raise ValueError(f"filters are limited to {MAX_FILTER_CHARS} characters of JSON")
         return _finite(value, "filters")
+
+    def query_options(self, **own: Any) -> QueryOptions:
+        """The request's options as the engine takes them; ``own``: those the request shapes itself (history).
+
+        Raises:
+            ConfigError: a value the engine refuses (a malformed filter: :class:`~rag.core.errors.FilterError`).
+        """
+        wire = {name: getattr(self, _WIRE_NAMES.get(name, name)) for name in OPTIONS if name not in _OWN_FIELDS}
+        return QueryOptions(**wire, **own)
+
+    @classmethod
+    def option_fields(cls, options: QueryOptions) -> dict[str, Any]:
+        """``options`` as this request's JSON fields (those set): the inverse of :meth:`query_options`."""
+        return {
+            _WIRE_NAMES.get(name, name): value.to_dict() if isinstance(value, Filter) else value
+            for name, value in options.given().items() if name not in _OWN_FIELDS
+        }
+
+
+SearchOptions = create_model(
+    "SearchOptions",
+    __base__=_QueryOptionsBody,
+    __doc__="The query options of a search or a question (see :class:`rag.core.query.QueryOptions`).",
+    **_option_fields(),
+    explain=(StrictBool, Field(False, description="Return `explain`: each stage's output and time.")),
+)
 
 
 class SearchRequest(SearchOptions):

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 
+from rag.core.answers import Answer
 from rag.core.errors import RagError
 from rag.core.types import Hit
-from rag.generate.answer import Answer
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.core.errors import StorageError
+from rag.core.ingest_report import IngestReport, Progress
 from rag.core.storage import describe_os_error
-from rag.ingest.pipeline import IngestReport, Progress
 from rag.workspace import Workspace
 
 log = logging.getLogger(__name__)

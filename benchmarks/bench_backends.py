@@ -87,7 +87,7 @@ from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import HybridRetriever, PostFilter
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
-from rag.stores.pgvector_store import DEFAULT_NORMALIZATION, DEFAULT_RANK, PostgresKeywordIndex
+from rag.stores.pgvector import DEFAULT_NORMALIZATION, DEFAULT_RANK, PostgresKeywordIndex
 
 DEPTH = 100
 K = 10

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+
+from rag import cli_common
+from rag.core.errors import ConfigError
 
 eval_app = typer.Typer(
     help="Offline evaluation reports: RAGAS faithfulness and context recall, retrieval metrics, comparisons.\n\n"
@@ -17,7 +20,7 @@ eval_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SetOpt = Annotated[list[str], typer.Option("--set", help="Settings override for the run, SECTION.FIELD=VALUE; repeatable.")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Settings override for the run, SECTION.FIELD=VALUE, or a query option, query.NAME=VALUE (e.g. query.max_per_doc=2); repeatable.")]
 MetricsOpt = Annotated[
     list[str],
     typer.Option("--metrics", "-m", help="faithfulness, context_recall (default), answer_relevancy, context_precision, "
@@ -25,24 +28,18 @@ MetricsOpt = Annotated[
                  "ndcg@10, recall@10, mrr@10 when the test set has reference_doc_ids]."),
 ]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", envvar="RAG_COLLECTION", help="Collection to evaluate.")]
-JudgeUrlOpt = Annotated[Optional[str], typer.Option("--judge-base-url", envvar="RAG_JUDGE_BASE_URL",
+JudgeUrlOpt = Annotated[str | None, typer.Option("--judge-base-url", envvar="RAG_JUDGE_BASE_URL",
                         help="OpenAI-compatible judge endpoint (…/v1) [default: the embedded SmolLM2, smoke-test scores only].")]
-JudgeModelOpt = Annotated[Optional[str], typer.Option("--judge-model", envvar="RAG_JUDGE_MODEL", help="Judge model name (with --judge-base-url).")]
-JudgeTokensOpt = Annotated[Optional[int], typer.Option("--judge-max-tokens", help="Judge output budget per call [default: 4096; 768 embedded].")]
-JudgeTimeoutOpt = Annotated[Optional[float], typer.Option("--judge-timeout", help="Seconds per judge request [default: 180; 600 embedded].")]
-JudgeConcOpt = Annotated[Optional[int], typer.Option("--judge-concurrency", help="Judge calls in flight [default: 4; 1 embedded].")]
-JudgeCacheOpt = Annotated[Optional[Path], typer.Option("--judge-cache", help="Judge cache file [default: $RAG_CACHE_DIR/judge-cache.sqlite].")]
-JudgeSchemaOpt = Annotated[Optional[bool], typer.Option("--judge-json-schema/--no-judge-json-schema",
+JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", envvar="RAG_JUDGE_MODEL", help="Judge model name (with --judge-base-url).")]
+JudgeTokensOpt = Annotated[int | None, typer.Option("--judge-max-tokens", help="Judge output budget per call [default: 4096; 768 embedded].")]
+JudgeTimeoutOpt = Annotated[float | None, typer.Option("--judge-timeout", help="Seconds per judge request [default: 180; 600 embedded].")]
+JudgeConcOpt = Annotated[int | None, typer.Option("--judge-concurrency", help="Judge calls in flight [default: 4; 1 embedded].")]
+JudgeCacheOpt = Annotated[Path | None, typer.Option("--judge-cache", help="Judge cache file [default: $RAG_CACHE_DIR/judge-cache.sqlite].")]
+JudgeSchemaOpt = Annotated[bool | None, typer.Option("--judge-json-schema/--no-judge-json-schema",
                            help="Send the verdict JSON schema as response_format [default: on for the embedded judge].")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", "-n", help="Only the first N questions.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", help="Only the first N questions.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out instead of resuming it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results.json (or comparison.json) to stdout.")]
-
-
-def _cli() -> Any:
-    from rag import cli
-
-    return cli
 
 
 def _judge_config(base_url: str | None, model: str | None, max_tokens: int | None, timeout: float | None,
@@ -57,41 +54,63 @@ def _judge_config(base_url: str | None, model: str | None, max_tokens: int | Non
 
 def _spec_factory(ctx: typer.Context, testset: Any, collection: str, sets: list[str], metrics: list[str],
                   judge_args: dict[str, Any], overwrite: bool) -> Any:
-    """A function ``(extra overrides, out, name) -> RunSpec`` for this command's options."""
+    """A function ``(extra overrides, out, name) -> RunSpec`` for this command's options.
+
+    Overrides under ``query`` (``--set query.k=3``, ``--grid query.alpha=0,1``) are query options, not
+    settings: each run's :class:`~rag.core.query.QueryOptions` is the ``--set`` ones with the grid
+    combination's replaced on top.
+    """
+    from rag.core.query import QueryOptions
     from rag.evaluate.metrics import parse_metrics
     from rag.evaluate.run import RunSpec
     from rag.workspace import Workspace, merge_overrides
 
-    cli = _cli()
     workspace = Workspace(ctx.obj.settings())
     workspace.require(collection)
-    base_overrides = cli._parse_sets(sets)
+    base_overrides = cli_common.parse_sets(sets)
+    base_options = QueryOptions().updated(_query_part(base_overrides, "--set"), source="--set")
     specs, notes = parse_metrics(metrics or None, has_references=testset.has_references,
                                  has_reference_docs=testset.has_reference_docs, retrieval_only=testset.format == "beir")
 
     def make(extra: dict[str, Any], out: Path, name: str | None) -> Any:
         overrides = merge_overrides(base_overrides, extra)
-        settings = workspace.settings_for(collection, **overrides)
+        settings = workspace.settings_for(collection, **{k: v for k, v in overrides.items() if k != "query"})
+        options = base_options.updated(_query_part(extra, "--grid"), source="--grid")
         return RunSpec(
             testset=testset, out=Path(out), settings=settings, metrics=specs,
             judge=_judge_config(settings=settings, **judge_args), project_root=workspace.project_root,
             collection=collection, overrides=overrides, name=name, overwrite=overwrite, notes=list(notes),
+            options=options,
         )
 
     return make
 
 
+def _query_part(overrides: dict[str, Any], flag: str) -> dict[str, Any]:
+    """The ``query.NAME=VALUE`` entries of ``--set`` or ``--grid`` overrides, by option name."""
+    query = overrides.get("query", {})
+    if not isinstance(query, dict):
+        raise ConfigError(f"{flag} query needs an option name: query.NAME=VALUE (e.g. query.k=3)")
+    return query
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool):  # noqa: ANN202
     """A progress bar on stderr for the answer and judge phases (only on a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    cli = _cli()
-    if not (enabled and cli.err.is_terminal):
+    if not (enabled and cli_common.err.is_terminal):
         yield None
         return
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=cli.err, transient=True)
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=cli_common.err, transient=True)
     tasks: dict[str, Any] = {}
 
     def update(phase: str, done: int, total: int) -> None:
@@ -108,22 +127,21 @@ def _print_run(results: dict[str, Any], out: Path) -> None:
 
     from rag.evaluate.report import fmt
 
-    cli = _cli()
     judge = results.get("judge")
     if judge and judge.get("caveat"):
-        cli.err.print(Text.assemble(("note:", "yellow"), f" {judge['caveat']}"))
+        cli_common.err.print(Text.assemble(("note:", "yellow"), f" {judge['caveat']}"))
     for note in results.get("notes", []):
-        cli.err.print(Text(f"note: {note}"))
+        cli_common.err.print(Text(f"note: {note}"))
     width = max(len(name) for name in results["summary"]) + 2
     for name, s in results["summary"].items():
         ci = "" if s["mean"] is None else f"  [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
         missing = f"  {s['missing']} missing" if s["missing"] else ""
-        cli.out.print(Text.assemble((name.ljust(width), "bold"), f"{fmt(s['mean'])}{ci}  n={s['n']}{missing}"))
+        cli_common.out.print(Text.assemble((name.ljust(width), "bold"), f"{fmt(s['mean'])}{ci}  n={s['n']}{missing}"))
     if judge:
         calls = judge["calls"]
-        cli.out.print(Text(f"judge {cli._visible(str(judge['model']))}: {calls.get('sent', 0)} calls, "
-                           f"{calls.get('cached', 0)} from cache, {calls.get('failed', 0)} failed"))
-    cli.out.print(Text(f"report: {cli._visible(str(out / 'report.html'))}"))
+        cli_common.out.print(Text(f"judge {cli_common.visible(str(judge['model']))}: {calls.get('sent', 0)} calls, "
+                                  f"{calls.get('cached', 0)} from cache, {calls.get('failed', 0)} failed"))
+    cli_common.out.print(Text(f"report: {cli_common.visible(str(out / 'report.html'))}"))
 
 
 @eval_app.command("run")
@@ -132,8 +150,8 @@ def run(
     testset_path: Annotated[str, typer.Argument(metavar="TESTSET", help="A .jsonl or .csv test set, a BEIR folder, or 'docs_qa' (the bundled set).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the reports (re-running resumes it).", show_default=False)],
     collection: CollectionOpt = "default",
-    sets: SetOpt = [],  # noqa: B006
-    metrics: MetricsOpt = [],  # noqa: B006
+    sets: SetOpt = [],
+    metrics: MetricsOpt = [],
     judge_base_url: JudgeUrlOpt = None,
     judge_model: JudgeModelOpt = None,
     judge_max_tokens: JudgeTokensOpt = None,
@@ -171,7 +189,7 @@ def run(
     with _progress(not as_json) as progress:
         result = run_eval(spec, progress=progress)
     if as_json:
-        _cli()._emit_json(result.results, indent=2)
+        cli_common.emit_json(result.results, indent=2)
     else:
         _print_run(result.results, result.out)
 
@@ -187,19 +205,18 @@ def _print_comparison(comparison: dict[str, Any], out: Path) -> None:
 
     from rag.evaluate.report import fmt
 
-    cli = _cli()
     for warning in comparison["warnings"]:
-        cli.err.print(Text.assemble(("warning:", "yellow"), f" {cli._visible(warning)}"))
-    cli.out.print(Text(f"baseline: {cli._visible(comparison['baseline'])}"))
+        cli_common.err.print(Text.assemble(("warning:", "yellow"), f" {cli_common.visible(warning)}"))
+    cli_common.out.print(Text(f"baseline: {cli_common.visible(comparison['baseline'])}"))
     for comp in comparison["comparisons"]:
         for metric, m in comp["metrics"].items():
             if m["delta"] is None:
-                cli.out.print(Text(f"{cli._visible(comp['run'])}  {metric}: no questions scored in both runs"))
+                cli_common.out.print(Text(f"{cli_common.visible(comp['run'])}  {metric}: no questions scored in both runs"))
                 continue
             mark = " (significant)" if m["significant"] else ""
-            cli.out.print(Text(f"{cli._visible(comp['run'])}  {metric}: {fmt(m['baseline_mean'])} -> {fmt(m['mean'])} "
-                               f"({m['delta']:+.3f}, p={m['p_value']:.4f}, n={m['n']}){mark}"))
-    cli.out.print(Text(f"report: {cli._visible(str(out / 'report.html'))}"))
+            cli_common.out.print(Text(f"{cli_common.visible(comp['run'])}  {metric}: {fmt(m['baseline_mean'])} -> "
+                                      f"{fmt(m['mean'])} ({m['delta']:+.3f}, p={m['p_value']:.4f}, n={m['n']}){mark}"))
+    cli_common.out.print(Text(f"report: {cli_common.visible(str(out / 'report.html'))}"))
 
 
 @eval_app.command("compare")
@@ -219,7 +236,7 @@ def compare(
     comparison = compare_runs(list(runs))
     write_comparison(out, comparison)
     if as_json:
-        _cli()._emit_json(comparison, indent=2)
+        cli_common.emit_json(comparison, indent=2)
     else:
         _print_comparison(comparison, out)
 
@@ -231,8 +248,8 @@ def sweep(
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="SECTION.FIELD=V1,V2,...; repeatable (every combination runs).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: runs/ and the comparison report.", show_default=False)],
     collection: CollectionOpt = "default",
-    sets: SetOpt = [],  # noqa: B006
-    metrics: MetricsOpt = [],  # noqa: B006
+    sets: SetOpt = [],
+    metrics: MetricsOpt = [],
     judge_base_url: JudgeUrlOpt = None,
     judge_model: JudgeModelOpt = None,
     judge_max_tokens: JudgeTokensOpt = None,
@@ -262,15 +279,14 @@ def sweep(
     make = _spec_factory(ctx, testset, collection, sets, metrics, _judge_args(
         judge_base_url, judge_model, judge_max_tokens, judge_timeout, judge_concurrency, judge_cache, judge_json_schema),
         overwrite)
-    cli = _cli()
 
     def on_run(number: int, total: int, label: str) -> None:
         if not as_json:
-            cli.err.print(Text(f"run {number}/{total}: {cli._visible(label)}"))
+            cli_common.err.print(Text(f"run {number}/{total}: {cli_common.visible(label)}"))
 
     with _progress(not as_json) as progress:
         result = run_sweep(out, parsed, make, on_run=on_run, progress=progress)
     if as_json:
-        cli._emit_json(result.comparison, indent=2)
+        cli_common.emit_json(result.comparison, indent=2)
     else:
         _print_comparison(result.comparison, out)

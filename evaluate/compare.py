@@ -22,9 +22,10 @@ from typing import Any
 from rag.core.errors import ConfigError
 from rag.evaluate import plots
 from rag.evaluate.report import _kv_table, _md, _write, esc, fmt, page
+from rag.evaluate.schema import SCHEMA_VERSION as RUN_SCHEMA_VERSION
 from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of comparison.json; a run folder's files carry RUN_SCHEMA_VERSION
 TOP_MOVERS = 5
 ALPHA = 0.05
 
@@ -47,7 +48,7 @@ def load_run(folder: Path | str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise ConfigError(f"cannot read the run in {folder}: {exc}") from None
     if results.get("kind") != "rag-eval-run":
         raise ConfigError(f"{results_path} is not a rag eval run report")
-    if int(results.get("schema_version", 0)) > SCHEMA_VERSION:
+    if int(results.get("schema_version", 0)) > RUN_SCHEMA_VERSION:
         raise ConfigError(f"{results_path} has report schema {results['schema_version']}; upgrade rag-platform to read it")
     return results, samples
 

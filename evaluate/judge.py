@@ -459,13 +459,11 @@ class Judge:
     def __enter__(self) -> Judge:
         self.started = True
         if self.config.embedded:
-            from rag.core.onnx_query import cache_dir
-            from rag.generate import LlamaCppServer
+            from rag.workspace import private_llm_server
 
             server = self._stack.enter_context(
-                LlamaCppServer(
-                    gguf=self.config.gguf, n_ctx=self.config.n_ctx, threads=self.config.threads,
-                    log_path=cache_dir() / "judge-server.log",
+                private_llm_server(
+                    self.config.gguf, n_ctx=self.config.n_ctx, threads=self.config.threads, log_name="judge-server.log"
                 )
             )
             self.base_url, self.model = server.base_url, server.model

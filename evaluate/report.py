@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.evaluate import plots
+from rag.evaluate.schema import SCHEMA_VERSION
 from rag.evaluate.significance import bootstrap_mean_ci
 
 CONFIDENCE = 0.95
@@ -79,8 +80,6 @@ def latency_series(samples: list[dict[str, Any]]) -> dict[str, list[float]]:
 def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[str, Any], *,
               answer_seconds: float, judge_seconds: float, total_seconds: float) -> dict[str, Any]:
     """The content of ``results.json`` for a run (see the module docstring of :mod:`rag.evaluate.run`)."""
-    from rag.evaluate.run import SCHEMA_VERSION
-
     summary = {}
     for metric in spec.metrics:
         scores = [s["scores"][metric.name] for s in samples]

@@ -25,12 +25,13 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rag.core.errors import ConfigError
-from rag.core.filters import parse_filter
+from rag.core.filters import Filter, parse_filter
+from rag.core.query import QueryOptions
 from rag.core.settings import Settings
 from rag.evaluate.judge import Judge, JudgeConfig
 from rag.evaluate.metrics import JudgeMetrics, MetricSpec, score_retrieval
@@ -38,7 +39,6 @@ from rag.evaluate.testset import TestCase, TestSet
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 CHECKPOINT = "checkpoint"
 REPORT_FILES = ("results.json", "samples.jsonl", "report.md", "report.html")
 
@@ -59,6 +59,8 @@ class RunSpec:
         project_root: passed to the engine (document ids are relative to it).
         collection: the collection's name, for the report.
         overrides: the ``--set`` overrides, for the report.
+        options: the query options every question is asked with (a test case's own filters are ANDed
+            with ``options.filter``); by default the collection's configured defaults.
         name: a label for the run in comparisons (default: the folder name).
         overwrite: discard whatever the folder holds instead of resuming or refusing.
         notes: remarks for the report (defaults left out, ...).
@@ -75,6 +77,7 @@ class RunSpec:
     name: str | None = None
     overwrite: bool = False
     notes: list[str] = field(default_factory=list)
+    options: QueryOptions = field(default_factory=QueryOptions)
 
     @property
     def judge_metrics(self) -> list[str]:
@@ -91,11 +94,14 @@ class RunSpec:
     def fingerprint(self) -> str:
         """What makes two runs' answers interchangeable: settings, collection, test set, whether answers are made."""
         settings = self.settings.model_dump(mode="json")
-        blob = json.dumps(
-            {"settings": settings, "collection": self.collection, "testset": self.testset.sha256,
-             "answers": self.needs_answers, "cutoff": self.max_cutoff},
-            sort_keys=True, default=str,
-        )
+        identity = {"settings": settings, "collection": self.collection, "testset": self.testset.sha256,
+                    "answers": self.needs_answers, "cutoff": self.max_cutoff}
+        if options := self.options.given():  # only when set, so runs made before options existed still resume
+            identity["options"] = {
+                name: [[c.field, c.op, c.value] for c in value.conditions] if isinstance(value, Filter) else value
+                for name, value in options.items()
+            }
+        blob = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -178,9 +184,24 @@ def _stages(retrieval: Any) -> dict[str, float]:
     return {}
 
 
-def answer_case(engine: Any, case: TestCase, *, answers: bool, cutoff: int) -> dict[str, Any]:
-    """Retrieve (and answer, with ``answers``) one question; the record the checkpoint and reports hold."""
-    from rag.generate.answer import AnswerError
+def case_options(options: QueryOptions, case: TestCase) -> QueryOptions:
+    """The run's ``options`` for one test case: the case's own filters ANDed with the run's filter."""
+    if not case.filters:
+        return options
+    own = parse_filter(case.filters)
+    return replace(options, filter=own if options.filter is None else options.filter & own)
+
+
+def answer_case(
+    engine: Any, case: TestCase, *, answers: bool, cutoff: int, options: QueryOptions | None = None
+) -> dict[str, Any]:
+    """Retrieve (and answer, with ``answers``) one question; the record the checkpoint and reports hold.
+
+    ``options`` are the run's query options (default: the configured ones); see :func:`case_options`.
+    """
+    from rag.core.answers import AnswerError
+
+    asked = case_options(options or QueryOptions(), case)
 
     record: dict[str, Any] = {**case.to_dict(), "answer": None, "error": None, "model": None, "warnings": [],
                               "usage": None, "contexts": [], "ranked_doc_ids": [], "timings": {}}
@@ -193,7 +214,7 @@ def answer_case(engine: Any, case: TestCase, *, answers: bool, cutoff: int) -> d
             sources_at.append(time.perf_counter())
 
         try:
-            answer = engine.ask(case.question, filter=case.filters, on_sources=on_sources)
+            answer = engine.ask(case.question, options=asked, on_sources=on_sources)
         except AnswerError as exc:
             record["error"] = str(exc)
             hits = list(exc.hits)
@@ -206,13 +227,13 @@ def answer_case(engine: Any, case: TestCase, *, answers: bool, cutoff: int) -> d
         split = sources_at[0] if sources_at else ended
         record["timings"] = {"retrieval_ms": (split - started) * 1000, "generation_ms": (ended - split) * 1000}
     else:
-        hits = list(engine.search(case.question, filter=case.filters))
+        hits = list(engine.search(case.question, options=asked))
         record["timings"] = {"retrieval_ms": (time.perf_counter() - started) * 1000}
     record["timings"]["stages"] = _stages(retrieval)
     record["contexts"] = [_context(n, hit) for n, hit in enumerate(hits, start=1)]
     if cutoff:
         # A document ranking for the retrieval metrics: one hit per document, best first.
-        ranked = engine.search(case.question, k=cutoff, filter=case.filters, max_per_doc=1)
+        ranked = engine.search(case.question, options=replace(asked, k=cutoff, max_per_doc=1))
         record["ranked_doc_ids"] = list(dict.fromkeys(hit.chunk.doc_id for hit in ranked))
     record["timings"]["total_ms"] = (time.perf_counter() - started) * 1000
     return record
@@ -244,7 +265,9 @@ def _answer_all(spec: RunSpec, checkpoint: Path, progress: Progress | None) -> t
             if spec.needs_answers:
                 engine.generator()
             for number, case in enumerate(todo, start=resumed + 1):
-                record = answer_case(engine, case, answers=spec.needs_answers, cutoff=spec.max_cutoff)
+                record = answer_case(
+                    engine, case, answers=spec.needs_answers, cutoff=spec.max_cutoff, options=spec.options
+                )
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 fh.flush()
                 done[case.id] = record

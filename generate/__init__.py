@@ -16,14 +16,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rag.generate.answer import Answer, Citation  # noqa: F401 - what type checkers see of the lazy exports
+    from rag.core.answers import Answer, Citation  # noqa: F401 - what type checkers see of the lazy exports
     from rag.generate.llamacpp_server import LlamaCppServer, packaged_gguf, serve_forever  # noqa: F401 - what type checkers see of the lazy exports
     from rag.generate.openai_chat import OpenAIChatGenerator  # noqa: F401 - what type checkers see of the lazy exports
     from rag.generate.prompt import approx_token_count, build_messages  # noqa: F401 - what type checkers see of the lazy exports
 
 _EXPORTS = {
-    "Answer": "rag.generate.answer",
-    "Citation": "rag.generate.answer",
+    "Answer": "rag.core.answers",
+    "Citation": "rag.core.answers",
     "LlamaCppServer": "rag.generate.llamacpp_server",
     "packaged_gguf": "rag.generate.llamacpp_server",
     "serve_forever": "rag.generate.llamacpp_server",

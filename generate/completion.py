@@ -15,7 +15,6 @@ import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,11 @@ import httpx
 import openai
 from pydantic import SecretStr
 
+from rag.core.completion import Completion
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.generate.openai_chat import openai_client
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """One stage reply: its text, whether it came from the cache, and how long it took."""
-
-    text: str
-    cached: bool
-    ms: float
 
 
 class CompletionCache:

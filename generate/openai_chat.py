@@ -19,9 +19,9 @@ import httpx
 import openai
 from pydantic import SecretStr
 
+from rag.core.answers import Answer, Citation, find_citations
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.core.types import Hit
-from rag.generate.answer import Answer, Citation, find_citations
 from rag.generate.prompt import approx_token_count, build_messages
 
 logger = logging.getLogger(__name__)

@@ -52,6 +52,7 @@ from typing import Any
 from rag.core.catalog import INCOMPLETE, Catalog, DocumentWrite, FileRecord
 from rag.core.embeddings import SentenceEmbedder
 from rag.core.errors import ConfigError, IngestError, LoaderError
+from rag.core.ingest_report import IngestReport, Progress
 from rag.core.types import Chunk, Document, Section, reserved_keys_in
 from rag.ingest.chunking import ChunkSpan, SlidingWindowChunker
 from rag.ingest.loaders import check_file, default_registry, load_file
@@ -62,51 +63,6 @@ log = logging.getLogger(__name__)
 
 # Folders never worth indexing; a data directory inside the tree must not index itself.
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".rag", ".pytest_cache"}
-
-
-@dataclass(slots=True)
-class IngestReport:
-    """What one ingest run did, for the end summary and ``--json``.
-
-    ``added``, ``updated``, ``unchanged`` and ``removed`` list files (or document ids, for in-memory
-    documents); ``failed`` lists ``(what, reason)`` for files, folders and single records that could not
-    be read; ``skipped`` lists ``(path, reason)`` for files left out on purpose (an unsupported type, a
-    link to a file ingested anyway). Failures make a run not :attr:`ok`; skips do not.
-    """
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def to_dict(self, *, names: bool = False) -> dict[str, Any]:
-        """The report as JSON: counts of added/updated/unchanged/removed (``rag ingest --json``), or with
-        ``names`` the lists of files or document ids themselves (the API)."""
-        shown = list if names else len
-        return {
-            "added": shown(self.added),
-            "updated": shown(self.updated),
-            "unchanged": shown(self.unchanged),
-            "removed": shown(self.removed),
-            "failed": [{"path": p, "reason": r} for p, r in self.failed],
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "chunks_added": self.chunks_added,
-            "chunks_removed": self.chunks_removed,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-Progress = Callable[[int, int, str], None]
-"""``progress(files_done, files_total, current_path)``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from rag.core.analysis import Analyzer  # re-exported: the analyzer lives in core, beside the stores that share it
 from rag.core.errors import ConfigError, StorageError
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
 from rag.core.storage import describe_os_error
 from rag.core.types import ScoredId
+
+__all__ = ["Analyzer", "BM25Index"]
 
 log = logging.getLogger(__name__)
 
@@ -37,50 +39,7 @@ def _import_bm25s():  # noqa: ANN202 - the bm25s module, imported on first use
     return bm25s
 
 
-_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
 _CURRENT = "CURRENT"
-
-
-class Analyzer:
-    """Lower-case word tokens (two characters or more), minus stopwords, stemmed.
-
-    The same analyzer runs at index and query time; tests feed its output to ``rank_bm25`` too.
-
-    Args:
-        stemmer: a PyStemmer language (``"english"``) or ``None``/``""`` for no stemming.
-        stopwords: a ``bm25s`` stopword list name (``"en"``) or ``None``/``""`` for none.
-    """
-
-    def __init__(self, stemmer: str | None = "english", stopwords: str | None = "en") -> None:
-        self.stemmer_name = stemmer or None
-        self.stopwords_name = stopwords or None
-        self._stopwords: frozenset[str] = frozenset()
-        if self.stopwords_name:
-            import bm25s.stopwords as lists
-
-            # bm25s ships STOPWORDS_<LANGUAGE> tuples; accept "en" and language names.
-            lookup = {n.removeprefix("STOPWORDS_").lower(): getattr(lists, n) for n in dir(lists) if n.startswith("STOPWORDS_")}
-            lookup["english"] = lookup["en"]
-            if self.stopwords_name not in lookup:
-                raise ConfigError(f"unknown stopword list {self.stopwords_name!r}; use one of {sorted(lookup)}")
-            self._stopwords = frozenset(lookup[self.stopwords_name])
-        self._stem: Callable[[list[str]], list[str]] | None = None
-        if self.stemmer_name:
-            import Stemmer
-
-            try:
-                self._stem = Stemmer.Stemmer(self.stemmer_name).stemWords
-            except KeyError:
-                raise ConfigError(
-                    f"unknown stemmer language {self.stemmer_name!r}; use one of {Stemmer.algorithms()}"
-                ) from None
-
-    def __call__(self, text: str) -> list[str]:
-        words = [w for w in _TOKEN_RE.findall(text.lower()) if w not in self._stopwords]
-        return self._stem(words) if self._stem else words
-
-    def config(self) -> dict[str, Any]:
-        return {"stemmer": self.stemmer_name, "stopwords": self.stopwords_name}
 
 
 class BM25Index:

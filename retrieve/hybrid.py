@@ -42,13 +42,13 @@ import numpy as np
 
 from rag.core.errors import ConfigError
 from rag.core.filters import Filter
+from rag.core.query import Fusion  # defined once, with the query options; re-exported here
 from rag.core.types import Chunk, Hit, ScoredId
 from rag.retrieve.keyword import KeywordIndex
 from rag.stores.base import ProvidesHybridSearch, VectorStore
 
 log = logging.getLogger(__name__)
 
-Fusion = Literal["linear", "rrf"]
 NativeHybrid = Literal["auto", "off"]
 
 

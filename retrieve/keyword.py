@@ -1,4 +1,5 @@
-"""The keyword side of hybrid search, as a protocol next to :class:`~rag.stores.base.VectorStore`.
+"""The keyword side of hybrid search: the :class:`KeywordIndex` protocol (defined in :mod:`rag.stores.base`,
+next to :class:`~rag.stores.base.VectorStore`) and its local implementation.
 
 Hybrid retrieval needs two things from a keyword index: its best chunks for a query (with a metadata
 filter applied inside the search), and the true keyword score of any other chunk, so that a chunk the
@@ -8,7 +9,7 @@ exactly that. Two implementations ship:
 * :class:`LocalBM25`, the embedded default: the persisted ``bm25s`` index (:class:`~rag.retrieve.bm25.BM25Index`)
   that the engine builds from the catalog and stamps with its generation;
 * a store's own text search, when the store offers one through the optional ``keyword_index()``
-  capability (see :mod:`rag.stores.base`); :class:`~rag.stores.pgvector_store.PgVectorStore` offers
+  capability (see :mod:`rag.stores.base`); :class:`~rag.stores.pgvector.PgVectorStore` offers
   Postgres full-text search over the chunk text it already holds.
 
 Scores are only compared within one index (fusion min-max normalises them per query), so an index may
@@ -19,42 +20,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
 from rag.retrieve.bm25 import BM25Index
+from rag.stores.base import KeywordIndex  # the protocol lives with the store capabilities
 
-
-@runtime_checkable
-class KeywordIndex(Protocol):
-    """Keyword search over the indexed chunks.
-
-    Attributes:
-        name: what runs the search, for logs and ``explain`` (``"bm25s"``, ``"postgres-fts"``).
-    """
-
-    name: str
-
-    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
-        """The ``k`` best chunks for ``query`` that satisfy ``filter``, best first.
-
-        Only chunks that match at least one query term are returned (so fewer than ``k`` may come back),
-        and the filter is applied inside the search, as :meth:`VectorStore.search
-        <rag.stores.base.VectorStore.search>` does. Ties break by chunk id.
-
-        Raises:
-            ValueError: ``k`` is not positive.
-        """
-
-    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
-        """The keyword scores of ``chunk_ids`` for ``query``, on the scale :meth:`search` uses.
-
-        A chunk that matches no query term scores 0.0; ids the index does not hold are left out (an
-        orphan vector is fused as "not scored", not as a zero that would move the normalisation).
-        """
+__all__ = ["KeywordIndex", "LocalBM25"]
 
 
 class LocalBM25:

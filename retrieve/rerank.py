@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
+from rag.core import completion
 from rag.core.errors import ConfigError, GenerationError
-from rag.generate.completion import Completion
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,11 @@ class Reranker(Protocol):
     def score(self, query: str, texts: Sequence[str]) -> list[float]: ...
 
 
-class Completer(Protocol):
-    """What the LLM reranker needs from the LLM: :class:`rag.generate.completion.ChatCompleter`."""
+class Completer(completion.Completer, Protocol):
+    """What the LLM reranker needs from the LLM: a completer that names its model
+    (:class:`rag.generate.completion.ChatCompleter`)."""
 
     model: str
-
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float = 0.0) -> Completion: ...
 
 
 class CrossEncoderReranker:

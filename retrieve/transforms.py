@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
+from rag.core.completion import Completer, Completion
 from rag.core.errors import ConfigError, GenerationError
-from rag.generate.completion import Completion
 
 HYDE_PROMPT = (
     "Write a short passage, in the style of a reference document, that answers the user's question. "
@@ -43,12 +42,6 @@ HISTORY_CHARS = 400
 
 _LABEL = re.compile(r"^\s*(?:search\s+)?(?:query|question|standalone question|rewritten query)\s*\d*\s*[:\-]\s*", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s*")
-
-
-class Completer(Protocol):
-    """What a transform needs from the LLM: :class:`rag.generate.completion.ChatCompleter`."""
-
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float = 0.0) -> Completion: ...
 
 
 def clean_line(text: str) -> str:
@@ -140,21 +133,3 @@ def heuristic_standalone(question: str, history: Sequence[Mapping[str, str]]) ->
             previous = " ".join(str(turn["content"]).split())[:HISTORY_CHARS]
             return f"{previous} {question}"
     return question
-
-
-def validate_history(history: Sequence[Mapping[str, object]] | None) -> list[dict[str, str]]:
-    """Earlier turns as ``{"role", "content"}`` dicts of user/assistant text (system turns are dropped).
-
-    Raises:
-        ConfigError: a turn is not an object with a known role and text content.
-    """
-    turns: list[dict[str, str]] = []
-    for number, turn in enumerate(history or [], start=1):
-        if not isinstance(turn, Mapping) or not isinstance(turn.get("content"), str):
-            raise ConfigError(f"history turn {number}: expected an object with 'role' and text 'content'")
-        role = turn.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise ConfigError(f"history turn {number}: role must be user, assistant or system, got {role!r}")
-        if role != "system":
-            turns.append({"role": str(role), "content": str(turn["content"])})
-    return turns

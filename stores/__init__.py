@@ -9,28 +9,38 @@ factories with :func:`create_store`'s keyword signature::
     mystore = "my_package.store:create_my_store"   # (*, data_dir, dimension, options, read_only) -> VectorStore
 
 ``options`` is the ``[store]`` settings object; a plugin reads its own keys from ``options.options`` (the
-free-form ``[store.options]`` table of ``rag.toml``, or ``RAG_STORE__OPTIONS='{"key": 1}'``). A factory
-that takes no ``read_only`` keyword is called without it.
+free-form ``[store.options]`` table of ``rag.toml``, or ``RAG_STORE__OPTIONS='{"key": 1}'``). The optional
+keywords are passed only to a factory that takes them: ``read_only`` (the caller only searches),
+``analysis`` (a :class:`~rag.core.analysis.KeywordAnalysis`, for a store that indexes keywords itself) and
+``any_dimension`` (open existing data whatever its dimension, only to drop it: see :func:`drop_store`).
 
-Backend modules are imported only when their store is created, so an optional backend's missing
-dependency only matters to the user who selects it.
+The registry is the only code that names a backend: the engine creates a store with :func:`create_store`,
+drops one with :func:`drop_store`, and asks :func:`store_traits` what it must know about where the data lives.
+The server backends are subpackages (:mod:`rag.stores.qdrant`, :mod:`rag.stores.pgvector`,
+:mod:`rag.stores.opensearch`) imported only when their store is created, so an optional backend's missing
+dependency only matters to the user who selects it. A plugin's author checks their store with the contract
+suite in :mod:`rag.testing.stores`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-import numpy as np
-
-from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
+from rag.core.analysis import KeywordAnalysis
+from rag.core.errors import REBUILD_HINT, ConfigError, StoreError
 from rag.core.settings import StoreSettings
-from rag.stores.base import StoredChunk, VectorStore
+from rag.stores.base import StoredChunk, VectorStore, unit_rows
 
-__all__ = ["REBUILD_HINT", "StoredChunk", "VectorStore", "available_stores", "create_store", "unit_rows"]
+__all__ = [
+    "REBUILD_HINT", "StoreTraits", "StoredChunk", "VectorStore", "available_stores", "create_store", "drop_store",
+    "local_store_folders", "store_traits", "unit_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +48,6 @@ ENTRY_POINT_GROUP = "rag.vector_stores"
 
 StoreFactory = Callable[..., VectorStore]
 
-
-def unit_rows(vectors: np.ndarray | Sequence[np.ndarray], dimension: int, what: str) -> np.ndarray:
-    """Validate and L2-normalise a ``(n, dimension)`` matrix, or one vector, as a contiguous float32 copy.
-
-    Every store normalises on the way in, so scores are cosine similarities whatever the caller passed.
-
-    Args:
-        vectors: one vector, a matrix with one row per vector, or a sequence of vectors.
-        dimension: the length the store expects.
-        what: names the data in error messages (``"upsert"``, ``"the query"``).
-
-    Returns:
-        A ``(n, dimension)`` float32 array whose rows have unit L2 norm.
-
-    Raises:
-        IndexMismatchError: the vectors have another dimension than the store (another embedding model).
-        StoreError: a vector is zero or not finite, so its cosine similarity is undefined.
-    """
-    try:
-        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
-        shape = f"shape {matrix.shape[1:]}"
-    except ValueError:  # a sequence of vectors of different lengths
-        matrix, shape = np.empty((0, 0), dtype=np.float32), "different lengths"
-    if matrix.ndim != 2 or matrix.shape[1] != dimension:
-        raise IndexMismatchError(
-            f"{what} has vectors of {shape} but the store holds {dimension}-dimensional ones; embed with the "
-            f"model the index was built with, or {REBUILD_HINT}"
-        )
-    norms = np.linalg.norm(matrix, axis=1)
-    bad = ~np.isfinite(norms) | (norms == 0)
-    if bad.any():
-        raise StoreError(f"{what} has a zero or non-finite vector (row {int(np.argmax(bad))}); cannot store it")
-    matrix /= norms[:, None]
-    return np.ascontiguousarray(matrix)
 
 
 def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False) -> VectorStore:
@@ -87,28 +63,81 @@ def _create_faiss(*, data_dir: Path, dimension: int, options: StoreSettings, rea
     )
 
 
-def _create_qdrant(**kwargs: object) -> VectorStore:
-    from rag.stores.qdrant_store import create_qdrant_store
+def _create_qdrant(
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False,
+    analysis: KeywordAnalysis | None = None, any_dimension: bool = False,
+) -> VectorStore:
+    from rag.stores.qdrant import create_qdrant_store
 
-    return create_qdrant_store(**kwargs)
+    return create_qdrant_store(
+        data_dir=data_dir, dimension=dimension, options=options, read_only=read_only, analysis=analysis,
+        any_dimension=any_dimension,
+    )
 
 
-def _create_pgvector(**kwargs: object) -> VectorStore:
+def _create_pgvector(
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False, any_dimension: bool = False
+) -> VectorStore:
     # Imported here: the module imports rag.stores, and psycopg is only needed by those who select it.
-    from rag.stores.pgvector_store import create_pgvector_store
+    from rag.stores.pgvector import create_pgvector_store
 
-    return create_pgvector_store(**kwargs)
+    return create_pgvector_store(
+        data_dir=data_dir, dimension=dimension, options=options, read_only=read_only, any_dimension=any_dimension
+    )
 
 
-def _create_opensearch(**kwargs: object) -> VectorStore:
-    from rag.stores.opensearch_store import create_opensearch_store
+def _create_opensearch(
+    *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False, any_dimension: bool = False
+) -> VectorStore:
+    from rag.stores.opensearch import create_opensearch_store
 
-    return create_opensearch_store(**kwargs)
+    return create_opensearch_store(
+        data_dir=data_dir, dimension=dimension, options=options, read_only=read_only, any_dimension=any_dimension
+    )
 
 
 BUILTIN_STORES: dict[str, StoreFactory] = {
     "faiss": _create_faiss, "qdrant": _create_qdrant, "pgvector": _create_pgvector, "opensearch": _create_opensearch,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTraits:
+    """What the engine must know about a configured store without naming its backend.
+
+    Attributes:
+        local_folder: the subfolder of the data directory that holds all of the store's data, when it keeps
+            its data there (FAISS; Qdrant's local mode), so that deleting the folder drops the store; ``None``
+            when the data lives elsewhere (a server, an embedded Postgres, a plugin's storage) and dropping it
+            means opening the store.
+        single_client: the data admits one open client at a time (Qdrant's local mode locks its folder), so
+            a writer closes the readers' store before it opens its own.
+        uses_collection: ``store.collection`` names the store's data, so it is part of the index identity.
+    """
+
+    local_folder: str | None = None
+    single_client: bool = False
+    uses_collection: bool = True
+
+
+# The data-directory subfolders of the built-in backends that can keep their data there.
+_LOCAL_FOLDERS = {"faiss": "faiss", "qdrant": "qdrant"}
+
+
+def store_traits(kind: str, options: StoreSettings) -> StoreTraits:
+    """The :class:`StoreTraits` of store ``kind`` configured by ``options`` (a plugin's are the defaults:
+    its data lives elsewhere and is named by ``store.collection``)."""
+    if kind == "faiss":
+        return StoreTraits(local_folder=_LOCAL_FOLDERS["faiss"], uses_collection=False)
+    if kind == "qdrant" and not options.url:
+        return StoreTraits(local_folder=_LOCAL_FOLDERS["qdrant"], single_client=True)
+    return StoreTraits()
+
+
+def local_store_folders() -> tuple[str, ...]:
+    """Every data-directory subfolder a built-in backend may keep its data in (a rebuild removes them all,
+    so that the files of a store used before a change of ``store.kind`` do not linger)."""
+    return tuple(sorted(set(_LOCAL_FOLDERS.values())))
 
 
 def _plugins() -> dict[str, EntryPoint]:
@@ -128,16 +157,25 @@ def available_stores() -> list[str]:
 
 
 def create_store(
-    kind: str, *, data_dir: Path, dimension: int, options: StoreSettings, read_only: bool = False
+    kind: str,
+    *,
+    data_dir: Path,
+    dimension: int,
+    options: StoreSettings,
+    read_only: bool = False,
+    analysis: KeywordAnalysis | None = None,
 ) -> VectorStore:
     """Open (creating if needed) the vector store ``kind`` for an index in ``data_dir``.
 
     Args:
-        kind: ``"faiss"``, ``"qdrant"`` or the name of a ``rag.vector_stores`` entry point.
+        kind: ``"faiss"``, ``"qdrant"``, ``"pgvector"``, ``"opensearch"`` or the name of a
+            ``rag.vector_stores`` entry point.
         data_dir: the index's data directory; local backends keep their files in a subfolder of it.
         dimension: the embedding dimension the store must hold.
         options: the ``[store]`` settings (index type, server URL, API key, collection, plugin options).
         read_only: the caller only searches; a local backend must then create and write no file.
+        analysis: how keyword search analyses and scores text (``[retrieval]``), for a store that indexes
+            keywords itself; ``None``: the defaults.
 
     Returns:
         An open store; the caller closes it.
@@ -148,31 +186,79 @@ def create_store(
             backend could not open its storage.
         IndexMismatchError: the existing index holds vectors of another dimension.
     """
-    factory = BUILTIN_STORES.get(kind)
-    if factory is None:
-        plugin = _plugins().get(kind)
-        if plugin is None:
-            raise ConfigError(
-                f"unknown vector store {kind!r}; available: {', '.join(available_stores())} "
-                f"(set store.kind / RAG_STORE__KIND, or install a plugin for the {ENTRY_POINT_GROUP!r} group)"
-            )
-        try:
-            factory = plugin.load()
-        except Exception as exc:  # a broken plugin must not take the whole CLI down with a traceback
-            raise StoreError(f"cannot load vector store plugin {kind!r} ({plugin.value}): {exc}") from exc
-    kwargs = {"data_dir": Path(data_dir), "dimension": dimension, "options": options}
-    if _accepts(factory, "read_only"):
-        kwargs["read_only"] = read_only
-    store = factory(**kwargs)
-    if not isinstance(store, VectorStore):
-        raise StoreError(f"vector store plugin {kind!r} returned {type(store).__name__}, not a VectorStore")
+    store = _open(kind, data_dir, dimension, options, read_only=read_only, analysis=analysis)
     log.debug("opened %s vector store (dimension %d) for %s", kind, dimension, data_dir)
     return store
 
 
-def _accepts(factory: StoreFactory, name: str) -> bool:
+def drop_store(
+    kind: str, *, data_dir: Path, dimension: int, options: StoreSettings, analysis: KeywordAnalysis | None = None
+) -> None:
+    """Delete the data of store ``kind`` whatever dimension it holds (``rag ingest --rebuild``), so that the
+    next :func:`create_store` starts empty, at ``dimension``.
+
+    A store whose data lies in a data-directory subfolder (:attr:`StoreTraits.local_folder`) is dropped by
+    deleting the folder. Any other is opened and :meth:`~rag.stores.base.VectorStore.drop`-ped; a factory
+    that takes ``any_dimension`` is asked to open a collection of another size (after a model change) too.
+
+    Args:
+        kind, data_dir, dimension, options, analysis: as for :func:`create_store`.
+
+    Raises:
+        ConfigError: ``kind`` names no known backend.
+        StoreError: the store could not be opened or dropped.
+        IndexMismatchError: the store holds vectors of another dimension and its factory cannot open it anyway.
+    """
+    folder = store_traits(kind, options).local_folder
+    if folder is not None:
+        shutil.rmtree(Path(data_dir) / folder, ignore_errors=True)
+        return
+    store = _open(kind, data_dir, dimension, options, analysis=analysis, any_dimension=True)
+    store.drop()  # and closes it
+    log.info("dropped the %s vector store of %s", kind, data_dir)
+
+
+def _factory(kind: str) -> StoreFactory:
+    factory = BUILTIN_STORES.get(kind)
+    if factory is not None:
+        return factory
+    plugin = _plugins().get(kind)
+    if plugin is None:
+        raise ConfigError(
+            f"unknown vector store {kind!r}; available: {', '.join(available_stores())} "
+            f"(set store.kind / RAG_STORE__KIND, or install a plugin for the {ENTRY_POINT_GROUP!r} group)"
+        )
+    try:
+        return plugin.load()
+    except Exception as exc:  # a broken plugin must not take the whole CLI down with a traceback
+        raise StoreError(f"cannot load vector store plugin {kind!r} ({plugin.value}): {exc}") from exc
+
+
+def _open(kind: str, data_dir: Path, dimension: int, options: StoreSettings, **optional: object) -> VectorStore:
+    """Call ``kind``'s factory, passing each of the ``optional`` keywords only if it takes it.
+
+    A ``None`` one is left out. ``read_only`` also goes to a factory that takes ``**kwargs``, as it always
+    has; the later keywords only to one that names them, so that a plugin forwarding ``**kwargs`` to a
+    stricter constructor keeps working. A factory that lacks ``any_dimension`` opens the store at
+    ``dimension`` (and may raise IndexMismatchError).
+    """
+    factory = _factory(kind)
+    kwargs: dict[str, object] = {"data_dir": Path(data_dir), "dimension": dimension, "options": options}
+    for name, value in optional.items():
+        if value is not None and _accepts(factory, name, var_keyword=name == "read_only"):
+            kwargs[name] = value
+    store = factory(**kwargs)
+    if not isinstance(store, VectorStore):
+        raise StoreError(f"vector store plugin {kind!r} returned {type(store).__name__}, not a VectorStore")
+    return store
+
+
+def _accepts(factory: StoreFactory, name: str, *, var_keyword: bool = True) -> bool:
+    """Whether ``factory`` takes the keyword ``name`` (or, with ``var_keyword``, any keyword)."""
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if name in parameters:
+        return True
+    return var_keyword and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

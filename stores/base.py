@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from rag.core.errors import ConfigError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StoreError
 from rag.core.filters import Filter
 from rag.core.types import ScoredId
-
-if TYPE_CHECKING:
-    from rag.retrieve.keyword import KeywordIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +22,68 @@ class StoredChunk:
     text: str
     metadata: dict[str, Any]
 
+
+def unit_rows(vectors: np.ndarray | Sequence[np.ndarray], dimension: int, what: str) -> np.ndarray:
+    """Validate and L2-normalise a ``(n, dimension)`` matrix, or one vector, as a contiguous float32 copy.
+
+    Every store normalises on the way in, so scores are cosine similarities whatever the caller passed.
+
+    Args:
+        vectors: one vector, a matrix with one row per vector, or a sequence of vectors.
+        dimension: the length the store expects.
+        what: names the data in error messages (``"upsert"``, ``"the query"``).
+
+    Returns:
+        A ``(n, dimension)`` float32 array whose rows have unit L2 norm.
+
+    Raises:
+        IndexMismatchError: the vectors have another dimension than the store (another embedding model).
+        StoreError: a vector is zero or not finite, so its cosine similarity is undefined.
+    """
+    try:
+        matrix = np.array(vectors, dtype=np.float32, ndmin=2)
+        shape = f"shape {matrix.shape[1:]}"
+    except ValueError:  # a sequence of vectors of different lengths
+        matrix, shape = np.empty((0, 0), dtype=np.float32), "different lengths"
+    if matrix.ndim != 2 or matrix.shape[1] != dimension:
+        raise IndexMismatchError(
+            f"{what} has vectors of {shape} but the store holds {dimension}-dimensional ones; embed with the "
+            f"model the index was built with, or {REBUILD_HINT}"
+        )
+    norms = np.linalg.norm(matrix, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        raise StoreError(f"{what} has a zero or non-finite vector (row {int(np.argmax(bad))}); cannot store it")
+    matrix /= norms[:, None]
+    return np.ascontiguousarray(matrix)
+
+@runtime_checkable
+class KeywordIndex(Protocol):
+    """Keyword search over the indexed chunks.
+
+    Attributes:
+        name: what runs the search, for logs and ``explain`` (``"bm25s"``, ``"postgres-fts"``).
+    """
+
+    name: str
+
+    def search(self, query: str, k: int, filter: Filter | None = None) -> list[ScoredId]:
+        """The ``k`` best chunks for ``query`` that satisfy ``filter``, best first.
+
+        Only chunks that match at least one query term are returned (so fewer than ``k`` may come back),
+        and the filter is applied inside the search, as :meth:`VectorStore.search
+        <rag.stores.base.VectorStore.search>` does. Ties break by chunk id.
+
+        Raises:
+            ValueError: ``k`` is not positive.
+        """
+
+    def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """The keyword scores of ``chunk_ids`` for ``query``, on the scale :meth:`search` uses.
+
+        A chunk that matches no query term scores 0.0; ids the index does not hold are left out (an
+        orphan vector is fused as "not scored", not as a zero that would move the normalisation).
+        """
 
 @runtime_checkable
 class VectorStore(Protocol):

@@ -29,13 +29,12 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from rag.core.errors import ConfigError, IndexMismatchError, StorageError, StoreError
+from rag.core.errors import REBUILD_HINT, ConfigError, IndexMismatchError, StorageError, StoreError
 from rag.core.filters import Filter
 from rag.core.metadata_index import MetadataIndex
 from rag.core.storage import describe_sqlite_error, open_sqlite, sqlite_errors
 from rag.core.types import ScoredId
-from rag.stores import REBUILD_HINT, unit_rows
-from rag.stores.base import StoredChunk
+from rag.stores.base import StoredChunk, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def _exact_top_k(
 class _Slot:
     """One query waiting in a :class:`_SearchBatcher`."""
 
-    __slots__ = ("query", "k", "keys", "scores", "error", "done")
+    __slots__ = ("done", "error", "k", "keys", "query", "scores")
 
     def __init__(self, query: np.ndarray, k: int) -> None:
         self.query, self.k = query, k
@@ -166,7 +165,7 @@ class _SearchBatcher:
             for row, item in enumerate(batch):
                 found = keys[row][: item.k] >= 0
                 item.keys, item.scores = keys[row][: item.k][found], scores[row][: item.k][found]
-        except BaseException as exc:  # every query of the batch fails with it
+        except BaseException as exc:  # noqa: BLE001 - every query of the batch fails with it, re-raised in each caller
             for item in batch:
                 item.error = exc
         finally:

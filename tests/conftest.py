@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,6 +85,47 @@ def corpus_writer() -> Callable[..., Path]:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     return write_corpus(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ingested_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder: the sample corpus in ``docs/``, ingested by a real ``rag ingest docs`` into ``.rag/``.
+
+    Made once per session and never changed; tests and module fixtures take copies
+    (:func:`copy_ingested`). A CLI ingest loads the model in a fresh process, which is seconds each time.
+    """
+    root = tmp_path_factory.mktemp("ingested-corpus")
+    write_corpus(root)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "ingest", "docs"], cwd=root, capture_output=True, text=True,
+        timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
+def copy_ingested(ingested_corpus: Path) -> Callable[[Path], Path]:
+    """``copy_ingested(root)``: put a private copy of :func:`ingested_corpus` (``docs/`` and ``.rag/``) in
+    ``root`` and return ``root``, as if ``rag ingest docs`` had run there.
+
+    The index is relocatable (document ids and file paths are relative to the project) and ``copytree``
+    keeps modification times, so the copy's files read as unchanged to a later ingest.
+    """
+
+    def copy(root: Path) -> Path:
+        shutil.copytree(ingested_corpus, root, dirs_exist_ok=True)
+        return root
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the test cross-encoder (trained once per session, in seconds; see cross_encoder.py)."""
+    from cross_encoder import build_test_cross_encoder
+
+    return build_test_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
 
 
 @pytest.fixture

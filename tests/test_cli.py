@@ -61,6 +61,21 @@ def test_search_queries_file_one_line_per_query(project: Path) -> None:
     assert lines[1]["hits"][0]["doc_id"] == "docs/guide/troubleshoot.md"
 
 
+def test_query_flags_reach_the_engine(project: Path) -> None:
+    """The flags travel as one QueryOptions: the dense weight and the per-document cap shape the hits."""
+    def hits(*flags: str) -> list[dict]:
+        result = rag(project, "search", "widget", "--k", "10", *flags, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    keyword_only, dense_only = hits("--alpha", "0"), hits("--alpha", "1")
+    assert keyword_only and all(h["dense_score"] is None and h["bm25_score"] is not None for h in keyword_only)
+    assert dense_only and all(h["bm25_score"] is None and h["dense_score"] is not None for h in dense_only)
+    uncapped, capped = [h["doc_id"] for h in hits()], [h["doc_id"] for h in hits("--max-per-doc", "1")]
+    assert len(set(uncapped)) < len(uncapped)  # the cap below has something to do
+    assert len(capped) == len(set(capped)) == len(set(uncapped))
+
+
 def test_status_json(project: Path) -> None:
     info = json.loads(rag(project, "status", "--json").stdout)
     assert (info["documents"], info["files"], info["store"], info["dimension"]) == (4, 4, "faiss", 384)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -50,8 +51,8 @@ def test_collections_and_the_collection_option(tmp_path: Path, corpus: Path) -> 
     assert json.loads(rag(tmp_path, "status", "--json").stdout)["documents"] == 4
 
 
-def test_keys_and_serve(tmp_path: Path, corpus: Path) -> None:
-    assert rag(tmp_path, "ingest", "docs").returncode == 0
+def test_keys_and_serve(tmp_path: Path, copy_ingested: Callable[[Path], Path]) -> None:
+    copy_ingested(tmp_path)  # the sample corpus after `rag ingest docs` (the session's one ingest, copied)
     exposed = rag(tmp_path, "serve", "--host", "0.0.0.0", "--port", "0", timeout=60)
     assert exposed.returncode == 2 and "refusing to serve on 0.0.0.0 with no API key" in exposed.stderr
 

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,9 @@ def rag(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    corpus_writer(root)
-    assert rag(root, "ingest", "docs").returncode == 0
-    return root
+def project(tmp_path_factory: pytest.TempPathFactory, copy_ingested: Callable[[Path], Path]) -> Path:
+    """The sample corpus after ``rag ingest docs`` with the real model (a copy of the session's one ingest)."""
+    return copy_ingested(tmp_path_factory.mktemp("e2e"))
 
 
 def test_ask_answers_with_citations_of_retrieved_chunks(project: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 import rag.stores
 from rag.core.errors import ConfigError
+from rag.core.query import QueryOptions
 from rag.core.settings import StoreSettings, load_settings
 from rag.generate.answer import AnswerError
 from rag.stores import create_store
@@ -129,6 +130,22 @@ def test_ask_gives_sources_first_and_keeps_them_when_the_llm_fails(make_engine, 
     assert [h.chunk.doc_id for h in failure.value.hits] == [h.chunk.doc_id for h in seen[0]]
     assert failure.value.hits[0].chunk.doc_id == "docs/web/pricing.html"
     assert failure.value.exit_code == 3 and "127.0.0.1:9" in str(failure.value)
+
+
+def test_query_options_and_keyword_arguments_are_the_same_query(make_engine, corpus: Path) -> None:
+    """``options=QueryOptions(...)`` is what the keyword arguments build; giving both is refused, not merged."""
+    engine = make_engine()
+    engine.ingest([corpus])
+    options = QueryOptions(k=4, alpha=0.0, max_per_doc=1)
+    by_value = engine.retrieve("widget cache", options=options).hits
+    by_keywords = engine.retrieve("widget cache", 4, alpha=0.0, max_per_doc=1).hits
+    assert by_value and [h.chunk.chunk_id for h in by_value] == [h.chunk.chunk_id for h in by_keywords]
+    assert all(h.dense_score is None for h in by_value) and len({h.chunk.doc_id for h in by_value}) == len(by_value)
+    assert [h.chunk.chunk_id for h in engine.search("widget cache", options=options)] == [h.chunk.chunk_id for h in by_value]
+    with pytest.raises(ConfigError, match=r"not both .*got options and alpha, k"):
+        engine.search("widget", 3, alpha=0.5, options=options)
+    with pytest.raises(ConfigError, match="k must be positive, got 0"):
+        engine.search("widget", 0)
 
 
 def test_plugin_stores_receive_their_options_and_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag.core.errors import IndexMismatchError
-from rag.stores.qdrant_store import QdrantStore
+from rag.stores.qdrant import QdrantStore
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 
 The LLM is the real embedded llama.cpp server where a user would have it (the stages end to end), and the
 scripted endpoint where a test must know the reply (follow-ups, history files). The cross-encoder is a real
-one built from the packaged MiniLM (:func:`cross_encoder.build_test_cross_encoder`).
+one built from the packaged MiniLM (:func:`cross_encoder.build_test_cross_encoder`, once per session).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cross_encoder import build_test_cross_encoder
 from fake_endpoint import Reply, ScriptedEndpoint
 
 pytestmark = pytest.mark.slow
@@ -32,16 +31,14 @@ def rag(cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | N
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, corpus_writer: Callable[..., Path]) -> Path:
-    root = tmp_path_factory.mktemp("stages-cli")
-    corpus_writer(root)
-    assert rag(root, "ingest", "docs").returncode == 0
-    return root
+def project(tmp_path_factory: pytest.TempPathFactory, copy_ingested: Callable[[Path], Path]) -> Path:
+    """The sample corpus after ``rag ingest docs`` (a copy of the session's one ingest)."""
+    return copy_ingested(tmp_path_factory.mktemp("stages-cli"))
 
 
 @pytest.fixture(scope="module")
-def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
+def cross_encoder(cross_encoder_path: Path) -> Path:
+    return cross_encoder_path  # the session's one, also used by tests/retrieve
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,9 @@ def test_disk_full_is_one_line_keeps_what_was_committed_and_the_rerun_finishes(t
 
 
 @pytest.fixture
-def project(tmp_path: Path, corpus: Path) -> Path:
-    assert rag(tmp_path, "ingest", "docs").returncode == 0
-    return tmp_path
+def project(tmp_path: Path, copy_ingested: Callable[[Path], Path]) -> Path:
+    """The sample corpus after ``rag ingest docs``, a private copy for a test to corrupt (one ingest per session)."""
+    return copy_ingested(tmp_path)
 
 
 def test_a_corrupt_catalog_is_one_line_naming_it(project: Path) -> None:

@@ -4,9 +4,7 @@ apart with their own settings, and deleting one touches nothing else."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,13 +16,9 @@ from rag.workspace import Workspace
 pytestmark = pytest.mark.slow
 
 
-def test_an_existing_data_directory_is_the_default_collection(tmp_path: Path, corpus: Path) -> None:
+def test_an_existing_data_directory_is_the_default_collection(tmp_path: Path, copy_ingested: Callable[[Path], Path]) -> None:
     """A data directory made before collections existed (rag ingest at its root) keeps working as is."""
-    legacy = subprocess.run(
-        [sys.executable, "-m", "rag.cli", "ingest", "docs"], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
-    )
-    assert legacy.returncode == 0, legacy.stderr
+    copy_ingested(tmp_path)  # `rag ingest docs` run at the project root (the session's one ingest, copied)
     before = sorted(p.name for p in (tmp_path / ".rag").iterdir())
     with Workspace(load_settings(data_dir=tmp_path / ".rag"), project_root=tmp_path) as workspace:
         assert workspace.names() == ["default"]

@@ -18,10 +18,14 @@ from rag.api.errors import ApiError
 from rag.api.jobs import report_dict
 from rag.api.responses import errors
 from rag.api.schemas import (
-    DocumentListResponse, DocumentResponse, DocumentsRequest, IngestReportResponse, JobResponse, hidden_characters,
+    DocumentListResponse,
+    DocumentResponse,
+    DocumentsRequest,
+    IngestReportResponse,
+    JobResponse,
+    hidden_characters,
 )
 from rag.api.uploads import UPLOADS, remove_upload, settle, store_file
-from rag.ingest.loaders import supported_suffixes
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 
@@ -127,10 +131,11 @@ async def _file_upload(name: str, request: Request, services: Services) -> tuple
             metadata = None  # type: ignore[assignment]
         if not isinstance(metadata, dict):
             raise ApiError(422, "validation_error", "'metadata' must be a JSON object (NaN and infinities refused)")
+    suffixes = services.workspace.supported_suffixes()
     accepted: list[tuple[str, UploadFile]] = []
     refused: list[tuple[str, str]] = []
     for upload in files:
-        filename, problem = _safe_name(upload.filename)
+        filename, problem = _safe_name(upload.filename, suffixes)
         if problem:
             refused.append((filename or "(no name)", problem))
         elif any(filename == seen for seen, _ in accepted):
@@ -161,8 +166,9 @@ def _no_constant(constant: str) -> Any:
     raise ValueError(f"{constant} is not a number JSON allows")
 
 
-def _safe_name(filename: str | None) -> tuple[str, str | None]:
-    """A plain file name from an upload, or a reason to refuse it (reported per file, not an error)."""
+def _safe_name(filename: str | None, suffixes: frozenset[str]) -> tuple[str, str | None]:
+    """A plain file name from an upload whose type is one of ``suffixes``, or a reason to refuse it
+    (reported per file, not an error)."""
     name = PurePosixPath((filename or "").replace("\\", "/")).name
     if not name or name in (".", "..") or name.startswith("."):
         return name, "a file needs a plain, visible file name"
@@ -171,8 +177,8 @@ def _safe_name(filename: str | None) -> tuple[str, str | None]:
     if len(name.encode()) > _MAX_NAME_BYTES:
         return name, f"the file name is longer than {_MAX_NAME_BYTES} bytes"
     suffix = PurePosixPath(name).suffix.lower()
-    if suffix not in supported_suffixes():
-        return name, f"unsupported file type {suffix or '(no suffix)'}; supported: {', '.join(sorted(supported_suffixes()))}"
+    if suffix not in suffixes:
+        return name, f"unsupported file type {suffix or '(no suffix)'}; supported: {', '.join(sorted(suffixes))}"
     return name, None
 
 

@@ -24,7 +24,8 @@ from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import MAX_QUESTION_CHARS, ChatCompletionRequest, ModelListResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.generate.answer import Answer, numbered_hits
+from rag.core.answers import Answer, numbered_hits
+from rag.core.query import QueryOptions
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -95,7 +96,7 @@ async def chat_completions(
     caller.require(body.model, "read")
     question, history = _question(body)
     engine = services.workspace.engine(body.model)
-    call = partial(engine.ask, question, history=history)
+    call = partial(engine.ask, question, options=QueryOptions(history=history))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:

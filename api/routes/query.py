@@ -14,7 +14,8 @@ from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.generate.answer import Answer, AnswerError, numbered_hits
+from rag.core.answers import Answer, AnswerError, numbered_hits
+from rag.core.query import QueryOptions
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
 
@@ -67,19 +68,18 @@ _SSE_DOC = {
 }
 
 
-def search_args(body: SearchOptions, engine: Any) -> dict[str, Any]:
-    """The engine arguments of a request; a client may not make the server load a model of its choosing."""
+def query_options(body: SearchOptions, engine: Any, **own: Any) -> QueryOptions:
+    """The request's query options (``own``: those it shapes itself, such as ``history``).
+
+    A client may not make the server load a model of its choosing.
+    """
     if isinstance(body.rerank, str) and body.rerank not in ("llm", engine.settings.rerank.model):
         raise ApiError(
             422, "invalid_request",
             f"rerank: this server reranks with its configured model ({engine.settings.rerank.model or 'none'}) "
             "or 'llm'; send true, false or 'llm'",
         )
-    return {
-        "k": body.k, "alpha": body.alpha, "fusion": body.fusion, "filter": body.filters,
-        "min_score": body.min_score, "max_per_doc": body.max_per_doc, "hyde": body.hyde, "rewrite": body.rewrite,
-        "multi_query": body.multi_query, "rerank": body.rerank,
-    }
+    return body.query_options(**own)
 
 
 @router.post("/search", response_model=SearchResponse, responses=errors(401, 403, 404, 409, 413, 422, 503))
@@ -91,7 +91,7 @@ async def search(name: str, body: SearchRequest, services: ServicesDep, caller: 
     """
     caller.require(name, "read")
     engine = services.workspace.engine(name)
-    found = await services.run(partial(engine.retrieve, body.query, **search_args(body, engine)))
+    found = await services.run(partial(engine.retrieve, body.query, options=query_options(body, engine)))
     return {"hits": [hit.to_dict() for hit in found.hits], "explain": found.explain if body.explain else None}
 
 
@@ -123,7 +123,7 @@ async def ask(name: str, body: AskRequest, request: Request, services: ServicesD
     caller.require(name, "read")
     engine = services.workspace.engine(name)
     history = [turn.model_dump() for turn in body.history]
-    call = partial(engine.ask, body.question, **search_args(body, engine), history=history)
+    call = partial(engine.ask, body.question, options=query_options(body, engine, history=history))
     if not body.stream:
         cancel = Cancel()
         # AnswerError -> 502/504 with the sources (see api.errors)

@@ -53,9 +53,7 @@ def _llm_check(services: Services) -> dict[str, Any]:
     cfg = services.settings.llm
     if not cfg.base_url:
         try:
-            from rag.generate.llamacpp_server import model_name, packaged_gguf
-
-            model = model_name(cfg.gguf or packaged_gguf())
+            model = services.workspace.embedded_llm_model()
         except Exception as exc:  # noqa: BLE001 - readiness reports a missing or broken model, it does not fail
             return {"ok": False, "endpoint": "embedded", "detail": public_message(str(exc))}
         return {"ok": True, "endpoint": "embedded", "detail": f"llama.cpp with {model}, started on the first question"}

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from rag.core.settings import load_settings
-from rag.stores.postgres_server import EmbeddedPostgres
+from rag.stores.pgvector.server import EmbeddedPostgres
 from tests.api.api_server import BASE_ENV, UNREACHABLE_LLM, ApiServer, upload_files, wait_for_job
 
 pytestmark = pytest.mark.slow

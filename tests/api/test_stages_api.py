@@ -112,3 +112,24 @@ def test_chat_completions_use_the_earlier_turns(server: ApiServer, script: Scrip
     assert "User: What does the team plan cost?" in condense and "Assistant: 45 euros a month." in condense
     assert "Be brief" not in condense  # system turns are not conversation
     assert "Refunds" in response.json()["sources"][0]["text"]
+
+
+def test_request_options_reach_the_engine(server: ApiServer, script: ScriptedEndpoint) -> None:
+    """The body's fields travel as one QueryOptions: the dense weight and the per-document cap shape the hits,
+    of a search and of an answer's sources."""
+    def hits(**fields: object) -> list[dict]:
+        response = client.post("/v1/collections/default/search", json={"query": "widget", "k": 10, **fields})
+        assert response.status_code == 200, response.text
+        return response.json()["hits"]
+
+    with server.client() as client:
+        keyword_only, dense_only = hits(alpha=0), hits(alpha=1)
+        uncapped, capped = [h["doc_id"] for h in hits()], [h["doc_id"] for h in hits(max_per_doc=1)]
+        script.reply(Reply(pieces=["A widget [1]."]))
+        asked = client.post("/v1/collections/default/ask", json={"question": "widget", "k": 10, "max_per_doc": 1})
+    assert keyword_only and all(h["dense_score"] is None and h["bm25_score"] is not None for h in keyword_only)
+    assert dense_only and all(h["bm25_score"] is None and h["dense_score"] is not None for h in dense_only)
+    assert len(set(uncapped)) < len(uncapped) and len(capped) == len(set(capped)) == len(set(uncapped))
+    assert asked.status_code == 200, asked.text
+    sources = [h["doc_id"] for h in asked.json()["hits"]]
+    assert sources and len(sources) == len(set(sources))

@@ -16,7 +16,7 @@ from rag.core.errors import ConfigError, StorageError
 from rag.core.settings import load_settings
 from rag.core.shared_state import PostgresCatalog, StateTarget, catalog_schema, state_target
 from rag.core.types import Chunk
-from rag.stores.postgres_server import EmbeddedPostgres
+from rag.stores.pgvector.server import EmbeddedPostgres
 
 PG = "postgresql://rag@db.internal:5432/rag"
 

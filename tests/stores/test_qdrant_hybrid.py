@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from qdrant_client.http import models
 
+from rag.core.analysis import KeywordAnalysis
 from rag.core.errors import ConfigError, StoreError
 from rag.core.filters import parse_filter
 from rag.core.settings import StoreSettings
@@ -34,9 +35,8 @@ from rag.core.types import Chunk, ScoredId
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.hybrid import HybridRetriever, rrf_fusion
 from rag.retrieve.keyword import KeywordIndex
-from rag.stores import qdrant_store
 from rag.stores.base import ProvidesHybridSearch, ProvidesKeywordIndex, StoredChunk
-from rag.stores.qdrant_store import (
+from rag.stores.qdrant import (
     DEFAULT_AVG_LEN,
     QdrantKeywordIndex,
     QdrantStore,
@@ -45,6 +45,8 @@ from rag.stores.qdrant_store import (
     parse_version,
     term_id,
 )
+from rag.stores.qdrant import client as qclient
+from rag.stores.qdrant import hybrid as qdrant_hybrid
 
 TEXTS = [
     ("refunds are granted within thirty days of purchase", {"lang": "en", "team": True}),
@@ -121,7 +123,7 @@ def as_server(store: QdrantStore, version: str | Exception) -> VersionReportingC
 @pytest.fixture(autouse=True)
 def fresh_warnings() -> None:
     """Warnings are logged once per process; each test starts with none logged."""
-    qdrant_store._warned.clear()
+    qclient._warned.clear()
 
 
 # -- translation: sparse vectors ----------------------------------------------------------------------
@@ -160,11 +162,11 @@ def test_the_vector_name_fingerprints_the_bm25_settings() -> None:
 
 def test_upsert_writes_both_vectors(sparse_store: QdrantStore) -> None:
     name = sparse_store.sparse_vector_name
-    point = sparse_store.client.retrieve(sparse_store.collection, [qdrant_store.point_id("t3")], with_vectors=True)[0]
+    point = sparse_store.client.retrieve(sparse_store.collection, [qclient.point_id("t3")], with_vectors=True)[0]
     assert set(point.vector) == {"", name}  # the unnamed dense vector and the sparse one
     indices, values = sparse_store.bm25.document(TEXTS[3][0])
     assert (point.vector[name].indices, point.vector[name].values) == (indices, pytest.approx(values))
-    empty = sparse_store.client.retrieve(sparse_store.collection, [qdrant_store.point_id("t11")], with_vectors=True)[0]
+    empty = sparse_store.client.retrieve(sparse_store.collection, [qclient.point_id("t11")], with_vectors=True)[0]
     assert empty.vector[name].indices == []  # counted as a document by the IDF, as bm25s counts it
     got = sparse_store.get_vectors(["t3"])["t3"]  # the dense vector, whatever else the point holds
     np.testing.assert_allclose(got, stored_chunks()[3].vector / np.linalg.norm(stored_chunks()[3].vector), atol=1e-6)
@@ -253,7 +255,7 @@ def test_server_version_gates_native_hybrid(sparse_store: QdrantStore, version: 
 
 def test_old_server_falls_back_with_one_warning(sparse_store: QdrantStore, caplog: pytest.LogCaptureFixture) -> None:
     as_server(sparse_store, "1.16.0")
-    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant_store")
+    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant")
     retriever = HybridRetriever(sparse_store, sparse_store.keyword_index(), lambda q: np.ones(8), Lookup(),
                                 native_hybrid="auto")
     for _ in range(3):
@@ -270,18 +272,18 @@ def test_unreadable_version_is_asked_again_later(sparse_store: QdrantStore, monk
     assert "cannot be read" in sparse_store.hybrid_search_unavailable()
     sparse_store.hybrid_search_unavailable()
     assert fake.info_calls == 1  # not at every search
-    monkeypatch.setattr(qdrant_store, "_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(qdrant_hybrid, "_RECHECK_SECONDS", 0.0)
     fake.version = "1.17.1"
     assert sparse_store.hybrid_search_unavailable() is None and fake.info_calls == 2
 
 
 def test_a_client_without_weighted_rrf_falls_back(sparse_store: QdrantStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qdrant_store, "_client_has_weighted_rrf", lambda models: False)
+    monkeypatch.setattr(qdrant_hybrid, "_client_has_weighted_rrf", lambda models: False)
     assert "qdrant-client" in sparse_store.hybrid_search_unavailable()
 
 
 def test_a_server_older_than_sparse_idf_creates_no_sparse_vector(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant_store")
+    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant")
     store = QdrantStore(4, sparse=True)
     as_server(store, "1.9.7")
     assert store._new_sparse_config() == {}
@@ -366,7 +368,7 @@ def test_native_hybrid_through_the_retriever(sparse_store: QdrantStore) -> None:
 def test_a_legacy_collection_keeps_working_and_a_rebuild_adds_the_vector(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant_store")
+    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant")
     data = stored_chunks(4)
     with QdrantStore(4, path=tmp_path, sparse=False) as old:  # as a collection made before the sparse vector
         old.upsert(data[:6])
@@ -390,7 +392,7 @@ def test_other_bm25_settings_are_never_mixed(tmp_path: Path) -> None:
     store = QdrantStore(4, path=tmp_path, sparse=True, analyzer=Analyzer(stemmer=None))
     assert store.keyword_index() is None and "other BM25 settings" in store.hybrid_search_unavailable()
     store.upsert(stored_chunks(4)[3:])  # dense only, not into the other settings' vector
-    point = store.client.retrieve(store.collection, [qdrant_store.point_id("t5")], with_vectors=True)[0]
+    point = store.client.retrieve(store.collection, [qclient.point_id("t5")], with_vectors=True)[0]
     assert name not in (point.vector if isinstance(point.vector, dict) else {})
     store.close()
 
@@ -417,12 +419,31 @@ def test_the_factory_reads_store_options(tmp_path: Path) -> None:
         create_qdrant_store(data_dir=tmp_path, dimension=4, options=StoreSettings(options={"bm25_b": "high"}))
 
 
+
+def test_the_sparse_vector_follows_the_shared_keyword_analysis(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The registry's ``analysis`` (the ``[retrieval]`` settings the local BM25 index reads) configures the
+    sparse vector; a deprecated ``[store.options]`` alias still overrides it, with a warning."""
+    analysis = KeywordAnalysis(stemmer="", stopwords="", k1=1.5, b=0.5)
+    store = create_qdrant_store(data_dir=tmp_path, dimension=4, options=StoreSettings(kind="qdrant"), analysis=analysis)
+    assert store.bm25.analyzer.config() == {"stemmer": None, "stopwords": None}
+    assert (store.bm25.k1, store.bm25.b) == (1.5, 0.5)
+    store.close()
+    caplog.set_level(logging.WARNING, logger="rag.stores.qdrant")
+    options = StoreSettings(kind="qdrant", options={"bm25_k1": 2, "stemmer": "english"})
+    store = create_qdrant_store(data_dir=tmp_path, dimension=4, options=options, analysis=analysis)
+    assert (store.bm25.k1, store.bm25.b, store.bm25.analyzer.stemmer_name) == (2.0, 0.5, "english")
+    assert "[store.options] bm25_k1 is deprecated: set retrieval.bm25_k1" in caplog.text
+    store.close()
+    with create_qdrant_store(data_dir=tmp_path, dimension=4, options=StoreSettings(kind="qdrant")) as default:
+        assert default.bm25.vector_name == SparseBM25(Analyzer(), 1.2, 0.75).vector_name  # unchanged defaults
+
+
 # -- the engine end to end, on the local engine ----------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_engine_end_to_end_with_native_hybrid(
-    make_engine, corpus_writer, tmp_path: Path  # noqa: ANN001
+    make_engine, corpus_writer, tmp_path: Path
 ) -> None:
     """Ingest and search through RagEngine with ``store.kind = "qdrant"``, no url and the sparse vector on
     (``[store.options] sparse = true``)."""
