@@ -120,7 +120,7 @@ def main() -> None:
     print(f"\n## Before vs after: {chunks} chunks, {len(queries)} nfcorpus queries, {args.rounds} rounds per side "
           f"(load average {load_before} -> {load_after})\n")
     print(table(["side", "mean ms", "p50 ms", "p95 ms"], [
-        [side, f"{mean[side]:.2f}", f"{percentile(per_query[side], 50):.2f}", f"{percentile(per_query[side], 95):.2f}"]
+        [side, f"{mean[side]:.2f}", f"{percentile(per_query[side], 0.5):.2f}", f"{percentile(per_query[side], 0.95):.2f}"]
         for side in sides
     ]))
     print(f"\nafter - before: {mean['after'] - mean['before']:+.2f} ms a query (95% CI [{low:+.2f}, {high:+.2f}]), "
@@ -131,8 +131,8 @@ def main() -> None:
     write_result("before_after", {
         "baseline": str(args.baseline), "chunks": chunks, "queries": len(queries), "rounds": args.rounds,
         "load_average": [load_before, load_after], "mean_ms": mean,
-        "p50_ms": {side: percentile(per_query[side], 50) for side in sides},
-        "p95_ms": {side: percentile(per_query[side], 95) for side in sides},
+        "p50_ms": {side: percentile(per_query[side], 0.5) for side in sides},
+        "p95_ms": {side: percentile(per_query[side], 0.95) for side in sides},
         "diff_ci_ms": [low, high], "p_value": p, "identical_queries": same, "stable": stable,
         "goal_met": same == len(queries) and not slower,
     })
