@@ -207,7 +207,7 @@ _SERVER_LIMITS: dict[str, dict[str, Any]] = {"k": {"le": 1000}}
 _WIRE_HELP = {
     "filter": FILTERS_DOC,
     "rerank": "Rerank the top candidates: true for the configured model (rerank.model), 'llm' for the "
-    "configured LLM, false for none [default: rerank.enabled]. Other model names are refused: a client "
+    "configured LLM, false for none [default: false, from rerank.enabled]. Other model names are refused: a client "
     "does not choose what the server loads.",
 }
 

@@ -209,9 +209,19 @@ OPTIONS: dict[str, OptionSpec] = {f.name: f.metadata["option"] for f in fields(Q
 
 
 def option_help(name: str) -> str:
-    """The help text of option ``name`` with where its default comes from, for ``--help`` and OpenAPI."""
+    """The help text of option ``name`` with its shipped default and the setting that changes it, for
+    ``--help`` and OpenAPI (``"Number of hits to return. [default: 5, from retrieval.k]"``)."""
     spec = OPTIONS[name]
-    return f"{spec.help} [default: {spec.setting}]" if spec.setting else spec.help
+    if spec.setting is None:
+        return spec.help
+    return f"{spec.help} [default: {_shipped_default(spec.setting)}, from {spec.setting}]"
+
+
+def _shipped_default(setting: str) -> str:
+    """The built-in value of a dotted setting (``rag.toml`` and ``RAG_*`` may change it), as help text shows it."""
+    group, _, field_name = setting.partition(".")
+    value = Settings.model_fields[group].default.model_fields[field_name].default
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def query_options(options: QueryOptions | None = None, **keywords: Any) -> QueryOptions:

@@ -12,7 +12,7 @@ import pytest
 from rag.core.errors import ConfigError, FilterError
 from rag.core.filters import Filter, parse_filter
 from rag.core.query import OPTIONS, QueryOptions, ResolvedQuery, option_help, query_options
-from rag.core.settings import Settings, load_settings
+from rag.core.settings import RetrievalSettings, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,8 @@ def test_keyword_arguments_build_options_but_not_alongside_them() -> None:
 
 
 def test_help_says_where_the_default_comes_from() -> None:
-    assert option_help("k") == "Number of hits to return. [default: retrieval.k]"
+    assert option_help("k") == f"Number of hits to return. [default: {RetrievalSettings().k}, from retrieval.k]"
+    assert option_help("hyde").endswith("[default: false, from retrieval.hyde]")
     assert option_help("min_score") == OPTIONS["min_score"].help  # no setting: unset means none
 
 
