@@ -4,42 +4,7 @@ Kept so that ``from rag.stores.opensearch_store import OpenSearchStore`` (and th
 working.
 """
 
-from rag.stores.opensearch import (
-    EXACT_SEARCH_MAX,
-    INSTALL_HINT,
-    KEYWORD_IGNORE_ABOVE,
-    MAX_RESULTS,
-    OpenSearchKeywordIndex,
-    OpenSearchStore,
-    cosine_from_score,
-    create_opensearch_store,
-    document_id,
-    field_name,
-    filter_clauses,
-    filter_query,
-    filterable_fields,
-    glob_to_lucene_regexp,
-    index_body,
-    redact,
-    score_from_cosine,
-)
+from rag.stores import opensearch as _package
+from rag.stores.opensearch import *  # noqa: F403 - this old path re-exports exactly the package's public names
 
-__all__ = [
-    "EXACT_SEARCH_MAX",
-    "INSTALL_HINT",
-    "KEYWORD_IGNORE_ABOVE",
-    "MAX_RESULTS",
-    "OpenSearchKeywordIndex",
-    "OpenSearchStore",
-    "cosine_from_score",
-    "create_opensearch_store",
-    "document_id",
-    "field_name",
-    "filter_clauses",
-    "filter_query",
-    "filterable_fields",
-    "glob_to_lucene_regexp",
-    "index_body",
-    "redact",
-    "score_from_cosine",
-]
+__all__ = _package.__all__

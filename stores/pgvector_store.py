@@ -3,36 +3,7 @@
 Kept so that ``from rag.stores.pgvector_store import PgVectorStore`` (and the other public names) goes on working.
 """
 
-from rag.stores.pgvector import (
-    DEFAULT_NORMALIZATION,
-    DEFAULT_RANK,
-    DEFAULT_TEXT_SEARCH_CONFIG,
-    EXACT_SEARCH_MAX,
-    INSTALL_HINT,
-    MAX_DIMENSION,
-    RANK_FUNCTIONS,
-    EmbeddedPostgres,
-    PgVectorStore,
-    PostgresKeywordIndex,
-    create_pgvector_store,
-    date_index,
-    glob_to_regex,
-    redact,
-)
+from rag.stores import pgvector as _package
+from rag.stores.pgvector import *  # noqa: F403 - this old path re-exports exactly the package's public names
 
-__all__ = [
-    "DEFAULT_NORMALIZATION",
-    "DEFAULT_RANK",
-    "DEFAULT_TEXT_SEARCH_CONFIG",
-    "EXACT_SEARCH_MAX",
-    "INSTALL_HINT",
-    "MAX_DIMENSION",
-    "RANK_FUNCTIONS",
-    "EmbeddedPostgres",
-    "PgVectorStore",
-    "PostgresKeywordIndex",
-    "create_pgvector_store",
-    "date_index",
-    "glob_to_regex",
-    "redact",
-]
+__all__ = _package.__all__

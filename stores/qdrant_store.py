@@ -3,20 +3,7 @@
 Kept so that ``from rag.stores.qdrant_store import QdrantStore`` (and the other public names) goes on working.
 """
 
-from rag.stores.qdrant import (
-    DEFAULT_AVG_LEN,
-    INSTALL_HINT,
-    SPARSE_PREFIX,
-    QdrantKeywordIndex,
-    QdrantStore,
-    SparseBM25,
-    create_qdrant_store,
-    parse_version,
-    point_id,
-    term_id,
-)
+from rag.stores import qdrant as _package
+from rag.stores.qdrant import *  # noqa: F403 - this old path re-exports exactly the package's public names
 
-__all__ = [
-    "DEFAULT_AVG_LEN", "INSTALL_HINT", "SPARSE_PREFIX", "QdrantKeywordIndex", "QdrantStore", "SparseBM25",
-    "create_qdrant_store", "parse_version", "point_id", "term_id",
-]
+__all__ = _package.__all__
