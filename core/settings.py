@@ -204,6 +204,28 @@ class LLMSettings(BaseModel):
     gguf: str | None = Field(None, description="GGUF file for the embedded server; default: packaged SmolLM2.")
     n_ctx: int = Field(4096, gt=0)
     threads: int | None = Field(None, gt=0)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description='More JSON fields for every chat request, e.g. {"top_k": 40} for llama.cpp or vLLM; '
+        "they win over the fields rag-platform sets.",
+    )
+
+
+class GenerationSettings(BaseModel):
+    """How an answer is written from the retrieved hits (``llm`` says which endpoint writes it)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+    mode: Literal["auto", "llm", "extractive"] = Field(
+        "auto",
+        description="extractive: the answer is the passages' own sentences that answer the question, each cited; "
+        "llm: the llm endpoint writes it; auto: extractive with the bundled model, llm with any configured endpoint.",
+    )
+    expand: Literal["none", "neighbours", "section"] = Field(
+        "none",
+        description="Widen each retrieved chunk before answering: with the chunks next to it, or with its whole "
+        "section when that is short; bounded by llm.context_tokens.",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -262,6 +284,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     rerank: RerankSettings = RerankSettings()
     llm: LLMSettings = LLMSettings()
+    generation: GenerationSettings = GenerationSettings()
     api: ApiSettings = ApiSettings()
     state: StateSettings = StateSettings()
 

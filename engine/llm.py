@@ -76,7 +76,7 @@ class LLMServices:
                     self._generator = OpenAIChatGenerator(
                         base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
                         temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
-                        structured=structured, count_tokens=self.count_tokens,
+                        structured=structured, extra_body=cfg.extra_body, count_tokens=self.count_tokens,
                     )
         return self._generator
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -213,13 +213,15 @@ class OpenAIChatGenerator:
         max_tokens: the most tokens the answer may have.
         context_tokens: token budget for the numbered context blocks.
         structured: ask for JSON-schema output with validated citations (needs endpoint support).
+        extra_body: more JSON fields for every request (endpoint-specific sampling options); they win
+            over the fields set here.
         count_tokens: counts a string's tokens for the budget; default: :func:`approx_token_count`.
 
     Raises:
         ConfigError: an argument is out of range.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - one keyword per llm.* setting, as engine/llm.py passes them
         self,
         base_url: str | None,
         model: str,
@@ -230,6 +232,7 @@ class OpenAIChatGenerator:
         max_tokens: int = 384,
         context_tokens: int = 1500,
         structured: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
         count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         if not model:
@@ -247,6 +250,7 @@ class OpenAIChatGenerator:
         self.max_tokens = max_tokens
         self.context_tokens = context_tokens
         self.structured = structured
+        self.extra_body = dict(extra_body or {})
         self.count_tokens = count_tokens or approx_token_count
         self._client = openai_client(base_url, api_key, timeout, max_retries)
         self.base_url = str(self._client.base_url).rstrip("/")
@@ -291,6 +295,8 @@ class OpenAIChatGenerator:
         }
         if self.structured:
             request["response_format"] = citation_response_format(len(used), answer_max_chars(self.max_tokens))
+        if self.extra_body:
+            request["extra_body"] = self.extra_body  # the SDK merges it into the JSON, over the fields above
         logger.debug("asking %s at %s with %d context blocks", self.model, self.base_url, len(used))
 
         decoder = AnswerStreamDecoder() if self.structured else None
