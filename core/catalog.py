@@ -187,20 +187,26 @@ class Catalog:
         rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
         return int(rows[0][0]) if rows else 0
 
-    def check_identity(self, expected: dict[str, str], rebuild_hint: str, *, adopt: bool = True) -> None:
+    def check_identity(
+        self, expected: dict[str, str], rebuild_hint: str, *, adopt: bool = True, legacy: dict[str, str] | None = None
+    ) -> None:
         """Raise :class:`IndexMismatchError` if the catalog was built with different ``expected`` values.
 
         Values not recorded yet (a new index, or one from an older version) are adopted when ``adopt``
-        is true (writers); readers only compare what is recorded.
+        is true (writers); readers only compare what is recorded. ``legacy`` names the value an index that
+        holds chunks but predates a key was built with: such an index is compared as if it had recorded it.
         """
         meta = self.get_meta()
+        missing_legacy = {key: value for key, value in (legacy or {}).items() if key in expected and key not in meta}
+        if missing_legacy and self.counts()["chunks"]:
+            meta.update(missing_legacy)
         for key, value in expected.items():
             if key in meta and meta[key] != value:
                 raise IndexMismatchError(
                     f"the index in {self.where} was built with {key}={meta.get(key)!r} but "
                     f"{key}={value!r} is configured; {rebuild_hint}"
                 )
-        missing = {key: value for key, value in expected.items() if key not in meta}
+        missing = {key: value for key, value in expected.items() if key not in meta or key in missing_legacy}
         if missing and adopt and not self.read_only:
             self.set_meta({**missing, "schema_version": SCHEMA_VERSION})
 
@@ -322,6 +328,14 @@ class Catalog:
     def document_chunks(self, doc_id: str) -> list[Chunk]:
         """The chunks of one document in order (empty if the document is unknown)."""
         rows = self._read("SELECT chunk_id, text, metadata FROM chunks WHERE doc_id = ? ORDER BY ord", (doc_id,))
+        return [Chunk(cid, doc_id, text, json.loads(meta)) for cid, text, meta in rows]
+
+    def chunk_range(self, doc_id: str, first: int, last: int) -> list[Chunk]:
+        """The chunks of one document at positions ``first`` to ``last`` (``chunk_index``, both included), in order."""
+        rows = self._read(
+            "SELECT chunk_id, text, metadata FROM chunks WHERE doc_id = ? AND ord >= ? AND ord <= ? ORDER BY ord",
+            (doc_id, first, last),
+        )
         return [Chunk(cid, doc_id, text, json.loads(meta)) for cid, text, meta in rows]
 
     # -- chunks -----------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ class ChunkingSettings(BaseModel):
         description="Sections under this many tokens (a heading alone, a label, a navigation line) are merged "
         "into the next section when it lies under their heading and on the same page; 0 keeps every section apart.",
     )
+    context_prefix: bool = Field(
+        False,
+        description="Embed and keyword-index each chunk with its document title and heading path in front "
+        "(the shown and cited text stays the chunk's own); changing it needs a rebuild.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:

@@ -12,6 +12,8 @@ RESERVED_METADATA_KEYS: frozenset[str] = frozenset(
         "start", "end", "chunk_index", "n_tokens", "modified",
         # Set by parsers: where in the file a chunk lies, and how the file was read.
         "format", "encoding", "slide", "sheet", "table", "row_start", "row_end", "parent_id", "ocr",
+        # Set by ingest with chunking.context_prefix: the title and heading path embedded with the chunk.
+        "context_prefix",
     }
 )
 """Metadata keys the platform sets on every chunk; user metadata (front-matter, ``--meta``, a JSONL line's
@@ -21,6 +23,14 @@ RESERVED_METADATA_KEYS: frozenset[str] = frozenset(
 def reserved_keys_in(metadata: dict[str, Any]) -> list[str]:
     """The keys of ``metadata`` that are reserved, sorted (empty when it is fine)."""
     return sorted(RESERVED_METADATA_KEYS.intersection(metadata))
+
+
+def indexed_text(text: str, metadata: Mapping[str, Any]) -> str:
+    """What is embedded and keyword-indexed for a chunk: its ``context_prefix`` (document title and heading
+    path, set by ingest when ``chunking.context_prefix`` is on), a blank line, then its text; the text alone
+    when it has no prefix. Citations and answers show the text alone."""
+    prefix = metadata.get("context_prefix")
+    return f"{prefix}\n\n{text}" if prefix else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,11 @@ class Chunk:
         return str(self.metadata.get("source", self.doc_id))
 
     @property
+    def indexed_text(self) -> str:
+        """The text embedded and keyword-indexed for this chunk (see :func:`indexed_text`)."""
+        return indexed_text(self.text, self.metadata)
+
+    @property
     def section(self) -> str:
         return str(self.metadata.get("section") or "")
 
@@ -128,7 +143,8 @@ class Hit:
 
     ``score`` is the fused score, or after reranking the reranker's (or the blend, see ``rerank.score``);
     ``rerank_score`` is the reranker's own score, ``None`` when no reranker ran or it could not score
-    this chunk.
+    this chunk. ``expanded_text`` is the chunk widened with its neighbours or its section
+    (``generation.expand``), made just before an answer is generated; ``None`` when it was not widened.
     """
 
     chunk: Chunk
@@ -136,6 +152,13 @@ class Hit:
     dense_score: float | None = None
     bm25_score: float | None = None
     rerank_score: float | None = None
+    expanded_text: str | None = None
+
+    @property
+    def context_text(self) -> str:
+        """The text a generator answers from: :attr:`expanded_text` when the chunk was widened, else the
+        chunk's own text. Citations still name the chunk (its id, source and section)."""
+        return self.chunk.text if self.expanded_text is None else self.expanded_text
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape printed by ``rag search --json``."""

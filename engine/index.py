@@ -16,6 +16,7 @@ from rag.core.embeddings import SentenceEmbedder
 from rag.core.errors import REBUILD_HINT, ConfigError
 from rag.core.settings import Settings
 from rag.core.shared_state import PostgresCatalog, state_target
+from rag.core.types import indexed_text
 from rag.retrieve.bm25 import Analyzer, BM25Index
 from rag.retrieve.keyword import KeywordIndex, LocalBM25
 from rag.stores import create_store, drop_store, local_store_folders, store_traits
@@ -117,7 +118,8 @@ class IndexFiles:
         rows = catalog.chunk_rows()
         index = BM25Index(cfg.bm25_method, cfg.bm25_k1, cfg.bm25_b, self.analyzer())
         log.info("building BM25 over %d chunks (generation %d)", len(rows.ids), rows.generation)
-        index.build(rows.ids, rows.texts, rows.metadata)
+        # The indexed text: a chunk's context prefix (chunking.context_prefix) is searchable, as it is embedded.
+        index.build(rows.ids, [indexed_text(t, m) for t, m in zip(rows.texts, rows.metadata)], rows.metadata)
         index.generation = rows.generation
         if save:
             index.save(folder, rows.generation)

@@ -24,6 +24,7 @@ from rag.core.shared_state import PostgresCatalog, PostgresWriterLock
 from rag.engine.index import CATALOG_NAME, LOCAL_FOLDERS, IndexFiles
 from rag.engine.state import ReadView
 from rag.ingest.chunking import SlidingWindowChunker
+from rag.ingest.context import ContextPrefixer
 from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.ingest.pipeline import DocumentInput, Ingestor, IngestReport, Progress
 from rag.stores import store_traits
@@ -138,14 +139,28 @@ class WritingService:
 
         return make_chunker
 
+    def _prefixer_factory(self) -> Callable[[], ContextPrefixer] | None:
+        """The context prefixer ``chunking.context_prefix`` asks for (made with the embedding model), or ``None``."""
+        if not self.settings.chunking.context_prefix:
+            return None
+
+        def make_prefixer() -> ContextPrefixer:
+            embedder = self._embedder()
+            return ContextPrefixer(embedder.tokenizer, embedder.max_tokens - 2)  # the model adds [CLS] and [SEP]
+
+        return make_prefixer
+
     def _ingestor(self, writer: Writer, root: Path | None = None) -> Ingestor:
         chunking = self.settings.chunking
         writer.catalog.check_identity(
             {
                 "chunk_size": str(chunking.size), "chunk_overlap": str(chunking.overlap),
                 "chunk_min_tokens": str(chunking.min_tokens),
+                "chunk_context_prefix": str(chunking.context_prefix).lower(),
             },
             REBUILD_HINT,
+            # An index from before the setting existed was embedded without a prefix.
+            legacy={"chunk_context_prefix": "false"},
         )
         ingest = self.settings.ingest
         limits = ParseLimits(
@@ -155,6 +170,7 @@ class WritingService:
         return Ingestor(
             writer.catalog, writer.store, self._embedder(), self._chunker_factory(), root or self.project_root,
             batch_chunks=ingest.batch_chunks, limits=limits, registry=ParserRegistry(ingest.parsers),
+            prefixer=self._prefixer_factory(),
         )
 
     def ingest(

@@ -55,6 +55,7 @@ from rag.core.errors import ConfigError, IngestError, LoaderError
 from rag.core.ingest_report import IngestReport, Progress
 from rag.core.types import Chunk, Document, Section, reserved_keys_in
 from rag.ingest.chunking import ChunkSpan, SlidingWindowChunker
+from rag.ingest.context import ContextPrefixer
 from rag.ingest.loaders import check_file, default_registry, load_file
 from rag.ingest.parsers import ParseLimits, ParserRegistry
 from rag.stores.base import StoredChunk, VectorStore
@@ -121,10 +122,11 @@ class _Part:
     done: bool = False
 
 
-def chunk_id_for(doc_id: str, span: ChunkSpan) -> str:
-    """A stable id: the same document text at the same offsets always gets the same id."""
-    digest = hashlib.blake2b(f"{doc_id}\0{span.start}\0{span.end}\0{span.text}".encode(), digest_size=10)
-    return digest.hexdigest()
+def chunk_id_for(doc_id: str, span: ChunkSpan, context: str = "") -> str:
+    """A stable id: the same document text at the same offsets (and with the same context prefix, see
+    :mod:`rag.ingest.context`) always gets the same id, so a stored vector is reused only for what it embeds."""
+    key = f"{doc_id}\0{span.start}\0{span.end}\0{span.text}" + (f"\0{context}" if context else "")
+    return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
 
 
 @dataclass(slots=True)
@@ -212,6 +214,8 @@ class Ingestor:
             less work to an interruption.
         limits: bounds on what one file may cost to parse (``[ingest]`` settings); defaults when ``None``.
         registry: the parsers to read files with; the installed ones when ``None``.
+        prefixer: makes each chunk's context prefix (``chunking.context_prefix``); ``None``: no prefix.
+            Called once, when the first document is chunked.
     """
 
     def __init__(
@@ -224,12 +228,15 @@ class Ingestor:
         batch_chunks: int = 256,
         limits: ParseLimits | None = None,
         registry: ParserRegistry | None = None,
+        prefixer: Callable[[], ContextPrefixer] | None = None,
     ) -> None:
         if batch_chunks <= 0:
             raise ConfigError(f"ingest.batch_chunks must be positive, got {batch_chunks}")
         self.catalog, self.store, self.embedder = catalog, store, embedder
         self._make_chunker = chunker
         self._chunker: SlidingWindowChunker | None = None
+        self._make_prefixer = prefixer
+        self._prefixer: ContextPrefixer | None = None
         self.project_root = project_root.resolve()
         self.batch_chunks = batch_chunks
         self.limits = limits or ParseLimits()
@@ -518,6 +525,8 @@ class Ingestor:
         if not docs:
             return
         stream = self.chunker.iter_spans(docs)
+        if self._make_prefixer is not None and self._prefixer is None:
+            self._prefixer = self._make_prefixer()
         upcoming = next(stream, None)
         for index, doc in enumerate(docs):
             if self._queued_chunks >= self.batch_chunks:
@@ -532,7 +541,9 @@ class Ingestor:
                     self._commit(report)
                     part = _Part(DocumentWrite(doc.doc_id, path, content_hash, doc.title, [], replace=False, first_ord=n))
                     self._parts.append(part)
-                part.write.chunks.append(_chunk(base, doc.doc_id, upcoming[1], n))
+                span = upcoming[1]
+                context = self._prefixer.prefix(doc.title, span.headings, span.text, span.n_tokens) if self._prefixer else ""
+                part.write.chunks.append(_chunk(base, doc.doc_id, span, n, context))
                 self._queued_chunks += 1
                 n += 1
                 upcoming = next(stream, None)
@@ -563,7 +574,7 @@ class Ingestor:
             self._write_vectors(reused, vectors)
         for start in range(0, len(fresh), self.batch_chunks):
             part_chunks = fresh[start : start + self.batch_chunks]
-            vectors.update(zip((c.chunk_id for c in part_chunks), self.embedder.encode([c.text for c in part_chunks])))
+            vectors.update(zip((c.chunk_id for c in part_chunks), self.embedder.encode([c.indexed_text for c in part_chunks])))
             self._write_vectors(part_chunks, vectors)
         stale, carried = self._stale_ids(parts, old_ids, new_ids)
         writes = [p.write if p.done else replace(p.write, content_hash=INCOMPLETE) for p in parts]
@@ -606,9 +617,13 @@ class Ingestor:
         return stale, carried
 
     def _write_vectors(self, chunks: Sequence[Chunk], vectors: Mapping[str, Any]) -> None:
-        """Journal, upsert and flush: after this, a crash leaves vectors the next run can find and reuse."""
+        """Journal, upsert and flush: after this, a crash leaves vectors the next run can find and reuse.
+
+        The store keeps the indexed text (context prefix and chunk text), which a store with its own keyword
+        search ranks, as local BM25 does; what is shown and cited is always read from the catalog.
+        """
         self.catalog.journal(c.chunk_id for c in chunks)
-        self.store.upsert([StoredChunk(c.chunk_id, vectors[c.chunk_id], c.text, c.metadata) for c in chunks])
+        self.store.upsert([StoredChunk(c.chunk_id, vectors[c.chunk_id], c.indexed_text, c.metadata) for c in chunks])
         self.store.flush()
 
     def _delete_vectors(self, chunk_ids: Sequence[str] | set[str]) -> None:
@@ -675,10 +690,10 @@ def _chunk_base(doc: Document, content_hash: str) -> dict[str, Any]:
     return {**doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title, "content_hash": content_hash}
 
 
-def _chunk(base: Mapping[str, Any], doc_id: str, span: ChunkSpan, index: int) -> Chunk:
-    """The chunk of one window: ``base`` metadata plus where the window lies."""
+def _chunk(base: Mapping[str, Any], doc_id: str, span: ChunkSpan, index: int, context: str = "") -> Chunk:
+    """The chunk of one window: ``base`` metadata plus where the window lies (and its context prefix)."""
     return Chunk(
-        chunk_id_for(doc_id, span),
+        chunk_id_for(doc_id, span, context),
         doc_id,
         span.text,
         {
@@ -691,6 +706,7 @@ def _chunk(base: Mapping[str, Any], doc_id: str, span: ChunkSpan, index: int) ->
             "chunk_index": index,
             "n_tokens": span.n_tokens,
             **span.location,
+            **({"context_prefix": context} if context else {}),
         },
     )
 
