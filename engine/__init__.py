@@ -91,6 +91,7 @@ class RagEngine:
         self._reading = ReadingService(
             settings, self._index, self._view, embedder=self._embedder, transformer=self._llm.transformer,
             reranker=self._llm.reranker, generator=self._llm.generator, lock=self._lock,
+            count_tokens=self._embedder.count_tokens,
         )
         self._writing = WritingService(
             settings, self._index, self._view, embedder=self._embedder, project_root=self.project_root,
@@ -257,6 +258,15 @@ class RagEngine:
             hyde=hyde, rewrite=rewrite, multi_query=multi_query, rerank=rerank, history=history,
         )
         return self._reading.ask(question, options, on_sources=on_sources, on_token=on_token)
+
+    def expand(self, hits: list[Hit], mode: str | None = None) -> list[Hit]:
+        """``hits`` widened with neighbouring chunks or their section, as :meth:`ask` hands them to the
+        generator (``mode`` defaults to ``generation.expand``); see :mod:`rag.engine.expand`.
+
+        Raises:
+            ConfigError: ``mode`` is not ``none``, ``neighbours`` or ``section``.
+        """
+        return self._reading.expand(hits, mode)
 
     def documents(
         self, *, offset: int = 0, limit: int = 50, filter: Filter | Mapping[str, Any] | str | list[str] | None = None

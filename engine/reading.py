@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rag.core.answers import Answer, AnswerError
 from rag.core.embeddings import SentenceEmbedder
@@ -28,6 +28,7 @@ from rag.core.filters import Filter, parse_filter
 from rag.core.query import QueryOptions
 from rag.core.settings import Settings
 from rag.core.types import Hit
+from rag.engine.expand import EXPAND_MODES, ExpandMode, expand_hits
 from rag.engine.index import CATALOG_NAME, LOCAL_FOLDERS, IndexFiles
 from rag.engine.state import ReadComponents, ReadView
 from rag.retrieve.bm25 import BM25Index
@@ -49,6 +50,8 @@ class ReadingService:
         reranker: the reranker for a ``rerank`` argument (see :meth:`retrieve`), ``None`` for none.
         generator: returns the answer generator :meth:`ask` uses.
         lock: the engine's lock, held while the components are (re)loaded.
+        count_tokens: the prompt-packing token counter; widening hits (``generation.expand``) is budgeted
+            in it. ``None``: the embedding tokenizer's.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class ReadingService:
         reranker: Callable[[bool | str | None], Reranker | None],
         generator: Callable[[], Any],
         lock: threading.RLock,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
@@ -72,6 +76,7 @@ class ReadingService:
         self.reranker = reranker
         self.generator = generator
         self._lock = lock
+        self._count_tokens = count_tokens or (lambda text: len(embedder().tokenizer.encode(text, add_special_tokens=False)))
 
     # -- read state -------------------------------------------------------------------------------
 
@@ -202,6 +207,9 @@ class ReadingService:
             on_sources: called with the retrieved hits before generation starts (stream them first).
             on_token: called with each piece of answer text as it is generated.
 
+        With ``generation.expand`` set, the hits are widened with neighbouring chunks (or their section)
+        before the generator sees them (:mod:`rag.engine.expand`); ``on_sources`` gets them as retrieved.
+
         Returns:
             The answer; its ``retrieval`` says how the hits were found, and stage warnings lead its
             ``warnings``.
@@ -214,8 +222,9 @@ class ReadingService:
         hits = retrieval.hits
         if on_sources is not None:
             on_sources(hits)
+        context = self.expand(hits)
         try:
-            answer = self.generator().generate(retrieval.query, hits, on_token=on_token)
+            answer = self.generator().generate(retrieval.query, context, on_token=on_token)
         except GenerationError as exc:
             raise AnswerError(
                 str(exc), hits, timeout=isinstance(exc, GenerationTimeout), retrieval=retrieval
@@ -223,6 +232,19 @@ class ReadingService:
         answer.retrieval = retrieval
         answer.warnings = [*retrieval.warnings, *answer.warnings]
         return answer
+
+    def expand(self, hits: list[Hit], mode: str | None = None) -> list[Hit]:
+        """``hits`` widened as ``mode`` (default ``generation.expand``) says, within ``llm.context_tokens``;
+        see :func:`rag.engine.expand.expand_hits`."""
+        mode = mode or self.settings.generation.expand
+        if mode not in EXPAND_MODES:
+            raise ConfigError(f"expand must be one of {', '.join(EXPAND_MODES)}, got {mode!r}")
+        if mode == "none" or not hits:
+            return hits
+        return expand_hits(
+            hits, self._view.catalog, cast(ExpandMode, mode),
+            budget_tokens=self.settings.llm.context_tokens, count_tokens=self._count_tokens,
+        )
 
     # -- browsing ---------------------------------------------------------------------------------
 

@@ -35,13 +35,14 @@ def approx_token_count(text: str) -> int:
 
 
 def format_block(number: int, hit: Hit, text: str | None = None) -> str:
-    """``[number] <citation label>`` and, on the next line, ``text`` (default: the chunk's text)."""
-    return f"[{number}] {hit.chunk.citation_label()}\n{hit.chunk.text if text is None else text}"
+    """``[number] <citation label>`` and, on the next line, ``text`` (default: the hit's
+    :attr:`~rag.core.types.Hit.context_text`, its chunk text or the text ``generation.expand`` widened it to)."""
+    return f"[{number}] {hit.chunk.citation_label()}\n{hit.context_text if text is None else text}"
 
 
 def _truncated_block(number: int, hit: Hit, budget_tokens: int, count_tokens: Callable[[str], int]) -> str:
-    """The longest prefix of the chunk text (cut at a word boundary) whose block fits the budget."""
-    text = hit.chunk.text
+    """The longest prefix of the hit's context text (cut at a word boundary) whose block fits the budget."""
+    text = hit.context_text
     low, high = 0, len(text)
     # Binary search on characters: any token counter grows (weakly) with the prefix length.
     while low < high:
