@@ -168,7 +168,7 @@ def _context(number: int, hit: Any) -> dict[str, Any]:
         "source": chunk.metadata.get("source", chunk.doc_id),
         "section": chunk.metadata.get("section", ""),
         "score": hit.score,
-        "text": chunk.text,
+        "text": hit.context_text,  # what the generator read: the chunk, or it widened by generation.expand
     }
 
 

@@ -92,13 +92,16 @@ def test_a_collection_of_another_size_can_be_dropped(tmp_path: Path) -> None:
         assert fresh.count() == 0
 
 
-@pytest.mark.parametrize("chunking", [{"size": 120}, {"overlap": 10}, {"min_tokens": 0}])
+@pytest.mark.parametrize("chunking", [{"size": 120}, {"overlap": 10}, {"min_tokens": 0}, {"context_prefix": True}])
 def test_a_chunking_change_needs_a_rebuild(make_engine, corpus: Path, chunking: dict) -> None:
     """Chunks of unchanged files would keep the old windows while changed files get new ones."""
     make_engine().ingest([corpus])
     changed = make_engine(chunking=chunking)
     (key,) = chunking
-    recorded = {"size": "chunk_size", "overlap": "chunk_overlap", "min_tokens": "chunk_min_tokens"}[key]
+    recorded = {
+        "size": "chunk_size", "overlap": "chunk_overlap", "min_tokens": "chunk_min_tokens",
+        "context_prefix": "chunk_context_prefix",
+    }[key]
     with pytest.raises(IndexMismatchError, match=f"{recorded}=.*rag ingest --rebuild"):
         changed.ingest([corpus])
     assert len(changed.ingest([corpus], rebuild=True).added) == 4
