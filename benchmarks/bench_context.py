@@ -18,9 +18,11 @@ widens them and packed into ``llm.context_tokens`` by the real prompt builder; *
 of the reference answer's distinct content words (lower-cased, BM25's English stop words removed) found in
 that context. Rows: ``none`` (the default), ``neighbours``, ``section``, and ``none`` with twice as many
 hits, a control that fills the same budget with more retrieved chunks instead of neighbours. Paired tests
-against ``none``. The context size (tokens) is reported beside, since more text covers more words.
+against ``none``, and of each widening against the control. The context size (tokens) is reported
+beside, since more text covers more words.
 
-    python -m benchmarks.bench_context [--datasets nfcorpus dbpedia docs_qa] [--limit N] [--trials 10000]
+    python -m benchmarks.bench_context [--datasets docs_qa nfcorpus dbpedia] [--limit N] [--trials 10000]
+        [--no-expand] [--out context]
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ def expand_benchmark(limit: int | None, trials: int) -> dict[str, Any]:
                 recall.setdefault(label, []).append(len(reference & content_words(context, stopwords)) / len(reference))
                 size.setdefault(label, []).append(engine.count_tokens(context))
     baseline = recall["none"]
+    control = f"none, {2 * k} hits"
     return {
         "dataset": "docs_qa", "questions": len(cases), "k": k, "context_tokens": budget,
         "rows": [
@@ -209,8 +212,11 @@ def expand_benchmark(limit: int | None, trials: int) -> dict[str, Any]:
             for label, values in recall.items()
         ],
         "comparisons": [
-            compare(f"{label} vs none, token recall", values, baseline, trials)
-            for label, values in recall.items() if label != "none"
+            *(compare(f"{label} vs none, token recall", values, baseline, trials)
+              for label, values in recall.items() if label != "none"),
+            # Does widening beat filling the same budget with more retrieved chunks?
+            *(compare(f"{label} vs {control}, token recall", recall[label], recall[control], trials)
+              for label in ("neighbours", "section")),
         ],
         "per_query": recall,
     }
@@ -229,8 +235,11 @@ def main() -> None:
     add_quality_arguments(parser)
     parser.set_defaults(datasets=["docs_qa", "nfcorpus", "dbpedia"])
     parser.add_argument("--no-expand", action="store_true", help="Skip the expansion measurement.")
+    parser.add_argument("--out", default="context", help="Name of the JSON in benchmarks/results/.")
     args = parser.parse_args()
-    results: dict[str, Any] = {"prefix": [], "expand": None, "limit": args.limit, "trials": args.trials}
+    results: dict[str, Any] = {
+        "datasets": args.datasets, "prefix": [], "expand": None, "limit": args.limit, "trials": args.trials,
+    }
     # The expansion runs on the docs_qa index without prefix, so right after docs_qa (or first without it);
     # the JSON is written after every step, so a run stopped early keeps what it measured.
     steps = list(args.datasets)
@@ -254,7 +263,7 @@ def main() -> None:
             print(table(["config", "nDCG@10", "recall@10"],
                         [[r["config"], r["ndcg@10"], r["recall@10"]] for r in result["rows"]]))
             _print_comparisons(result["comparisons"])
-        path = write_result("context", results)
+        path = write_result(args.out, results)
     print(f"\nwrote {path}")
 
 
