@@ -10,7 +10,8 @@ The prefix never makes the embedder drop the end of a chunk: it is cut (at a wor
 the model reads beyond the chunk, and left out when fewer than
 :data:`MIN_PREFIX_TOKENS` remain. A title the chunk text already starts with (a JSONL record's title,
 which the JSONL parser puts in front of its text) is not repeated, and a first heading that repeats the
-title (a Markdown file titled by its first heading) appears once.
+title (a Markdown file titled by its first heading) appears once. A document whose title is only its id (a JSONL record without a title) gets no title in
+its prefix.
 """
 
 from __future__ import annotations

@@ -542,12 +542,20 @@ class Ingestor:
                     part = _Part(DocumentWrite(doc.doc_id, path, content_hash, doc.title, [], replace=False, first_ord=n))
                     self._parts.append(part)
                 span = upcoming[1]
-                context = self._prefixer.prefix(doc.title, span.headings, span.text, span.n_tokens) if self._prefixer else ""
+                context = self._context(doc, span)
                 part.write.chunks.append(_chunk(base, doc.doc_id, span, n, context))
                 self._queued_chunks += 1
                 n += 1
                 upcoming = next(stream, None)
             part.done = True
+
+    def _context(self, doc: Document, span: ChunkSpan) -> str:
+        """The context prefix of one window ("" without ``chunking.context_prefix``). A title that is only the
+        document's id (a JSONL record without a title) names nothing, so it is left out."""
+        if self._prefixer is None:
+            return ""
+        title = "" if doc.title == doc.doc_id else doc.title
+        return self._prefixer.prefix(title, span.headings, span.text, span.n_tokens)
 
     # -- committing -------------------------------------------------------------------------------
 

@@ -86,6 +86,13 @@ def test_a_new_title_re_embeds_an_unchanged_text(make_engine):
 
 
 @pytest.mark.slow
+def test_a_document_without_a_title_gets_no_prefix(make_engine):
+    engine = make_engine(chunking={"context_prefix": True})
+    engine.ingest_documents([{"id": "MED-10", "text": "Statins and breast cancer survival."}])  # title: the id
+    assert "context_prefix" not in engine.catalog.document_chunks("MED-10")[0].metadata
+
+
+@pytest.mark.slow
 def test_changing_the_setting_needs_a_rebuild(tmp_path: Path, make_engine):
     docs = [{"id": "a", "text": "Feed the animals twice a day.", "title": "Quokka care"}]
     make_engine(chunking={"context_prefix": True}).ingest_documents(docs)
