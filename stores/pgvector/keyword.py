@@ -39,9 +39,15 @@ _POSTINGS_SUM = "SELECT p.chunk_id, sum(idf.idf * p.w) AS score FROM idf JOIN {p
 # tf the lexeme's occurrences in the chunk and dl the chunk's length in lexeme occurrences (the tsvector's
 # positions: stopwords are not counted, as bm25s does not count them). The postings hold tf and dl; each
 # chunk also has one posting under the empty lexeme, which no tsvector holds, whose tf is its length, so the
-# average length is read from the primary key for every query.
+# average length (and the row count) is read from the primary key for every query.
 _BM25_TERM = "{idf} * {tf} / ({tf} + {k1} * (1 - {b} + {b} * {dl} / avgdl.n))"
-_POSTINGS_AVGDL = ", avgdl AS MATERIALIZED (SELECT coalesce(avg(tf), 1) AS n FROM {postings} WHERE lexeme = '')"
+# The length rows give the row count too, so BM25 counts nothing on the table itself.
+_POSTINGS_BM25_WITH = (
+    "WITH avgdl AS MATERIALIZED (SELECT count(*) AS rows, coalesce(avg(tf), 1) AS n FROM {postings} WHERE lexeme = ''), "
+    "idf AS MATERIALIZED (SELECT terms.lexeme, ln(1 + (avgdl.rows - df.n + 0.5) / (df.n + 0.5)) AS idf FROM "
+    "unnest(to_tsvector(%s::regconfig, %s)) AS terms, avgdl, "
+    "LATERAL (SELECT count(*) AS n FROM {postings} p WHERE p.lexeme = terms.lexeme) AS df)"
+)
 # A lexeme's occurrences in a tsvector entry (a stripped tsvector has no positions: 1), and a chunk's length.
 TF_SQL = "coalesce(array_length({}.positions, 1), 1)"
 DL_SQL = f"(SELECT coalesce(sum({TF_SQL.format('v')}), 0) FROM unnest({{}}) v)"
@@ -130,7 +136,7 @@ class PostgresKeywordIndex:
         """The postings path's ``WITH`` clause and per-chunk sum (``{table}``/``{postings}`` placeholders)."""
         if self.rank == "bm25":
             term = _BM25_TERM.format(idf="idf.idf", tf="p.tf", dl="p.dl", k1=BM25_K1, b=BM25_B)
-            return _POSTINGS_IDF + _POSTINGS_AVGDL, (
+            return _POSTINGS_BM25_WITH, (
                 f"SELECT p.chunk_id, sum({term}) AS score FROM idf CROSS JOIN avgdl JOIN {{postings}} p "
                 "ON p.lexeme = idf.lexeme"
             )
