@@ -149,7 +149,9 @@ class PostgresKeywordIndex:
             store, sql = self.store, self.store._sql
             statement = sql.SQL(f"SELECT coalesce(avg({DL_SQL.format('tsv')}), 1) FROM {{}}").format(store._table)
             rows = store._keyword_rows("search", lambda _config: (statement, []))
-            self._avgdl = float(rows[0][0]) if rows else 1.0
+            if not rows:  # no table (yet): nothing to rank, and nothing to remember
+                return 1.0
+            self._avgdl = float(rows[0][0])
         return self._avgdl
 
     def _query_params(self, config: str, query: str) -> list[object]:
