@@ -15,9 +15,10 @@ OpenSearch and a Qdrant server cannot run on this machine and are left out.
 
 **Quality** (``--part quality``) runs every judged query of ``nfcorpus`` and ``dbpedia`` through each
 backend, plus the keyword sides alone (``alpha = 0``) and every Postgres rank variant (``ts_rank`` /
-``ts_rank_cd`` with several length normalisations, keyword-only and hybrid: the measurement the shipped
-ranking was chosen by). Protocol, as in bench_quality.py: 100 hits per query with ``max_per_doc=1`` (a
-document's best chunk stands for it), nDCG@10 and recall@100 over the documents that came back.
+``ts_rank_cd`` with several length normalisations, keyword-only and hybrid: the measurement the ranking
+before BM25, ``ts_rank_idf``, was chosen by). Protocol, as in bench_quality.py: 100 hits per query with
+``max_per_doc=1`` (a document's best chunk stands for it), nDCG@10 and recall@100 over the documents that
+came back.
 Per-query nDCG@10 (and recall@100) feed a paired randomization test (two-sided, sign flipping) and a
 paired bootstrap 95 % CI of the mean difference against the baseline (keyword-only rows against bm25s
 alone). "worse"/"better" is said only where p < 0.05. The FAISS indexes are ``benchmarks/.cache/<name>``
