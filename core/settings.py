@@ -149,7 +149,7 @@ class RetrievalSettings(BaseModel):
         "cost in quality (docs/benchmarks.md#native-fusion); off: fuse here, with confidence weighting.",
     )
     answerable_threshold: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.3, ge=0.0, le=1.0,
         description="Below this answerability probability, ask answers that the documents do not seem to cover "
         "the question instead of generating (0 = always generate).",
     )
