@@ -351,7 +351,7 @@ def search(
         if queries is not None:
             for qid, text in _read_queries(queries):
                 found = engine.retrieve(text, options=options)
-                line = {"_id": qid, "hits": [h.to_dict() for h in found.hits]}
+                line = {"_id": qid, "hits": [h.to_dict() for h in found.hits], **found.answerability()}
                 if explain:
                     line["explain"] = found.explain
                 _emit_json(line)
@@ -360,7 +360,9 @@ def search(
     hits = found.hits
     if as_json:
         hits_json = [h.to_dict() for h in hits]
-        _emit_json({"hits": hits_json, "explain": found.explain} if explain else hits_json, indent=2)
+        # The bare list stays the plain --json shape (scripts read it); the object forms carry answerability.
+        _emit_json({"hits": hits_json, **found.answerability(), "explain": found.explain} if explain else hits_json,
+                   indent=2)
         return
     for warning in found.warnings:
         err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
@@ -375,8 +377,18 @@ def search(
             (f"  score {hit.score:.3f} ({scores})", "dim"),
         ))
         out.print(Text("   " + _snippet(hit.chunk.text, SEARCH_SNIPPET)))
+    if hits:
+        _print_answerable(found.answerable)
     if explain:
         _print_explain(found.explain)
+
+
+def _print_answerable(probability: float | None) -> None:
+    """One line: how likely the documents hold an answer (docs/search.md#answerability)."""
+    if probability is None:
+        return
+    verdict = "the documents seem to cover this" if probability >= 0.5 else "the documents do not seem to cover this"
+    out.print(Text(f"answerable {probability:.2f}: {verdict}", "dim"))
 
 
 def _read_queries(path: Path) -> list[tuple[str, str]]:
@@ -409,9 +421,11 @@ def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]
     if isinstance(outcome, Answer):
         data = outcome.to_dict()
         return {"question": question, "answer": data.pop("answer"), "error": None, **data}
+    retrieval = outcome.retrieval
     return {
         "question": question, "answer": None, "error": str(outcome), "model": None, "usage": None, "warnings": [],
         "invalid_citations": [], "citations": [], "hits": numbered_hits(outcome.hits),
+        **(retrieval.answerability() if retrieval is not None else {"answerable": None, "evidence": None}),
     }
 
 
@@ -514,6 +528,8 @@ def _print_outcome(outcome: Answer | AnswerError, *, stream: bool, show_chunks: 
         for warning in outcome.warnings:
             err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
         _print_sources(outcome, outcome.used_hits, show_chunks)
+        if outcome.used_hits:
+            _print_answerable(outcome.answerable)
     if explain and outcome.retrieval is not None:
         _print_explain(outcome.retrieval.explain)
 

@@ -148,6 +148,11 @@ class RetrievalSettings(BaseModel):
         "(OpenSearch; Qdrant with its sparse vector) runs the whole hybrid query in one request, at a measured "
         "cost in quality (docs/benchmarks.md#native-fusion); off: fuse here, with confidence weighting.",
     )
+    answerable_threshold: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Below this answerability probability, ask answers that the documents do not seem to cover "
+        "the question instead of generating (0 = always generate).",
+    )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")
     hyde_weight: float = Field(
