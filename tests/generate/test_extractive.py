@@ -218,7 +218,7 @@ def test_the_extractive_generator_starts_no_llm_and_an_endpoint_gets_the_chat_ge
 
     services = LLMServices(load_settings(data_dir=tmp_path / ".rag"), len, threading.RLock())
     assert isinstance(services.generator(), ExtractiveGenerator)
-    assert services._endpoint is None  # noqa: SLF001 - nothing asked for an LLM endpoint, so none was started
+    assert services._endpoint is None  # nothing asked for an LLM endpoint, so none was started
     services = LLMServices(
         load_settings(data_dir=tmp_path / ".rag", llm={"base_url": "http://127.0.0.1:9/v1"}), len, threading.RLock()
     )
