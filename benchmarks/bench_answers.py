@@ -23,7 +23,10 @@ Token F1 and ROUGE-L are compared with a paired randomization test and a paired 
 (:mod:`rag.evaluate.significance`). RAGAS faithfulness with the embedded judge is not run here (see
 ``rag eval``); the verbatim share is its judge-free counterpart.
 
-    python -m benchmarks.bench_answers [--questions N] [--threads 1]
+    python -m benchmarks.bench_answers [--questions N] [--threads 1] [--modes extractive,llm]
+
+With one mode (``--modes extractive``: a minute, where the LLM takes about 50 s an answer on a busy
+machine) the table has that column only and the result goes to ``results/answers-<mode>.json``.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def answer_measures(question: str, reference: str, answer: Answer, analyzer: Ana
     """The judge-free measures of one answer (see the module docstring)."""
     text = _plain(answer.text)
     sentences = split_sentences(text) if text else []
-    cited = [" ".join(c.hit.chunk.text.split()) for c in answer.citations]
+    cited = [_plain(c.hit.chunk.text) for c in answer.citations]  # a passage may hold "[1]" itself
     verbatim = [any(s in passage for passage in cited) for s in sentences]
     keys = [s.lower() for s in sentences]
     question_terms = frozenset(analyzer(question))
@@ -122,7 +125,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=None, help="First N questions of docs_qa [default: all 40].")
     parser.add_argument("--threads", type=int, default=1,
                         help="llama.cpp threads (1 is fastest on a busy machine) [default: 1].")
+    parser.add_argument("--modes", default="extractive,llm", help="Which generators answer [default: both].")
     args = parser.parse_args()
+    modes = tuple(m for m in MODES if m in args.modes.split(","))
+    if not modes:
+        parser.error(f"--modes names none of {', '.join(MODES)}")
 
     cases = [json.loads(line) for line in TESTSET.read_text(encoding="utf-8").splitlines() if line.strip()]
     cases = cases[: args.questions] if args.questions else cases
@@ -139,24 +146,25 @@ def main() -> None:
         started = time.perf_counter()
         engine.generator().generate("warm up", hits[0])
         startup["extractive"] = time.perf_counter() - started
-        for record, case, found in zip(records, cases, hits):
+        for record, case, found in zip(records, cases, hits if "extractive" in modes else []):
             started = time.perf_counter()
             answer = engine.generator().generate(case["question"], found)
             record["extractive"] = {"seconds": time.perf_counter() - started, "answer": answer.text,
                                     **answer_measures(case["question"], case["reference"], answer, analyzer)}
-    with RagEngine(load_settings(**settings, generation={"mode": "llm"}), project_root=project) as engine:
-        started = time.perf_counter()
-        generator = engine.generator()  # starts llama.cpp
-        startup["llm"] = time.perf_counter() - started
-        for number, (record, case, found) in enumerate(zip(records, cases, hits), start=1):
+    if "llm" in modes:
+        with RagEngine(load_settings(**settings, generation={"mode": "llm"}), project_root=project) as engine:
             started = time.perf_counter()
-            answer = generator.generate(case["question"], found)
-            record["llm"] = {"seconds": time.perf_counter() - started, "answer": answer.text,
-                             **answer_measures(case["question"], case["reference"], answer, analyzer)}
-            print(f"  llm {number}/{len(cases)}: {record['llm']['seconds']:.1f} s", flush=True)
+            generator = engine.generator()  # starts llama.cpp
+            startup["llm"] = time.perf_counter() - started
+            for number, (record, case, found) in enumerate(zip(records, cases, hits), start=1):
+                started = time.perf_counter()
+                answer = generator.generate(case["question"], found)
+                record["llm"] = {"seconds": time.perf_counter() - started, "answer": answer.text,
+                                 **answer_measures(case["question"], case["reference"], answer, analyzer)}
+                print(f"  llm {number}/{len(cases)}: {record['llm']['seconds']:.1f} s", flush=True)
 
     summary: dict[str, dict[str, float]] = {}
-    for mode in MODES:
+    for mode in modes:
         rows = [r[mode] for r in records]
         seconds = [r["seconds"] for r in rows]
         summary[mode] = {
@@ -172,24 +180,26 @@ def main() -> None:
             "startup_s": startup[mode],
         }
     tests = {}
-    for metric, key in (("token_f1", "f1"), ("rouge_l", "rouge_l")):
+    for metric, key in (("token_f1", "f1"), ("rouge_l", "rouge_l")) if modes == MODES else ():
         a = [r["extractive"][key] for r in records]
         b = [r["llm"][key] for r in records]
         low, high = paired_bootstrap_ci(a, b)
         tests[metric] = {"difference": mean(a) - mean(b), "ci95": [low, high],
                          "p_randomization": paired_randomization_test(a, b)}
 
-    headers = ["measure", *MODES]
+    headers = ["measure", *modes]
     print(f"\ndocs_qa, {len(cases)} questions, same hits for both (k = 5); llm = embedded SmolLM2-135M, "
           f"{args.threads} thread(s)")
-    print(table(headers, [[name, *(summary[m][name] for m in MODES)] for name in summary["llm"]]))
+    print(table(headers, [[name, *(summary[m][name] for m in modes)] for name in summary[modes[0]]]))
     print()
-    print(table(["extractive - llm", "difference", "95% CI", "p (paired randomization)"],
+    if tests:
+        print(table(["extractive - llm", "difference", "95% CI", "p (paired randomization)"],
                 [[m, t["difference"], f"[{t['ci95'][0]:.4f}, {t['ci95'][1]:.4f}]", t["p_randomization"]]
                  for m, t in tests.items()]))
-    path = write_result("answers", {
+    path = write_result("answers" if modes == MODES else f"answers-{modes[0]}", {
         "command": "python -m benchmarks.bench_answers"
-                   + (f" --questions {args.questions}" if args.questions else "") + f" --threads {args.threads}",
+                   + (f" --questions {args.questions}" if args.questions else "") + f" --threads {args.threads}"
+                   + ("" if modes == MODES else f" --modes {modes[0]}"),
         "testset": "evaluate/testsets/docs_qa.jsonl", "questions": len(cases), "k": 5,
         "llm": "embedded SmolLM2-135M-Instruct (llama.cpp), shipped [llm] settings",
         "load_average_before": load_before, "load_average_after": load_average(),

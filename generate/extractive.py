@@ -42,9 +42,9 @@ COSINE_WEIGHT = 0.55
 OVERLAP_WEIGHT = 0.35
 RANK_WEIGHT = 0.10
 
-# A sentence ends at . ! or ? (and any closing marks) before a capital, a digit or a code span; after a
-# question mark, before anything.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!])[\"')\]`*_]*\s+(?=[\"'(\[*_]*[A-Z0-9`])|(?<=\?)[\"')\]`*_]*\s+)")
+# A sentence ends at . ! or ? (and any closing marks) before a capital, a digit or a code span; after a bare
+# question mark, before anything ("Why 200? all-MiniLM ..."), but not after a quoted one (`"Why?" it asks`).
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])[\"')\]`*_]*\s+(?=[\"'(\[*_]*[A-Z0-9`])|(?<=\?)\s+)")
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|approx|incl|no|fig|eq)\.)$", re.IGNORECASE)
 _TERMINAL = re.compile(r"[.!?][\"')\]`*_]*$")
 _WORD = re.compile(r"\w+")

@@ -64,6 +64,10 @@ def test_split_sentences_keeps_abbreviations_and_code_spans() -> None:
     assert split_sentences("Set it, e.g. to 0.5. `alpha` is the dense weight. Why? Because BM25 is exact.") == [
         "Set it, e.g. to 0.5.", "`alpha` is the dense weight.", "Why?", "Because BM25 is exact.",
     ]
+    # A quoted question inside a sentence does not end it.
+    assert split_sentences('`rag ask "What is alpha?"` retrieves chunks and cites them. Then it stops.') == [
+        '`rag ask "What is alpha?"` retrieves chunks and cites them.', "Then it stops.",
+    ]
 
 
 def test_restating_means_adding_fewer_than_two_terms() -> None:
