@@ -429,6 +429,7 @@ def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]
     }
 
 
+ModeOpt = Annotated[str | None, typer.Option("--mode", metavar="auto|llm|extractive", help="Who writes the answer: `extractive` (the passages' own sentences, cited; no LLM), `llm`, or `auto` (extractive with the bundled model, llm with a configured endpoint) [default: auto, from generation.mode].", show_default=False)]
 HistoryOpt = Annotated[Path | None, typer.Option("--history", help="A JSON file of earlier turns ([{role, content}, ...]); the question is read as a follow-up, and the new turn is appended to the file.", show_default=False)]
 
 
@@ -448,6 +449,7 @@ def ask(
     rerank: RerankOpt = None,
     rerank_model: RerankModelOpt = None,
     history: HistoryOpt = None,
+    mode: ModeOpt = None,
     explain: ExplainOpt = False,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = True,
@@ -457,8 +459,9 @@ def ask(
     """Answer a question from the index, citing numbered sources [n].
 
     Uses the OpenAI-compatible endpoint in `llm.base_url` (OpenAI, vLLM, Ollama, llama.cpp); with none
-    configured it starts the embedded llama.cpp server with the packaged SmolLM2 and stops it afterwards.
-    The retrieval stages of `rag search` (--hyde, --rewrite, --multi-query, --rerank) apply here too.
+    configured the answer is extractive: the retrieved passages' own sentences that answer the question,
+    each cited, with no LLM started (`--mode llm` starts the embedded llama.cpp server with the packaged
+    SmolLM2 instead, and stops it afterwards). The retrieval stages of `rag search` (--hyde, --rewrite, --multi-query, --rerank) apply here too.
 
     Examples:
 
@@ -475,7 +478,7 @@ def ask(
         rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
     )
     turns = _read_history(history) if history is not None else []
-    with _engine(ctx, collection) as engine:
+    with _engine(ctx, collection, generation__mode=mode) as engine:
         outcome = _answer(engine, question, options, turns, stream=stream and not as_json)
     if as_json:
         data = _answer_json(question, outcome)
@@ -572,6 +575,7 @@ def chat(
     rerank: RerankOpt = None,
     rerank_model: RerankModelOpt = None,
     history: HistoryOpt = None,
+    mode: ModeOpt = None,
     explain: ExplainOpt = False,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = False,
     collection: CollectionOpt = "default",
@@ -592,7 +596,7 @@ def chat(
     )
     turns = _read_history(history) if history is not None else []
     interactive = sys.stdin.isatty()
-    with _engine(ctx, collection) as engine:
+    with _engine(ctx, collection, generation__mode=mode) as engine:
         if interactive:
             err.print("Ask a question (/reset starts over, /exit or Ctrl-D leaves).", markup=False)
         while True:

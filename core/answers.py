@@ -19,6 +19,9 @@ from rag.core.types import Evidence, Hit
 # ``[3]`` or ``[1, 4]``: the markers the prompt asks for. Anything else in brackets is ordinary text.
 CITATION_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
+NO_CONTEXT_ANSWER = "No relevant context was found for this question, so it cannot be answered from the documents."
+"""The answer when retrieval found nothing to answer from (every generation mode gives the same one)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Citation:

@@ -19,14 +19,12 @@ import httpx
 import openai
 from pydantic import SecretStr
 
-from rag.core.answers import Answer, Citation, find_citations
+from rag.core.answers import NO_CONTEXT_ANSWER, Answer, Citation, find_citations
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.core.types import Hit
 from rag.generate.prompt import approx_token_count, build_messages
 
 logger = logging.getLogger(__name__)
-
-NO_CONTEXT_ANSWER = "No relevant context was found for this question, so it cannot be answered from the documents."
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
