@@ -40,6 +40,34 @@ HOST = "127.0.0.1"
 # llama.cpp log verbosity: 1 keeps errors and warnings (why a start failed) without per-request chatter.
 DEFAULT_VERBOSITY = 1
 
+# Sampling penalties for answers from the embedded server when the llm.* penalty settings are unset.
+# The bundled 135M model loops without them ("You should not change the embedding model." eleven times in a
+# row); benchmarks/bench_decoding.py measured these values (docs/benchmarks.md, "Decoding"). They are sent
+# with each request rather than set as the server's defaults, so the evaluation judge, which shares the
+# server, samples as before; other endpoints get no penalty unless one is configured.
+EMBEDDED_PENALTIES: dict[str, float] = {"frequency_penalty": 0.3, "repeat_penalty": 1.15}
+
+
+def sampling_penalties(
+    frequency_penalty: float | None,
+    presence_penalty: float | None,
+    repeat_penalty: float | None,
+    *,
+    embedded: bool,
+) -> dict[str, float | None]:
+    """The penalties to request (keyword arguments of :class:`~rag.generate.openai_chat.OpenAIChatGenerator`
+    and :class:`~rag.generate.completion.ChatCompleter`): the configured ones, and for the embedded server
+    :data:`EMBEDDED_PENALTIES` where none is configured. ``None`` means not sent."""
+    configured = {
+        "frequency_penalty": frequency_penalty,
+        "presence_penalty": presence_penalty,
+        "repeat_penalty": repeat_penalty,
+    }
+    if not embedded:
+        return configured
+    return {name: EMBEDDED_PENALTIES.get(name) if value is None else value for name, value in configured.items()}
+
+
 # Servers started by this process and not yet stopped; stopped at interpreter exit.
 _RUNNING: set[LlamaCppServer] = set()
 
