@@ -6,9 +6,10 @@ embedded llama.cpp server (SmolLM2-135M-Instruct, structured output as shipped, 
 llm``) under each decoding, the decodings taking turns question by question:
 
 - ``old``: no penalties, no repetition stop (the decoding before issue 17);
-- ``new``: the embedded server's penalties (``EMBEDDED_PENALTIES``) and the repetition stop (8 words);
-- with ``--arms old new penalties stop``: the penalties without the stop, and the stop without the
-  penalties, to see what each part does;
+- ``new``: the shipped decoding: the embedded server's penalties (``EMBEDDED_PENALTIES``, none since
+  these runs) and the repetition stop (8 words);
+- ``stop``: the stop alone; ``penalties``: frequency_penalty 0.3 and repeat_penalty 1.15 with the stop
+  (the first candidate defaults, rejected: see docs/benchmarks.md);
 - any ``--extra NAME:fp=0.5,pp=0,rp=1.3,stop=8`` (the sweep that chose the defaults).
 
 Every request has the same seed. Before the arms answer a question, one 1-token request with the same
@@ -16,12 +17,14 @@ prompt fills llama.cpp's prompt cache, so every arm finds the prompt processed a
 decoding alone (otherwise the first arm would pay for the prompt and the others reuse it).
 
 Per answer: the share of its sentences that repeat an earlier sentence, whether the text the user gets
-still loops (a repeated sentence or 8-word run), whether the stop cut it, token F1 against the reference
-answer (SQuAD-style: lower case, no punctuation, articles or citation markers), seconds, completion tokens
+still loops (a repeated sentence or 8-word run), whether the stop cut it, whether it is text copied from
+the prompt (a block's label such as ``[1] docs/search.md § Search``, or the JSON placeholder ``<the answer``),
+token F1 against the reference answer (SQuAD-style: lower case, no punctuation, articles or citation markers), seconds, completion tokens
 and whether it cites a block. Paired randomization tests compare each arm with ``old``.
 
-    python -m benchmarks.bench_decoding                  # the committed run (first 12 questions)
-    python -m benchmarks.bench_decoding --questions 40 --arms old new penalties stop   # the full run
+    python -m benchmarks.bench_decoding --arms old stop --extra "rp1.1+stop:rp=1.1,stop=8"   # results/decoding.json
+    python -m benchmarks.bench_decoding --arms old penalties --out decoding_penalties
+    python -m benchmarks.bench_decoding --questions 40 --arms old new penalties   # all of docs_qa
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ TESTSET = ROOT.parent / "evaluate" / "testsets" / "docs_qa.jsonl"
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+# A context block's label ("[1] docs/search.md § Search > ...") or the prompt's JSON placeholder
+# ("<the answer, citing blocks like [1]>") written as the answer: text copied from the prompt, not an answer.
+_PROMPT_ECHO = re.compile(r"\S+\.\w+ § |<the answer")
 _FIELDS = {"fp": "frequency_penalty", "pp": "presence_penalty", "rp": "repeat_penalty", "stop": "repeat_stop_words"}
 
 
@@ -65,8 +71,8 @@ def arm_options(spec: str) -> dict[str, Any]:
 ARMS = {
     "old": {"repeat_stop_words": 0},
     "new": {**EMBEDDED_PENALTIES, "repeat_stop_words": 8},
-    "penalties": {**EMBEDDED_PENALTIES, "repeat_stop_words": 0},
     "stop": {"repeat_stop_words": 8},
+    "penalties": {"frequency_penalty": 0.3, "repeat_penalty": 1.15, "repeat_stop_words": 8},
 }
 
 
@@ -113,9 +119,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=12, help="First N questions of docs_qa [12 of 40].")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads [1: fastest on a busy machine].")
     parser.add_argument("--arms", nargs="+", default=["old", "new"], choices=list(ARMS),
-                        help="Decodings to compare [old new; penalties and stop show each part alone].")
+                        help="Decodings to compare [old new].")
     parser.add_argument("--extra", nargs="*", default=[], help="More arms, NAME:fp=..,pp=..,rp=..,stop=..")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", default="decoding", help="Result name: benchmarks/results/NAME.json [decoding].")
     parser.add_argument("--trials", type=int, default=10000)
     args = parser.parse_args()
 
@@ -157,6 +164,7 @@ def main() -> None:
                     "loops": float(trim_repetition(answer.text)[1] is not None or repeated_sentence_rate(answer.text) > 0),
                     "stopped": float(any("repeating itself" in w for w in answer.warnings)),
                     "cited": float(bool(answer.citations)),
+                    "echoes_prompt": float(bool(_PROMPT_ECHO.search(answer.text))),
                     "seconds": seconds,
                     "completion_tokens": (answer.usage or {}).get("completion_tokens"),
                 })
@@ -164,7 +172,7 @@ def main() -> None:
                   records.items()), file=sys.stderr)
     engine.close()
 
-    metrics = ["repeated_sentence_rate", "loops", "stopped", "f1", "seconds", "cited"]
+    metrics = ["repeated_sentence_rate", "loops", "stopped", "echoes_prompt", "f1", "seconds", "cited"]
     summary: dict[str, Any] = {}
     rows = []
     for name, rows_of in records.items():
@@ -181,15 +189,18 @@ def main() -> None:
             f"{arm['repeated_sentence_rate']:.3f}" + _p(arm, "repeated_sentence_rate"),
             f"{int(sum(r['loops'] for r in rows_of))}/{len(rows_of)}" + _p(arm, "loops"),
             f"{int(sum(r['stopped'] for r in rows_of))}",
+            f"{int(sum(r['echoes_prompt'] for r in rows_of))}/{len(rows_of)}" + _p(arm, "echoes_prompt"),
             f"{arm['f1']:.3f}" + _p(arm, "f1"),
             f"{arm['seconds']:.1f}" + _p(arm, "seconds"),
             f"{int(sum(r['cited'] for r in rows_of))}/{len(rows_of)}",
         ])
     print(f"\n## Decoding: SmolLM2-135M on the first {len(questions)} docs_qa questions (structured output)\n")
-    print(table(["arm", "options", "repeated sentences", "answers that loop", "cut by the stop", "token F1",
+    print(table(["arm", "options", "repeated sentences", "answers that loop", "cut by the stop", "label or placeholder",
+                 "token F1",
                  "s/answer", "answers citing"], rows))
     print("\n(p: paired randomization test against old, two-sided)")
-    path = write_result("decoding", {
+    path = write_result(args.out, {
+        "command": " ".join(sys.argv[1:]),
         "questions": len(questions),
         "of": sum(1 for line in TESTSET.read_text(encoding="utf-8").splitlines() if line.strip()),
         "threads": args.threads,

@@ -212,7 +212,7 @@ class LLMSettings(BaseModel):
     frequency_penalty: float | None = Field(
         None, ge=-2, le=2,
         description="OpenAI's frequency_penalty: lowers a token's odds the more often the answer used it; "
-        "unset: 0.3 with the embedded server, not sent to other endpoints.",
+        "unset: not sent.",
     )
     presence_penalty: float | None = Field(
         None, ge=-2, le=2, description="OpenAI's presence_penalty: lowers the odds of any token already used; "
@@ -220,8 +220,8 @@ class LLMSettings(BaseModel):
     )
     repeat_penalty: float | None = Field(
         None, gt=0,
-        description="llama.cpp's repeat_penalty over the last 64 tokens (1: none); not an OpenAI field, so "
-        "unset: 1.15 with the embedded server, not sent to other endpoints.",
+        description="llama.cpp's repeat_penalty over the last 64 tokens (1: none); not an OpenAI field (OpenAI "
+        "rejects it); unset: not sent.",
     )
     repeat_stop_words: int = Field(
         8, ge=0,
