@@ -219,7 +219,7 @@ class OpenAIChatGenerator:
         frequency_penalty: OpenAI's ``frequency_penalty`` (-2 to 2), sent when not ``None``.
         presence_penalty: OpenAI's ``presence_penalty`` (-2 to 2), sent when not ``None``.
         repeat_penalty: llama.cpp's ``repeat_penalty`` (above 0; 1 is none), sent when not ``None``; not
-            an OpenAI field, so only for endpoints that know it (llama.cpp, Ollama's OpenAI API ignores it).
+            an OpenAI field (OpenAI rejects it), so only for endpoints that know it, such as llama.cpp.
         repeat_stop_words: stop the answer as soon as it repeats a run of this many words or a whole
             sentence (see :class:`~rag.generate.repetition.RepetitionGuard`); 0 never stops.
         count_tokens: counts a string's tokens for the budget; default: :func:`approx_token_count`.
