@@ -214,6 +214,32 @@ class LLMSettings(BaseModel):
         description='More JSON fields for every chat request, e.g. {"top_k": 40} for llama.cpp or vLLM; '
         "they win over the fields rag-platform sets.",
     )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2,
+        description="OpenAI's frequency_penalty: lowers a token's odds the more often the answer used it; "
+        "unset: not sent.",
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's presence_penalty: lowers the odds of any token already used; "
+        "unset: not sent.",
+    )
+    repeat_penalty: float | None = Field(
+        None, gt=0,
+        description="llama.cpp's repeat_penalty over the last 64 tokens (1: none); not an OpenAI field (OpenAI "
+        "rejects it); unset: not sent.",
+    )
+    repeat_stop_words: int = Field(
+        8, ge=0,
+        description="Stop an answer as soon as it repeats a run of this many words or a whole sentence, and "
+        "cut the repeat (with a warning); 0: never.",
+    )
+
+    @field_validator("repeat_stop_words")
+    @classmethod
+    def _stop_words(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2: single words repeat in any answer")
+        return value
 
 
 class GenerationSettings(BaseModel):

@@ -102,6 +102,7 @@ class LLMServices:
                         base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
                         temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
                         structured=structured, extra_body=cfg.extra_body, count_tokens=self.count_tokens,
+                        repeat_stop_words=cfg.repeat_stop_words, **self._penalties(),
                     )
         return self._generator
 
@@ -129,6 +130,15 @@ class LLMServices:
         return ExtractiveGenerator(
             encode, context_tokens=self.settings.llm.context_tokens, count_tokens=self.count_tokens,
             analyzer=analysis.analyzer(),
+        )
+
+    def _penalties(self) -> dict[str, float | None]:
+        """The llm.* sampling penalties, with the embedded server's defaults when ``llm.base_url`` is unset."""
+        from rag.generate.llamacpp_server import sampling_penalties
+
+        cfg = self.settings.llm
+        return sampling_penalties(
+            cfg.frequency_penalty, cfg.presence_penalty, cfg.repeat_penalty, embedded=not cfg.base_url
         )
 
     def _llm_endpoint(self) -> tuple[str, str, bool]:
@@ -173,7 +183,8 @@ class LLMServices:
                 cfg = self.settings.retrieval
                 cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
                 self._completer = ChatCompleter(
-                    base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache
+                    base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache,
+                    **self._penalties(),
                 )
             return self._completer
 

@@ -27,10 +27,11 @@ TEXT = "Refunds are granted within 30 days of purchase. Shipping takes five days
 # Long answers, so an abandoned one would keep llama.cpp busy for a long time; one thread (see api_server).
 # llama.cpp's ``ignore_eos`` makes every answer run to max_tokens: a short answer that ended before the
 # client hung up would be complete, not cancelled. So the tests never wait for a whole answer: they read
-# its first piece (``first_delta``) and hang up.
+# its first piece (``first_delta``) and hang up. The repetition stop is off: it would end a looping answer
+# early, and the answer that is abandoned must still be running.
 LONG_ANSWERS = {"RAG_GENERATION__MODE": "llm", "RAG_LLM__MAX_TOKENS": "1500", "RAG_LLM__THREADS": "1",
-                "RAG_LLM__STRUCTURED": "false",
-                "RAG_LLM__TEMPERATURE": "1.0", "RAG_LLM__EXTRA_BODY": '{"ignore_eos": true}'}
+                "RAG_LLM__STRUCTURED": "false", "RAG_LLM__TEMPERATURE": "1.0",
+                "RAG_LLM__EXTRA_BODY": '{"ignore_eos": true}', "RAG_LLM__REPEAT_STOP_WORDS": "0"}
 QUESTION = "Write a very long, detailed essay about every rule for refunds, shipping and returns."
 PROBE_SECONDS = 10.0
 
