@@ -351,7 +351,7 @@ def search(
         if queries is not None:
             for qid, text in _read_queries(queries):
                 found = engine.retrieve(text, options=options)
-                line = {"_id": qid, "hits": [h.to_dict() for h in found.hits]}
+                line = {"_id": qid, "hits": [h.to_dict() for h in found.hits], **found.answerability()}
                 if explain:
                     line["explain"] = found.explain
                 _emit_json(line)
@@ -360,7 +360,9 @@ def search(
     hits = found.hits
     if as_json:
         hits_json = [h.to_dict() for h in hits]
-        _emit_json({"hits": hits_json, "explain": found.explain} if explain else hits_json, indent=2)
+        # The bare list stays the plain --json shape (scripts read it); the object forms carry answerability.
+        _emit_json({"hits": hits_json, **found.answerability(), "explain": found.explain} if explain else hits_json,
+                   indent=2)
         return
     for warning in found.warnings:
         err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
@@ -375,8 +377,18 @@ def search(
             (f"  score {hit.score:.3f} ({scores})", "dim"),
         ))
         out.print(Text("   " + _snippet(hit.chunk.text, SEARCH_SNIPPET)))
+    if hits:
+        _print_answerable(found.answerable)
     if explain:
         _print_explain(found.explain)
+
+
+def _print_answerable(probability: float | None) -> None:
+    """One line: how likely the documents hold an answer (docs/search.md#answerability)."""
+    if probability is None:
+        return
+    verdict = "the documents seem to cover this" if probability >= 0.5 else "the documents do not seem to cover this"
+    out.print(Text(f"answerable {probability:.2f}: {verdict}", "dim"))
 
 
 def _read_queries(path: Path) -> list[tuple[str, str]]:
@@ -409,12 +421,15 @@ def _answer_json(question: str, outcome: Answer | AnswerError) -> dict[str, Any]
     if isinstance(outcome, Answer):
         data = outcome.to_dict()
         return {"question": question, "answer": data.pop("answer"), "error": None, **data}
+    retrieval = outcome.retrieval
     return {
         "question": question, "answer": None, "error": str(outcome), "model": None, "usage": None, "warnings": [],
         "invalid_citations": [], "citations": [], "hits": numbered_hits(outcome.hits),
+        **(retrieval.answerability() if retrieval is not None else {"answerable": None, "evidence": None}),
     }
 
 
+ModeOpt = Annotated[str | None, typer.Option("--mode", metavar="auto|llm|extractive", help="Who writes the answer: `extractive` (the passages' own sentences, cited; no LLM), `llm`, or `auto` (extractive with the bundled model, llm with a configured endpoint) [default: auto, from generation.mode].", show_default=False)]
 HistoryOpt = Annotated[Path | None, typer.Option("--history", help="A JSON file of earlier turns ([{role, content}, ...]); the question is read as a follow-up, and the new turn is appended to the file.", show_default=False)]
 
 
@@ -434,6 +449,7 @@ def ask(
     rerank: RerankOpt = None,
     rerank_model: RerankModelOpt = None,
     history: HistoryOpt = None,
+    mode: ModeOpt = None,
     explain: ExplainOpt = False,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = True,
@@ -443,8 +459,9 @@ def ask(
     """Answer a question from the index, citing numbered sources [n].
 
     Uses the OpenAI-compatible endpoint in `llm.base_url` (OpenAI, vLLM, Ollama, llama.cpp); with none
-    configured it starts the embedded llama.cpp server with the packaged SmolLM2 and stops it afterwards.
-    The retrieval stages of `rag search` (--hyde, --rewrite, --multi-query, --rerank) apply here too.
+    configured the answer is extractive: the retrieved passages' own sentences that answer the question,
+    each cited, with no LLM started (`--mode llm` starts the embedded llama.cpp server with the packaged
+    SmolLM2 instead, and stops it afterwards). The retrieval stages of `rag search` (--hyde, --rewrite, --multi-query, --rerank) apply here too.
 
     Examples:
 
@@ -461,7 +478,7 @@ def ask(
         rewrite=rewrite, multi_query=multi_query, rerank=rerank, rerank_model=rerank_model,
     )
     turns = _read_history(history) if history is not None else []
-    with _engine(ctx, collection) as engine:
+    with _engine(ctx, collection, generation__mode=mode) as engine:
         outcome = _answer(engine, question, options, turns, stream=stream and not as_json)
     if as_json:
         data = _answer_json(question, outcome)
@@ -514,6 +531,8 @@ def _print_outcome(outcome: Answer | AnswerError, *, stream: bool, show_chunks: 
         for warning in outcome.warnings:
             err.print(Text.assemble(("note:", "yellow"), f" {_visible(warning)}"))
         _print_sources(outcome, outcome.used_hits, show_chunks)
+        if outcome.used_hits:
+            _print_answerable(outcome.answerable)
     if explain and outcome.retrieval is not None:
         _print_explain(outcome.retrieval.explain)
 
@@ -556,6 +575,7 @@ def chat(
     rerank: RerankOpt = None,
     rerank_model: RerankModelOpt = None,
     history: HistoryOpt = None,
+    mode: ModeOpt = None,
     explain: ExplainOpt = False,
     show_chunks: Annotated[bool, typer.Option("--chunks/--no-chunks", help="Also print the retrieved chunks.")] = False,
     collection: CollectionOpt = "default",
@@ -576,7 +596,7 @@ def chat(
     )
     turns = _read_history(history) if history is not None else []
     interactive = sys.stdin.isatty()
-    with _engine(ctx, collection) as engine:
+    with _engine(ctx, collection, generation__mode=mode) as engine:
         if interactive:
             err.print("Ask a question (/reset starts over, /exit or Ctrl-D leaves).", markup=False)
         while True:

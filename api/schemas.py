@@ -298,17 +298,45 @@ class StageRecord(BaseModel):
     ms: float
 
 
+class EvidenceOut(BaseModel):
+    """The raw retriever scores behind ``answerable`` (docs/search.md#answerability); ``null`` where a
+    retriever did not run."""
+
+    dense_top: float | None = Field(description="Best raw cosine similarity of the dense side.")
+    dense_gap: float | None = Field(description="dense_top minus the mean cosine of dense ranks 2-10.")
+    bm25_top: float | None = Field(description="Best raw keyword (BM25) score.")
+    bm25_per_term: float | None = Field(description="bm25_top per analysed query term.")
+    bm25_gap: float | None = Field(description="(s1 - s10) / s1 of the keyword scores.")
+    term_coverage: float | None = Field(description="Share of the query's terms in the best keyword hit.")
+    agreement: float | None = Field(description="Share of the dense top 10 also in the keyword top 10.")
+    dense_top_in_bm25: bool | None = Field(description="Whether the dense side's best chunk is in the keyword top 10.")
+    query_terms: int | None = Field(description="Analysed query terms.")
+    rerank_top: float | None = Field(description="Best reranker score, when reranking ran.")
+    keyword: str | None = Field(description="The keyword side (bm25s locally).")
+
+
+_ANSWERABLE = Field(
+    None, ge=0.0, le=1.0,
+    description="Calibrated probability that the documents hold an answer (null when it cannot be computed, "
+    "e.g. a store's native hybrid query); see docs/search.md#answerability.",
+)
+
+
 class Explain(BaseModel):
     question: str
     standalone_question: str | None = Field(description="The follow-up rewritten to stand alone, if it was.")
     search_queries: list[str]
     stages: list[StageRecord]
     warnings: list[str]
+    answerable: float | None = _ANSWERABLE
+    evidence: EvidenceOut | None = None
     total_ms: float
 
 
 class SearchResponse(BaseModel):
     hits: list[HitOut]
+    answerable: float | None = _ANSWERABLE
+    evidence: EvidenceOut | None = None
     explain: Explain | None = None
 
 
@@ -341,6 +369,8 @@ class AskResponse(BaseModel):
     model: str
     usage: dict[str, int] | None
     warnings: list[str]
+    answerable: float | None = _ANSWERABLE
+    evidence: EvidenceOut | None = None
     explain: Explain | None = None
 
 

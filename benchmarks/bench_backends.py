@@ -15,9 +15,10 @@ OpenSearch and a Qdrant server cannot run on this machine and are left out.
 
 **Quality** (``--part quality``) runs every judged query of ``nfcorpus`` and ``dbpedia`` through each
 backend, plus the keyword sides alone (``alpha = 0``) and every Postgres rank variant (``ts_rank`` /
-``ts_rank_cd`` with several length normalisations, keyword-only and hybrid: the measurement the shipped
-ranking was chosen by). Protocol, as in bench_quality.py: 100 hits per query with ``max_per_doc=1`` (a
-document's best chunk stands for it), nDCG@10 and recall@100 over the documents that came back.
+``ts_rank_cd`` with several length normalisations, keyword-only and hybrid: the measurement the ranking
+before BM25, ``ts_rank_idf``, was chosen by). Protocol, as in bench_quality.py: 100 hits per query with
+``max_per_doc=1`` (a document's best chunk stands for it), nDCG@10 and recall@100 over the documents that
+came back.
 Per-query nDCG@10 (and recall@100) feed a paired randomization test (two-sided, sign flipping) and a
 paired bootstrap 95 % CI of the mean difference against the baseline (keyword-only rows against bm25s
 alone). "worse"/"better" is said only where p < 0.05. The FAISS indexes are ``benchmarks/.cache/<name>``
@@ -27,6 +28,16 @@ and vectors written through the real catalog and Qdrant store (no re-embedding).
 top 10 (``store.search``, k = 10) is compared with FAISS flat's: the share of exact FAISS's top 10 it
 returns ("dense recall@10 vs exact"). Latency there is per query at ~5,000 chunks, query embedding
 excluded; the retrievers take turns query by query after one untimed warm-up pass each.
+
+**Parity** (``--part parity``) answers one question: is pgvector's default (Postgres full-text search as
+the keyword side) as good as FAISS's (bm25s)? It runs the judged queries through FAISS flat + bm25s (the
+baseline), pgvector + bm25s, and pgvector + Postgres FTS ranked both ways, in one run: ``ts_rank_idf`` (the
+ranking before issue 17) and ``bm25`` (BM25 computed in SQL, the shipped ranking since), hybrid at the
+shipped settings and alone (``alpha = 0``). Every hybrid row is tested against the baseline, every alone row
+against bm25s alone, and ``bm25`` against ``ts_rank_idf`` (paired, per query, as above). pgvector holds a
+copy of the FAISS index's chunks and vectors (``benchmarks/.cache/<name>-pgvector-copy``, no re-embedding),
+opened once as a writer so its keyword postings are current. Latency columns there come from one pass
+after a warm-up of 20 queries, on whatever else the machine runs: read them as rough.
 
 **Latency** (``--part latency``) at 100,000 chunks: the index of bench_query_latency.py (NFCorpus'
 5,424 real chunks, replicated with jittered vectors up to 100,000; embedding 100,000 real passages would
@@ -46,10 +57,11 @@ each row's ratio to its FAISS flat counterpart measured in the same run. The top
 with FAISS flat is reported too; on this index it is not recall on real text (each real chunk has up to
 18 jittered near-duplicates), and for pgvector + Postgres FTS it also reflects the other keyword side.
 
-    python -m benchmarks.bench_backends [--part quality|latency|all] [--datasets nfcorpus dbpedia] [--limit N]
+    python -m benchmarks.bench_backends [--part quality|parity|latency|all] [--datasets nfcorpus dbpedia] [--limit N]
         [--trials 10000] [--chunks 100000] [--queries N] [--threads 1] [--max-load 1.0] [--max-wait 900]
 
-Writes ``benchmarks/results/backends.json`` (quality) and ``benchmarks/results/backends_latency.json``.
+Writes ``benchmarks/results/backends.json`` (quality), ``benchmarks/results/backends_parity.json`` (parity) and
+``benchmarks/results/backends_latency.json``.
 """
 
 from __future__ import annotations
@@ -290,6 +302,115 @@ def evaluate(name: str, limit: int | None, trials: int) -> dict[str, Any]:
         "dense_recall_at_10_vs_exact_faiss": dense_recall,
         "tests": tests, "rows": rows,
     }
+
+
+PARITY_BEFORE, PARITY_AFTER = "ts_rank_idf", "bm25"
+
+
+def evaluate_parity(name: str, limit: int | None, trials: int) -> dict[str, Any]:
+    """The parity rows of one dataset (see the module docstring), with their paired tests."""
+    queries, qrels = judged_queries(name, limit)
+    shipped = RetrievalSettings()
+    faiss = shipped_engine(name)
+    pg, build = copied_engine(faiss, CACHE / f"{name}-pgvector-copy", store={"kind": "pgvector"})
+    with pg.writing(purpose="bring the keyword postings up to date"):
+        pass  # a writer opens the store: postings of an earlier layout are made again
+    pg.close()
+    pg = open_engine(CACHE / f"{name}-pgvector-copy", store={"kind": "pgvector"})
+    embed = lru_cache(maxsize=None)(faiss.embedder.encode_query)
+    for text in queries.values():
+        embed(text)
+    faiss.retriever.embed_query = embed
+    store = pg.retriever.store
+    assert pg.retriever.keyword.name == "postgres-fts" and pg.retriever.keyword.rank == DEFAULT_RANK == PARITY_AFTER
+    assert store._postings, "the postings were not brought up to date"
+
+    def retriever(keyword: KeywordIndex) -> HybridRetriever:
+        return HybridRetriever(store, keyword, embed, pg.catalog, shipped.candidates, shipped.rrf_k,
+                               shipped.confidence_power)
+
+    before = retriever(PostgresKeywordIndex(store, rank=PARITY_BEFORE, normalization=DEFAULT_NORMALIZATION))
+    after = retriever(PostgresKeywordIndex(store, rank=PARITY_AFTER))
+    alone = "bm25s alone (alpha=0)"
+    hybrid_before, hybrid_after = f"pgvector + Postgres FTS, {PARITY_BEFORE} (before)", \
+        f"pgvector + Postgres FTS, {PARITY_AFTER} (after, shipped)"
+    alone_before, alone_after = f"Postgres FTS {PARITY_BEFORE} alone (before)", f"Postgres FTS {PARITY_AFTER} alone (after)"
+    # (label, retriever, alpha, compared with)
+    configs: list[tuple[str, HybridRetriever, float, list[str]]] = [
+        (BASELINE, faiss.retriever, shipped.alpha, []),
+        ("pgvector + bm25s", retriever(local_bm25(pg)), shipped.alpha, [BASELINE]),
+        (hybrid_before, before, shipped.alpha, [BASELINE]),
+        (hybrid_after, after, shipped.alpha, [BASELINE, hybrid_before]),
+        (alone, faiss.retriever, 0.0, []),
+        (alone_before, before, 0.0, [alone]),
+        (alone_after, after, 0.0, [alone, alone_before]),
+    ]
+    post = PostFilter(max_per_doc=1)
+    searches: list[Callable[[str], list[str]]] = [
+        (lambda text, r=r, a=a: [h.chunk.doc_id for h in r.search(text, DEPTH, alpha=a, post=post)])
+        for _, r, a, _ in configs
+    ]
+    for search in searches:  # warm-up: first-use costs, Postgres' buffer cache
+        for text in list(queries.values())[:20]:
+            search(text)
+    load_before = load_average()
+    per_query = take_turns(searches, queries, qrels, DEPTH)
+    load_after = load_average()
+    rows, by_label = [], {}
+    for (label, _, alpha, against), record in zip(configs, per_query):
+        row = {
+            "method": label, "alpha": alpha, "ndcg@10": mean(record["ndcg@10"]), "recall@100": mean(record["recall@100"]),
+            "docs_returned": mean(record["docs"]), "p50_ms": percentile(record["ms"], 0.5),
+            "p95_ms": percentile(record["ms"], 0.95), "against": against,
+            "per_query": {"ndcg@10": record["ndcg@10"], "recall@100": record["recall@100"], "ms": record["ms"]},
+        }
+        rows.append(row)
+        by_label[label] = row
+    tests = [
+        compare(f"{metric}: {row['method']} - {other}", row["per_query"][metric], by_label[other]["per_query"][metric],
+                trials)
+        for row in rows for other in row["against"] for metric in ("ndcg@10", "recall@100")
+    ]
+    status = pg.status()
+    faiss.close()
+    pg.close()
+    return {
+        "dataset": name, "queries": len(queries), "query_ids": list(queries), "chunks": status["chunks"],
+        "documents": status["documents"], "defaults": shipped.model_dump(), "depth": DEPTH,
+        "pgvector_copy": build, "significance_level": SIGNIFICANCE, "trials": trials,
+        "load_average": {"before": load_before, "after": load_after}, "tests": tests, "rows": rows,
+    }
+
+
+def parity(args: argparse.Namespace) -> None:
+    results = []
+    for name in args.datasets:
+        result = evaluate_parity(name, args.limit, args.trials)
+        results.append(result)
+        tests = {t["comparison"]: t for t in result["tests"]}
+        print(f"\n## Parity, {name}: {result['queries']} queries, {result['documents']} documents, "
+              f"{result['chunks']} chunks (load {result['load_average']['before']} -> "
+              f"{result['load_average']['after']})\n")
+
+        def p_cell(row: dict[str, Any]) -> str:
+            if not row["against"]:
+                return ""
+            test = tests[f"ndcg@10: {row['method']} - {row['against'][0]}"]  # noqa: B023 - this iteration only
+            return f"{test['p_value']:.4f}"
+
+        print(table(
+            ["method", "nDCG@10", "p", "recall@100", "p50 ms", "p95 ms"],
+            [[r["method"], r["ndcg@10"], p_cell(r), r["recall@100"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}"]
+             for r in result["rows"]],
+        ))
+        print(f"\nPaired tests over {result['queries']} queries ({args.trials} trials):\n")
+        print(table(
+            ["comparison", "mean diff", "95% CI", "p", "verdict"],
+            [[t["comparison"], f"{t['mean_difference']:+.4f}", f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]",
+              f"{t['p_value']:.4f}", t["verdict"]] for t in result["tests"]],
+        ))
+    path = write_result("backends_parity", {"limit": args.limit, "results": results})
+    print(f"\nwrote {path}", file=sys.stderr)
 
 
 def _variant_cells(hybrid: dict[str, Any], rows: list[dict[str, Any]], tests: dict[str, dict[str, Any]]) -> list[Any]:
@@ -553,7 +674,7 @@ def latency(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["quality", "latency", "all"], default="all")
+    parser.add_argument("--part", choices=["quality", "parity", "latency", "all"], default="all")
     add_quality_arguments(parser)
     parser.add_argument("--chunks", type=int, default=100_000, help="Latency: chunks in every backend.")
     parser.add_argument("--queries", type=int, default=None,
@@ -571,6 +692,8 @@ def main() -> None:
         return
     if args.part in ("quality", "all"):
         quality(args)
+    if args.part == "parity":
+        parity(args)
     if args.part in ("latency", "all"):
         latency(args)
 

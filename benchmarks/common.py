@@ -45,15 +45,45 @@ def read_queries(name: str) -> dict[str, str]:
 
 
 def read_qrels(name: str) -> dict[str, dict[str, int]]:
-    """``query id -> {doc id: graded relevance}`` from ``qrels/test.tsv`` (header line skipped)."""
+    """``query id -> {doc id: graded relevance}`` from ``qrels/test.tsv`` (see :func:`parse_qrels`)."""
+    return parse_qrels(dataset(name) / "qrels" / "test.tsv")
+
+
+def parse_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """``query id -> {doc id: graded relevance > 0}`` from a BEIR qrels file (``query-id``, ``corpus-id``,
+    ``score``, tab-separated).
+
+    The first line is a header only when its score column is not an integer (BEIR's ``score``); a
+    headerless file's first line is a judgment like the others, so it is never skipped blindly. Blank lines
+    are ignored.
+
+    Raises:
+        ValueError: a line after the header has not three columns or its score is not an integer (with the
+            file and line number).
+    """
     qrels: dict[str, dict[str, int]] = {}
-    with open(dataset(name) / "qrels" / "test.tsv", encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[did] = int(score)
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if number == 1 and len(fields) == 3 and not _is_int(fields[2]):
+                continue  # the header
+            if len(fields) != 3 or not _is_int(fields[2]):
+                raise ValueError(f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>integer score', got {line!r}")
+            qid, did, score = fields[0], fields[1], int(fields[2])
+            if score > 0:
+                qrels.setdefault(qid, {})[did] = score
     return qrels
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_corpus(name: str) -> list[dict[str, Any]]:

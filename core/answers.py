@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.core.errors import GenerationError
-from rag.core.types import Hit
+from rag.core.types import Evidence, Hit
 
 # ``[3]`` or ``[1, 4]``: the markers the prompt asks for. Anything else in brackets is ordinary text.
 CITATION_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+NO_CONTEXT_ANSWER = "No relevant context was found for this question, so it cannot be answered from the documents."
+"""The answer when retrieval found nothing to answer from (every generation mode gives the same one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class Answer:
             ``total_tokens``), or ``None`` if it reported none.
         retrieval: how the hits were found (the searched question, each stage's output and time), when
             :meth:`rag.engine.RagEngine.ask` made the answer; not part of :meth:`to_dict`.
+        answerable: the calibrated probability that the index holds an answer (``None`` when it could
+            not be computed; see :mod:`rag.retrieve.answerable`), set by :meth:`rag.engine.RagEngine.ask`.
+        evidence: the raw retriever scores behind ``answerable``.
     """
 
     text: str
@@ -54,6 +60,8 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     usage: dict[str, int] | None = None
     retrieval: Any = None  # the rag.retrieve.pipeline.Retrieval behind used_hits, set by RagEngine.ask
+    answerable: float | None = None
+    evidence: Evidence | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape of ``rag ask --json`` and the API: answer, citations and the numbered hits.
@@ -77,6 +85,8 @@ class Answer:
                 for c in self.citations
             ],
             "hits": numbered_hits(self.used_hits),
+            "answerable": self.answerable,
+            "evidence": self.evidence.to_dict() if self.evidence is not None else None,
         }
 
 

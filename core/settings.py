@@ -153,6 +153,11 @@ class RetrievalSettings(BaseModel):
         "(OpenSearch; Qdrant with its sparse vector) runs the whole hybrid query in one request, at a measured "
         "cost in quality (docs/benchmarks.md#native-fusion); off: fuse here, with confidence weighting.",
     )
+    answerable_threshold: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Below this answerability probability, ask answers that the documents do not seem to cover "
+        "the question instead of generating (0 = always generate).",
+    )
     # Query transforms: each asks the configured LLM ([llm]) and falls back to the plain query if it fails.
     hyde: bool = Field(False, description="HyDE: the dense side searches with a hypothetical answer passage.")
     hyde_weight: float = Field(
@@ -214,6 +219,32 @@ class LLMSettings(BaseModel):
         description='More JSON fields for every chat request, e.g. {"top_k": 40} for llama.cpp or vLLM; '
         "they win over the fields rag-platform sets.",
     )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2,
+        description="OpenAI's frequency_penalty: lowers a token's odds the more often the answer used it; "
+        "unset: not sent.",
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's presence_penalty: lowers the odds of any token already used; "
+        "unset: not sent.",
+    )
+    repeat_penalty: float | None = Field(
+        None, gt=0,
+        description="llama.cpp's repeat_penalty over the last 64 tokens (1: none); not an OpenAI field (OpenAI "
+        "rejects it); unset: not sent.",
+    )
+    repeat_stop_words: int = Field(
+        8, ge=0,
+        description="Stop an answer as soon as it repeats a run of this many words or a whole sentence, and "
+        "cut the repeat (with a warning); 0: never.",
+    )
+
+    @field_validator("repeat_stop_words")
+    @classmethod
+    def _stop_words(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2: single words repeat in any answer")
+        return value
 
 
 class GenerationSettings(BaseModel):

@@ -180,3 +180,56 @@ class ScoredId:
 
     chunk_id: str
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the two retrievers saw for one query before fusion normalised it away (the answerability input).
+
+    Fused scores are min-max normalised per query, so the top hit scores near 1 whether or not anything
+    relevant was found. The raw scores are not: these are what :mod:`rag.retrieve.answerable` turns into
+    the probability that the index holds an answer. A field is ``None`` when its retriever did not run
+    (``alpha`` 0 or 1, a store's native hybrid query) or, for ``rerank_top``, when no reranker ran.
+
+    Attributes:
+        dense_top: the best raw cosine similarity of the dense side.
+        dense_gap: ``dense_top`` minus the mean cosine of dense ranks 2–10: how far the best stands out.
+        bm25_top: the best raw keyword score (BM25 for the local index).
+        bm25_per_term: ``bm25_top`` divided by the number of analysed query terms (query-length normalised).
+        bm25_gap: ``(s1 - s10) / s1`` of the keyword scores (``s10`` is 0 when fewer than 10 chunks match).
+        term_coverage: the share of the analysed query terms that the best keyword hit contains.
+        agreement: the share of the dense top 10 that is also in the keyword top 10.
+        dense_top_in_bm25: whether the dense side's best chunk is in the keyword top 10.
+        query_terms: analysed query terms the keyword side scored with (``None`` if it cannot say).
+        rerank_top: the best reranker score, when reranking ran.
+        keyword: the keyword side's name (``bm25s`` locally); the calibrated model uses keyword
+            features only from ``bm25s``, whose scale it was fitted on.
+    """
+
+    dense_top: float | None = None
+    dense_gap: float | None = None
+    bm25_top: float | None = None
+    bm25_per_term: float | None = None
+    bm25_gap: float | None = None
+    term_coverage: float | None = None
+    agreement: float | None = None
+    dense_top_in_bm25: bool | None = None
+    query_terms: int | None = None
+    rerank_top: float | None = None
+    keyword: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape (``evidence`` in search and ask output)."""
+        return {
+            "dense_top": self.dense_top,
+            "dense_gap": self.dense_gap,
+            "bm25_top": self.bm25_top,
+            "bm25_per_term": self.bm25_per_term,
+            "bm25_gap": self.bm25_gap,
+            "term_coverage": self.term_coverage,
+            "agreement": self.agreement,
+            "dense_top_in_bm25": self.dense_top_in_bm25,
+            "query_terms": self.query_terms,
+            "rerank_top": self.rerank_top,
+            "keyword": self.keyword,
+        }

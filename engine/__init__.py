@@ -87,7 +87,7 @@ class RagEngine:
         #: The shared database holding the catalog and writer lock, or None for files in ``data_dir``.
         self.shared_state = self._index.shared_state
         self._view = ReadView(self._index, self._lock)
-        self._llm = LLMServices(settings, self._embedder.count_tokens, self._lock, llm_servers)
+        self._llm = LLMServices(settings, self._embedder.count_tokens, self._lock, llm_servers, embedder=self._embedder)
         self._reading = ReadingService(
             settings, self._index, self._view, embedder=self._embedder, transformer=self._llm.transformer,
             reranker=self._llm.reranker, generator=self._llm.generator, lock=self._lock,
@@ -369,8 +369,9 @@ class RagEngine:
     # -- LLM services: see LLMServices ------------------------------------------------------------
 
     def generator(self) -> Any:
-        """The :class:`OpenAIChatGenerator` for the configured endpoint, made on first use; with no
-        ``llm.base_url`` the embedded llama.cpp server is started and kept until :meth:`close`."""
+        """The answer generator ``generation.mode`` picks, made on first use: extractive (no LLM), or an
+        :class:`OpenAIChatGenerator` for the configured endpoint; with no ``llm.base_url`` the latter starts
+        the embedded llama.cpp server and keeps it until :meth:`close`."""
         return self._llm.generator()
 
     def completer(self) -> Any:

@@ -1,7 +1,9 @@
 """The engine's LLM services: the answer generator, the stage completer, the query transformer, rerankers.
 
 Each is made on first use and kept until :meth:`LLMServices.close`. With no ``llm.base_url`` the first use
-starts the embedded llama.cpp server (or asks the shared ``llm_servers`` of a workspace for one).
+of an LLM starts the embedded llama.cpp server (or asks the shared ``llm_servers`` of a workspace for one).
+``generation.mode`` says who writes answers (:meth:`LLMServices.answer_mode`): the LLM, or the extractive
+generator, which needs no LLM at all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class LLMServices:
         count_tokens: the prompt-packing budget unit (the embedding tokenizer's token count).
         lock: the engine's lock, guarding the made-once components.
         llm_servers: embedded LLM servers shared with other engines (a workspace's); ``None``: start our own.
+        embedder: the engine's embedding model provider, which extractive answers score sentences with;
+            ``None``: one made from ``settings.embedding`` when first needed.
     """
 
     def __init__(
@@ -34,8 +38,10 @@ class LLMServices:
         count_tokens: Callable[[str], int],
         lock: threading.RLock,
         llm_servers: Any = None,
+        embedder: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
+        self._embedder = embedder
         self.count_tokens = count_tokens
         self._lock = lock
         self._llm_servers = llm_servers
@@ -57,17 +63,36 @@ class LLMServices:
             self._completer = None
             self._rerankers.clear()
 
-    def generator(self) -> Any:
-        """The :class:`OpenAIChatGenerator` for the configured endpoint, made on first use.
+    def answer_mode(self) -> str:
+        """Who writes answers: ``"extractive"`` or ``"llm"``, as ``generation.mode`` says.
 
-        With no ``llm.base_url`` the embedded llama.cpp server is started (its log goes to the user cache
-        folder, never into the data directory) and kept until :meth:`close`.
+        ``auto`` is extractive when the LLM would be the bundled model (no ``llm.base_url`` and no
+        ``llm.gguf``: SmolLM2-135M cannot write answers worth reading) and the LLM otherwise.
+        """
+        mode = self.settings.generation.mode
+        if mode == "auto":
+            cfg = self.settings.llm
+            return "llm" if cfg.base_url or cfg.gguf else "extractive"
+        return mode
+
+    def generator(self) -> Any:
+        """The answer generator, made on first use: an
+        :class:`~rag.generate.extractive.ExtractiveGenerator` or an :class:`OpenAIChatGenerator` for the
+        configured endpoint, as :meth:`answer_mode` says.
+
+        An LLM generator with no ``llm.base_url`` starts the embedded llama.cpp server (its log goes to the
+        user cache folder, never into the data directory) and keeps it until :meth:`close`; the extractive
+        one starts nothing.
 
         Raises:
             GenerationError / ConfigError: the embedded server cannot start.
         """
         from rag.generate import OpenAIChatGenerator
 
+        if self._generator is None and self.answer_mode() == "extractive":
+            with self._lock:
+                if self._generator is None:
+                    self._generator = self._extractive_generator()
         if self._generator is None:
             base_url, model, structured = self._llm_endpoint()  # may start the LLM: outside ``_lock``
             with self._lock:
@@ -77,8 +102,44 @@ class LLMServices:
                         base_url, model, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=cfg.max_retries,
                         temperature=cfg.temperature, max_tokens=cfg.max_tokens, context_tokens=cfg.context_tokens,
                         structured=structured, extra_body=cfg.extra_body, count_tokens=self.count_tokens,
+                        repeat_stop_words=cfg.repeat_stop_words, **self._penalties(),
                     )
         return self._generator
+
+    def _extractive_generator(self) -> Any:
+        """An :class:`~rag.generate.extractive.ExtractiveGenerator` over the engine's embedder and analyzer."""
+        import numpy as np
+
+        from rag.core.analysis import KeywordAnalysis
+        from rag.generate.extractive import ExtractiveGenerator
+
+        if self._embedder is None:
+            from rag.engine.state import EmbedderProvider
+
+            self._embedder = EmbedderProvider(self.settings.embedding)
+        provider = self._embedder
+
+        def encode(texts: list[str]) -> Any:
+            # One text at a time through the query encoder (ONNX on CPU, the same vectors as encode()):
+            # an answer's few dozen short sentences go faster so than as a torch batch, which contends for
+            # the cores with everything else on a busy machine.
+            embedder = provider()
+            return np.stack([embedder.encode_query(text) for text in texts])
+
+        analysis = KeywordAnalysis.from_settings(self.settings.retrieval)
+        return ExtractiveGenerator(
+            encode, context_tokens=self.settings.llm.context_tokens, count_tokens=self.count_tokens,
+            analyzer=analysis.analyzer(),
+        )
+
+    def _penalties(self) -> dict[str, float | None]:
+        """The llm.* sampling penalties, with the embedded server's defaults when ``llm.base_url`` is unset."""
+        from rag.generate.llamacpp_server import sampling_penalties
+
+        cfg = self.settings.llm
+        return sampling_penalties(
+            cfg.frequency_penalty, cfg.presence_penalty, cfg.repeat_penalty, embedded=not cfg.base_url
+        )
 
     def _llm_endpoint(self) -> tuple[str, str, bool]:
         """``(base_url, model, structured)`` of the configured endpoint, starting the embedded server once.
@@ -122,7 +183,8 @@ class LLMServices:
                 cfg = self.settings.retrieval
                 cache = CompletionCache(cache_dir() / "llm-stage-cache.sqlite") if cfg.stage_cache else None
                 self._completer = ChatCompleter(
-                    base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache
+                    base_url, model, api_key=self.settings.llm.api_key, timeout=cfg.stage_timeout, cache=cache,
+                    **self._penalties(),
                 )
             return self._completer
 

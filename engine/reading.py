@@ -28,6 +28,7 @@ from rag.core.filters import Filter, parse_filter
 from rag.core.query import QueryOptions
 from rag.core.settings import Settings
 from rag.core.types import Hit
+from rag.engine.answerability import not_covered
 from rag.engine.expand import EXPAND_MODES, ExpandMode, expand_hits
 from rag.engine.index import CATALOG_NAME, LOCAL_FOLDERS, IndexFiles
 from rag.engine.state import ReadComponents, ReadView
@@ -212,7 +213,9 @@ class ReadingService:
 
         Returns:
             The answer; its ``retrieval`` says how the hits were found, and stage warnings lead its
-            ``warnings``.
+            ``warnings``. When the answerability probability is below ``retrieval.answerable_threshold``
+            nothing is generated: the answer says the documents do not seem to cover the question, lists
+            the nearest hits as its sources, and warns (see :mod:`rag.engine.answerability`).
 
         Raises:
             AnswerError: the LLM endpoint failed; its ``hits`` are the retrieved sources.
@@ -222,14 +225,22 @@ class ReadingService:
         hits = retrieval.hits
         if on_sources is not None:
             on_sources(hits)
-        context = self.expand(hits)
-        try:
-            answer = self.generator().generate(retrieval.query, context, on_token=on_token)
-        except GenerationError as exc:
-            raise AnswerError(
-                str(exc), hits, timeout=isinstance(exc, GenerationTimeout), retrieval=retrieval
-            ) from exc
+        # Answerability (issue 17): below the threshold, say so rather than generate from unrelated passages.
+        skipped = not_covered(retrieval, self.settings.retrieval.answerable_threshold)
+        if skipped is not None:
+            if on_token is not None:
+                on_token(skipped.text)
+            answer = skipped
+        else:
+            context = self.expand(hits)
+            try:
+                answer = self.generator().generate(retrieval.query, context, on_token=on_token)
+            except GenerationError as exc:
+                raise AnswerError(
+                    str(exc), hits, timeout=isinstance(exc, GenerationTimeout), retrieval=retrieval
+                ) from exc
         answer.retrieval = retrieval
+        answer.answerable, answer.evidence = retrieval.answerable, retrieval.evidence
         answer.warnings = [*retrieval.warnings, *answer.warnings]
         return answer
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from rag.core.completion import Completion
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.generate.openai_chat import openai_client
+from rag.generate.repetition import trim_repetition
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class ChatCompleter:
         timeout: seconds the whole call may take, per attempt.
         max_retries: retries on connection errors, 429 and 5xx (a stage prefers failing fast).
         cache: where replies are kept; ``None`` for no cache.
+        frequency_penalty, presence_penalty: OpenAI's sampling penalties, sent when not ``None``.
+        repeat_penalty: llama.cpp's repetition penalty, sent (as an extra field) when not ``None``.
 
     Raises:
         ConfigError: an argument is out of range.
@@ -113,10 +116,19 @@ class ChatCompleter:
         timeout: float = 30.0,
         max_retries: int = 0,
         cache: CompletionCache | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        repeat_penalty: float | None = None,
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"the stage LLM timeout must be positive, got {timeout}")
         self.model, self.timeout, self.cache = model, timeout, cache
+        self.sampling = {
+            name: value
+            for name, value in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty))
+            if value is not None
+        }
+        self.extra_body = {} if repeat_penalty is None else {"repeat_penalty": repeat_penalty}
         self._client = openai_client(base_url, api_key, timeout, max_retries)
         self.base_url = str(self._client.base_url).rstrip("/")
 
@@ -130,24 +142,36 @@ class ChatCompleter:
     ) -> Completion:
         """The model's reply to ``messages`` (stripped), from the cache when it was asked before.
 
+        A free-text reply (no ``response_format``) that starts repeating itself is cut where the repeat
+        begins (:func:`~rag.generate.repetition.trim_repetition`): a HyDE passage looping on one sentence
+        would otherwise pull the dense search towards that sentence.
+
         Raises:
             GenerationTimeout: no reply within the timeout.
             GenerationError: the endpoint failed or replied with nothing.
         """
-        request: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        request: dict[str, Any] = {
+            "messages": messages, "max_tokens": max_tokens, "temperature": temperature, **self.sampling
+        }
         if response_format is not None:
             request["response_format"] = response_format
-        key = CompletionCache.key(self.model, request)
+        key = CompletionCache.key(self.model, {**request, **self.extra_body})  # every field that shapes the reply
         started = time.perf_counter()
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return Completion(hit, True, (time.perf_counter() - started) * 1000)
         try:
-            reply = self._client.chat.completions.create(model=self.model, stream=False, **request)
+            extra = {"extra_body": self.extra_body} if self.extra_body else {}
+            reply = self._client.chat.completions.create(model=self.model, stream=False, **request, **extra)
         except openai.APITimeoutError as exc:
             raise GenerationTimeout(f"the LLM at {self.base_url} did not reply within {self.timeout:g} s") from exc
         except (openai.APIError, httpx.HTTPError) as exc:
             raise GenerationError(f"the LLM at {self.base_url} failed: {_reason(exc)}") from exc
         text = (reply.choices[0].message.content or "").strip() if reply.choices else ""
+        if response_format is None:  # free text: a small model's loop is cut (a JSON reply is left whole)
+            text, repeat = trim_repetition(text)
+            if repeat is not None:
+                log.debug("stage reply from %s repeated itself (%r); cut at character %d", self.model, repeat.span,
+                          len(text))
         if not text:
             raise GenerationError(f"the LLM at {self.base_url} replied with no text")
         if self.cache is not None:

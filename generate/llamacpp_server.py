@@ -40,6 +40,36 @@ HOST = "127.0.0.1"
 # llama.cpp log verbosity: 1 keeps errors and warnings (why a start failed) without per-request chatter.
 DEFAULT_VERBOSITY = 1
 
+# Sampling penalties for requests to the embedded server when the llm.* penalty settings are unset: none.
+# benchmarks/bench_decoding.py measured them on the bundled SmolLM2-135M (docs/benchmarks.md, "Decoding that
+# does not loop"): frequency_penalty 0.3 with repeat_penalty 1.15, and repeat_penalty 1.1 alone, both ended
+# its loops but made 10 and 11 of 12 answers a copied block label or the prompt's placeholder, and token F1
+# fell (significantly for 1.1). The repetition stop alone ends the loops without that, so the penalties stay
+# opt-in. Defaults put here are sent with each request, never set on the server, so the evaluation judge
+# that shares the server would sample as before.
+EMBEDDED_PENALTIES: dict[str, float] = {}
+
+
+def sampling_penalties(
+    frequency_penalty: float | None,
+    presence_penalty: float | None,
+    repeat_penalty: float | None,
+    *,
+    embedded: bool,
+) -> dict[str, float | None]:
+    """The penalties to request (keyword arguments of :class:`~rag.generate.openai_chat.OpenAIChatGenerator`
+    and :class:`~rag.generate.completion.ChatCompleter`): the configured ones, and for the embedded server
+    :data:`EMBEDDED_PENALTIES` where none is configured. ``None`` means not sent."""
+    configured = {
+        "frequency_penalty": frequency_penalty,
+        "presence_penalty": presence_penalty,
+        "repeat_penalty": repeat_penalty,
+    }
+    if not embedded:
+        return configured
+    return {name: EMBEDDED_PENALTIES.get(name) if value is None else value for name, value in configured.items()}
+
+
 # Servers started by this process and not yet stopped; stopped at interpreter exit.
 _RUNNING: set[LlamaCppServer] = set()
 

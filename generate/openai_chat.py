@@ -19,14 +19,13 @@ import httpx
 import openai
 from pydantic import SecretStr
 
-from rag.core.answers import Answer, Citation, find_citations
+from rag.core.answers import NO_CONTEXT_ANSWER, Answer, Citation, find_citations
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
 from rag.core.types import Hit
 from rag.generate.prompt import approx_token_count, build_messages
+from rag.generate.repetition import RepetitionGuard
 
 logger = logging.getLogger(__name__)
-
-NO_CONTEXT_ANSWER = "No relevant context was found for this question, so it cannot be answered from the documents."
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
@@ -215,6 +214,12 @@ class OpenAIChatGenerator:
         structured: ask for JSON-schema output with validated citations (needs endpoint support).
         extra_body: more JSON fields for every request (endpoint-specific sampling options); they win
             over the fields set here.
+        frequency_penalty: OpenAI's ``frequency_penalty`` (-2 to 2), sent when not ``None``.
+        presence_penalty: OpenAI's ``presence_penalty`` (-2 to 2), sent when not ``None``.
+        repeat_penalty: llama.cpp's ``repeat_penalty`` (above 0; 1 is none), sent when not ``None``; not
+            an OpenAI field (OpenAI rejects it), so only for endpoints that know it, such as llama.cpp.
+        repeat_stop_words: stop the answer as soon as it repeats a run of this many words or a whole
+            sentence (see :class:`~rag.generate.repetition.RepetitionGuard`); 0 never stops.
         count_tokens: counts a string's tokens for the budget; default: :func:`approx_token_count`.
 
     Raises:
@@ -234,6 +239,10 @@ class OpenAIChatGenerator:
         structured: bool = False,
         extra_body: Mapping[str, Any] | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        repeat_penalty: float | None = None,
+        repeat_stop_words: int = 8,
     ) -> None:
         if not model:
             raise ConfigError("llm.model must name a model")
@@ -244,6 +253,13 @@ class OpenAIChatGenerator:
             raise ConfigError(f"llm.max_retries must be 0 or more, got {max_retries}")
         if temperature < 0:
             raise ConfigError(f"llm.temperature must be 0 or more, got {temperature}")
+        for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
+            if penalty is not None and not -2 <= penalty <= 2:
+                raise ConfigError(f"llm.{name} must be between -2 and 2, got {penalty}")
+        if repeat_penalty is not None and repeat_penalty <= 0:
+            raise ConfigError(f"llm.repeat_penalty must be positive (1 is no penalty), got {repeat_penalty}")
+        if repeat_stop_words == 1 or repeat_stop_words < 0:
+            raise ConfigError(f"llm.repeat_stop_words must be 0 (off) or at least 2, got {repeat_stop_words}")
         self.model = model
         self.timeout = timeout
         self.temperature = temperature
@@ -251,6 +267,15 @@ class OpenAIChatGenerator:
         self.context_tokens = context_tokens
         self.structured = structured
         self.extra_body = dict(extra_body or {})
+        # Standard OpenAI fields go in the request; llama.cpp's own one in the body's extra fields, which
+        # an endpoint that rejects unknown fields never sees unless it was configured.
+        self.sampling = {
+            name: value
+            for name, value in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty))
+            if value is not None
+        }
+        self.extra_sampling = {} if repeat_penalty is None else {"repeat_penalty": repeat_penalty}
+        self.repeat_stop_words = repeat_stop_words
         self.count_tokens = count_tokens or approx_token_count
         self._client = openai_client(base_url, api_key, timeout, max_retries)
         self.base_url = str(self._client.base_url).rstrip("/")
@@ -284,6 +309,36 @@ class OpenAIChatGenerator:
             count_tokens=self.count_tokens,
             structured=self.structured,
         )
+        request = self._request(messages, len(used))
+        logger.debug("asking %s at %s with %d context blocks", self.model, self.base_url, len(used))
+        decoder = AnswerStreamDecoder() if self.structured else None
+        guard = RepetitionGuard(self.repeat_stop_words) if self.repeat_stop_words else None
+        reply, model, finish_reason, usage = self._stream(request, decoder, guard, on_token)
+
+        warnings: list[str] = []
+        if guard is not None and guard.repeat is not None:
+            repeat = guard.repeat
+            warnings.append(
+                f"the answer started repeating itself; cut at character {len(guard.text)}, where it repeated "
+                f"{'a sentence' if repeat.kind == 'sentence' else 'words'} already written: {repeat.span!r}"
+                + ("; the citations the reply lists after the answer were not read" if decoder is not None else "")
+            )
+            text, listed = guard.text.strip(), []  # a structured reply cut mid-answer lists no citations
+        else:
+            if finish_reason == "length":
+                warnings.append(f"the answer was cut off at llm.max_tokens ({self.max_tokens} tokens)")
+            if decoder is None:
+                text, listed = reply.strip(), []
+            else:
+                text, listed = _read_structured(reply, decoder, warnings)
+        answer = _assemble(text, listed, used, model, warnings, on_token)
+        answer.usage = usage
+        for warning in warnings:
+            logger.warning("%s", warning)
+        return answer
+
+    def _request(self, messages: list[dict[str, str]], n_blocks: int) -> dict[str, Any]:
+        """The chat completion request's keyword arguments for the SDK."""
         request: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -292,14 +347,28 @@ class OpenAIChatGenerator:
             "stream": True,
             # Token counts arrive in a final chunk (OpenAI, llama.cpp, vLLM, Ollama); others ignore it.
             "stream_options": {"include_usage": True},
+            **self.sampling,
         }
         if self.structured:
-            request["response_format"] = citation_response_format(len(used), answer_max_chars(self.max_tokens))
-        if self.extra_body:
-            request["extra_body"] = self.extra_body  # the SDK merges it into the JSON, over the fields above
-        logger.debug("asking %s at %s with %d context blocks", self.model, self.base_url, len(used))
+            request["response_format"] = citation_response_format(n_blocks, answer_max_chars(self.max_tokens))
+        if self.extra_sampling or self.extra_body:
+            # The SDK merges extra_body into the JSON, over the fields above; llm.extra_body wins over all.
+            request["extra_body"] = {**self.extra_sampling, **self.extra_body}
+        return request
 
-        decoder = AnswerStreamDecoder() if self.structured else None
+    def _stream(
+        self,
+        request: dict[str, Any],
+        decoder: AnswerStreamDecoder | None,
+        guard: RepetitionGuard | None,
+        on_token: Callable[[str], None] | None,
+    ) -> tuple[str, str, str | None, dict[str, int] | None]:
+        """Send ``request`` and read the streamed reply, handing answer text to ``on_token``; returns the
+        reply as received (JSON in structured mode), the model that answered, the finish reason and usage.
+
+        With a ``guard`` the reading stops at the first repeat, and text reaches ``on_token`` only once
+        the guard knows it will be kept.
+        """
         pieces: list[str] = []
         model, finish_reason, usage = self.model, None, None
         try:
@@ -323,24 +392,18 @@ class OpenAIChatGenerator:
                         continue
                     pieces.append(piece)
                     new_text = decoder.feed(piece) if decoder is not None else piece
+                    if guard is not None:
+                        new_text = guard.feed(new_text)
                     if new_text and on_token is not None:
                         on_token(new_text)
+                    if guard is not None and guard.repeat is not None:
+                        break  # leaving the ``with`` closes the stream, which stops the server generating
+            rest = guard.finish() if guard is not None else ""  # checks the last sentence, releases the rest
+            if rest and on_token is not None:
+                on_token(rest)
         except (openai.APIError, httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
-
-        reply = "".join(pieces)
-        warnings: list[str] = []
-        if finish_reason == "length":
-            warnings.append(f"the answer was cut off at llm.max_tokens ({self.max_tokens} tokens)")
-        if decoder is None:
-            text, listed = reply.strip(), []
-        else:
-            text, listed = _read_structured(reply, decoder, warnings)
-        answer = _assemble(text, listed, used, model, warnings, on_token)
-        answer.usage = usage
-        for warning in warnings:
-            logger.warning("%s", warning)
-        return answer
+        return "".join(pieces), model, finish_reason, usage
 
     def _translate(self, exc: openai.APIError | httpx.HTTPError) -> GenerationError:
         """One actionable message per failure; never quotes the API key or a 401 body that may echo it."""

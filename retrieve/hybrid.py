@@ -43,7 +43,8 @@ import numpy as np
 from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.query import Fusion  # defined once, with the query options; re-exported here
-from rag.core.types import Chunk, Hit, ScoredId
+from rag.core.types import Chunk, Evidence, Hit, ScoredId
+from rag.retrieve.answerable import gather_evidence
 from rag.retrieve.keyword import KeywordIndex
 from rag.stores.base import ProvidesHybridSearch, VectorStore
 
@@ -242,7 +243,26 @@ class HybridRetriever:
         post: PostFilter | None = None,
         vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The ``k`` best chunks for ``query``.
+        """The ``k`` best chunks for ``query`` (:meth:`search_with_evidence` without the evidence)."""
+        return self.search_with_evidence(
+            query, k, alpha=alpha, fusion=fusion, filter=filter, post=post, vector=vector
+        )[0]
+
+    def search_with_evidence(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        alpha: float = 0.5,
+        fusion: Fusion = "linear",
+        filter: Filter | None = None,
+        post: PostFilter | None = None,
+        vector: np.ndarray | None = None,
+    ) -> tuple[list[Hit], Evidence | None]:
+        """The ``k`` best chunks for ``query``, and the raw evidence of both retrievers before fusion.
+
+        The evidence (see :func:`rag.retrieve.answerable.gather_evidence`) is ``None`` for a store's
+        native hybrid query, which returns fused scores only.
 
         A linear search with ``0 < alpha < 1`` runs as the store's native hybrid query when
         :meth:`native_store` says so; its hits carry the engine's fused score and no per-side scores.
@@ -271,7 +291,7 @@ class HybridRetriever:
                 vector = self.embed_query(query)
             found = native.hybrid_search(query, vector, 2 * depth, alpha, filter, candidates=depth)
             fused = [FusedScore(s.chunk_id, s.score, None, None) for s in found]
-            return self._finish(fused, k, post or PostFilter())
+            return self._finish(fused, k, post or PostFilter()), None
         use_dense, use_bm25 = alpha > 0 or fusion == "rrf", alpha < 1 or fusion == "rrf"
 
         if use_dense and vector is None:
@@ -290,7 +310,20 @@ class HybridRetriever:
                 alpha = confidence_alpha(alpha, dense, keyword, self.confidence_power)
                 self._complete_scores(query, vector, dense_map, bm25_map)
             fused = linear_fusion(dense_map, bm25_map, alpha)
-        return self._finish(fused, k, post or PostFilter())
+        evidence = self._evidence(query, dense if use_dense else None, keyword if use_bm25 else None)
+        return self._finish(fused, k, post or PostFilter()), evidence
+
+    def _evidence(self, query: str, dense: list[ScoredId] | None, keyword: list[ScoredId] | None) -> Evidence:
+        """The answerability evidence; the terms come from a keyword side that can analyse text (the local one)."""
+        analyze = getattr(self.keyword, "analyze", None)
+        query_terms = top_terms = None
+        if keyword is not None and callable(analyze):
+            query_terms = analyze(query)
+            if keyword:
+                best = self.lookup.get_chunks([keyword[0].chunk_id]).get(keyword[0].chunk_id)
+                top_terms = analyze(best.text) if best is not None else None
+        return gather_evidence(dense, keyword, query_terms=query_terms, top_terms=top_terms,
+                               keyword_name=getattr(self.keyword, "name", None))
 
     def _complete_scores(
         self, query: str, vector: np.ndarray, dense_map: dict[str, float], bm25_map: dict[str, float]

@@ -69,6 +69,10 @@ class LocalBM25:
             scores = self.index.mask(scores, filter)
         return self.index.top_k(scores, k)
 
+    def analyze(self, text: str) -> list[str]:
+        """The terms the index scores ``text`` with (the answerability evidence compares a query's with a hit's)."""
+        return self.index.analyzer(text)
+
     def scores(self, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
         """See :meth:`KeywordIndex.scores`."""
         if not chunk_ids:

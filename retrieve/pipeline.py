@@ -36,7 +36,8 @@ import numpy as np
 
 from rag.core.errors import ConfigError, GenerationError
 from rag.core.filters import Filter
-from rag.core.types import Hit
+from rag.core.types import Evidence, Hit
+from rag.retrieve.answerable import answerable_probability
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter, apply_post_filter, min_max
 from rag.retrieve.transforms import QueryTransformer, heuristic_standalone
 
@@ -82,12 +83,25 @@ class Retrieval:
         hits: the final hits, best first.
         explain: what each stage produced and how long it took (``rag search --explain``).
         warnings: stages that fell back, and why.
+        evidence: the raw retriever scores behind the answerability (of the first searched query; the
+            reranker's best score when it ran), ``None`` for a store's native hybrid query.
+        answerable: the calibrated probability that the index holds an answer
+            (:mod:`rag.retrieve.answerable`), ``None`` without usable evidence.
     """
 
     query: str
     hits: list[Hit]
     explain: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None
+    answerable: float | None = None
+
+    def answerability(self) -> dict[str, Any]:
+        """``{"answerable": probability, "evidence": {...}}``: the fields search and ask output carry."""
+        return {
+            "answerable": self.answerable,
+            "evidence": self.evidence.to_dict() if self.evidence is not None else None,
+        }
 
 
 class _Trace:
@@ -113,16 +127,21 @@ class _Trace:
         self.warnings.append(message)
         self.stage(name, started, fallback=str(exc), **fields)
 
-    def result(self, query: str, search_queries: list[str], hits: list[Hit]) -> Retrieval:
+    def result(
+        self, query: str, search_queries: list[str], hits: list[Hit], evidence: Evidence | None = None
+    ) -> Retrieval:
+        answerable = answerable_probability(evidence)
         explain = {
             "question": self.question,
             "standalone_question": query if query != self.question else None,
             "search_queries": search_queries,
             "stages": self.stages,
             "warnings": list(self.warnings),
+            "answerable": answerable,
+            "evidence": evidence.to_dict() if evidence is not None else None,
             "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
         }
-        return Retrieval(query, hits, explain, list(self.warnings))
+        return Retrieval(query, hits, explain, list(self.warnings), evidence, answerable)
 
 
 class Reranker(Protocol):
@@ -199,17 +218,19 @@ class RetrievalPipeline:
         started = time.perf_counter()
         if reranker is None and len(queries) == 1:
             # No stage reorders the list: the retriever applies the post-filters itself, as it always has.
-            hits = self.retriever.search(search_query, k, post=post, vector=vector, **search)
+            hits, evidence = self.retriever.search_with_evidence(search_query, k, post=post, vector=vector, **search)
             trace.stage("search", started, queries=queries, hits=len(hits), fused_in=fused_in)
-            return trace.result(query, queries, hits)
+            return trace.result(query, queries, hits, evidence)
 
         depth = max(k, options.rerank_top_n) if reranker is not None else k
         # The per-document cap goes into each search, so a capped list still fills ``depth``.
         capped = PostFilter(max_per_doc=post.max_per_doc)
-        lists = [
-            self.retriever.search(q, depth, post=capped, vector=vector if i == 0 else None, **search)
+        searched = [
+            self.retriever.search_with_evidence(q, depth, post=capped, vector=vector if i == 0 else None, **search)
             for i, q in enumerate(queries)
         ]
+        lists = [found for found, _ in searched]
+        evidence = searched[0][1]  # the search query's own: variants are the LLM's words, not the user's
         candidates = merge_ranked(lists) if len(lists) > 1 else lists[0]
         trace.stage("search", started, queries=queries, hits=len(candidates), fused_in=fused_in,
                     merged=("rrf" if len(lists) > 1 else None))
@@ -222,13 +243,16 @@ class RetrievalPipeline:
                 floor = reranked[-1].score if reranked else 0.0
                 tail = [replace(hit, score=floor) for hit in tail]
                 candidates = reranked + tail
+                rerank_scores = [hit.rerank_score for hit in reranked if hit.rerank_score is not None]
+                if evidence is not None and rerank_scores:
+                    evidence = replace(evidence, rerank_top=max(rerank_scores))
             else:
                 candidates = candidates[:depth]
         started = time.perf_counter()
         hits = apply_post_filter(candidates, post, k)
         if post.min_score is not None or post.max_per_doc is not None:
             trace.stage("post_filter", started, kept=len(hits), of=len(candidates))
-        return trace.result(query, queries, hits)
+        return trace.result(query, queries, hits, evidence)
 
     # -- transforms -------------------------------------------------------------------------------
 

@@ -33,7 +33,10 @@ MARKER_TEXT = (
     "[bold]x[/bold] and a lone [/] and x[i] as typed, see [link](http://a.b) for more.\u2028"
     "Second line\twith a tab, a crab 🦀 and :smile: left as text."
 )
-ASK_KEYS = {"question", "answer", "error", "model", "usage", "warnings", "invalid_citations", "citations", "hits"}
+ASK_KEYS = {
+    "question", "answer", "error", "model", "usage", "warnings", "invalid_citations", "citations", "hits", "answerable",
+    "evidence",
+}
 WORDS = [
     "apple", "birch", "cedar", "daisy", "elder", "fennel", "ginger", "hazel", "iris", "juniper",
     "kale", "lilac", "maple", "nettle", "olive", "poppy", "quince", "rowan", "sorrel",

@@ -1,6 +1,7 @@
 """End to end as a user runs it: ingest with the real model, ask through the real local llama.cpp server.
 
-No fakes: ``rag ask`` starts the embedded server (xllamacpp + the packaged SmolLM2) on a free port on
+No fakes: with ``generation.mode = llm`` (set for these commands; the default answers extractively, see
+the last test) ``rag ask`` starts the embedded server (xllamacpp + the packaged SmolLM2) on a free port on
 127.0.0.1 and stops it on exit. The model is tiny, so the test checks the contract (an answer, and
 citations that point at retrieved chunks), not the wisdom of the answer.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.slow
 def rag(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rag.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "RAG_LLM__THREADS": "1", **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "RAG_LLM__THREADS": "1", "RAG_GENERATION__MODE": "llm",
+             **(env or {})},
     )
 
 
@@ -52,6 +55,34 @@ def test_ask_streams_and_prints_numbered_sources(project: Path) -> None:
     assert out.index("Answer") < out.index("Sources") < out.index("Retrieved chunks")
     assert "[1] docs/guide/troubleshoot.md § Troubleshooting > The widget is slow" in out
     assert "[" in out.split("Sources")[0]  # the answer carries [n] markers
+
+
+def test_the_default_answer_is_extractive_and_starts_no_llm(project: Path) -> None:
+    """With no endpoint configured, ``rag ask`` answers with cited sentences of the hits, and no llama.cpp."""
+    result = rag(project, "--verbose", "ask", "Why is the widget slow?", "--k", "3", "--json",
+                 env={"RAG_GENERATION__MODE": "auto"})
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "extractive" and answer["usage"] is None and answer["error"] is None
+    texts = {hit["number"]: " ".join(hit["text"].split()) for hit in answer["hits"]}
+    sentences = re.findall(r"(.+?) \[(\d+)\](?: |$)", answer["answer"])
+    assert sentences and "Large caches slow the widget down." in answer["answer"]
+    for sentence, number in sentences:  # every sentence is verbatim from the block it cites
+        assert sentence.strip() in texts[int(number)]
+    assert {c["number"] for c in answer["citations"]} == {int(n) for _, n in sentences}
+    assert "embedded LLM server" not in result.stderr, result.stderr  # none was started (it logs when ready)
+
+
+def test_chat_mode_flag_overrides_the_setting(project: Path) -> None:
+    """``rag chat --mode extractive`` answers extractively although the environment says llm."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "--verbose", "chat", "--mode", "extractive"], cwd=project,
+        input="Why is the widget slow?\n", capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "RAG_GENERATION__MODE": "llm"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Large caches slow the widget down. [" in result.stdout
+    assert "embedded LLM server" not in result.stderr, result.stderr
 
 
 def test_unreachable_endpoint_is_clear_and_still_shows_sources(project: Path) -> None:

@@ -54,6 +54,9 @@ _SSE_DOC = {
                                 "properties": {
                                     "model": {"type": "string"}, "usage": {"type": ["object", "null"]},
                                     "warnings": {"type": "array", "items": {"type": "string"}},
+                                    "answerable": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                                    "evidence": {"oneOf": [{"$ref": "#/components/schemas/EvidenceOut"},
+                                                           {"type": "null"}]},
                                     "explain": {"$ref": "#/components/schemas/Explain"},
                                 }}),
                 _event("error", _fields(type={"type": "string"}, message={"type": "string"},
@@ -92,7 +95,11 @@ async def search(name: str, body: SearchRequest, services: ServicesDep, caller: 
     caller.require(name, "read")
     engine = services.workspace.engine(name)
     found = await services.run(partial(engine.retrieve, body.query, options=query_options(body, engine)))
-    return {"hits": [hit.to_dict() for hit in found.hits], "explain": found.explain if body.explain else None}
+    return {
+        "hits": [hit.to_dict() for hit in found.hits],
+        **found.answerability(),
+        "explain": found.explain if body.explain else None,
+    }
 
 
 def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
@@ -107,6 +114,8 @@ def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
         "model": answer.model,
         "usage": answer.usage,
         "warnings": list(answer.warnings),
+        "answerable": answer.answerable,
+        "evidence": answer.evidence.to_dict() if answer.evidence is not None else None,
         "explain": answer.retrieval.explain if explain and answer.retrieval is not None else None,
     }
 
@@ -147,7 +156,8 @@ async def _ask_stream(events: AsyncIterator[Event], explain: bool = False) -> As
         elif event.kind == "answer":
             body = answer_body(event.value, explain)
             yield sse("citations", {"citations": body["citations"]})
-            done = {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"]}
+            done = {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"],
+                    "answerable": body["answerable"], "evidence": body["evidence"]}
             if explain:
                 done["explain"] = body["explain"]
             yield sse("done", done)

@@ -31,8 +31,9 @@ the last flushed state; this instance's searches see its unflushed writes, other
 
 The store is also the keyword side of hybrid search (:meth:`PgVectorStore.keyword_index`, a
 :class:`PostgresKeywordIndex`): Postgres full-text search over the ``tsv`` column, with the query's terms
-OR-ed (BM25's semantics: any shared term counts), ranked by ``ts_rank`` weighted by BM25's inverse
-document frequency, and filtered by the same ``WHERE`` clause as the vector search. A table made before
+OR-ed (BM25's semantics: any shared term counts), ranked by BM25 computed in SQL (Lucene's formula, as
+bm25s uses, over the lexemes' occurrences and the chunks' lengths kept in a postings table), and filtered by
+the same ``WHERE`` clause as the vector search. A table made before
 the column existed gains it (and its index) when a writer opens it; a reader never alters a table, and
 offers no keyword index until a writer has.
 

@@ -27,7 +27,7 @@ from rag.core.settings import StoreSettings
 from rag.core.types import ScoredId
 from rag.stores.base import StoredChunk, store_options, unit_rows
 from rag.stores.pgvector.filters import FilterSql, MatchesNothing, date_index
-from rag.stores.pgvector.keyword import DEFAULT_NORMALIZATION, QUOTED_LEXEME, PostgresKeywordIndex
+from rag.stores.pgvector.keyword import DEFAULT_NORMALIZATION, DL_SQL, QUOTED_LEXEME, TF_SQL, PostgresKeywordIndex
 from rag.stores.pgvector.server import INSTALL_HINT, EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -351,21 +351,26 @@ class PgVectorStore:
         )
 
     def _has_postings(self) -> bool:
-        """Whether the table has its postings table and the trigger that keeps it (see :meth:`_add_postings`)."""
+        """Whether the table has its postings table, in the current layout (with BM25's ``tf`` and ``dl``),
+        and the trigger that keeps it (see :meth:`_add_postings`)."""
         assert self._conn is not None
         row = self._conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL AND EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
-            "AND tgname = %s)",
+            "AND tgname = %s) AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname = 'dl' AND NOT attisdropped)",
             (self._postings_table.as_string(self._conn), self._table.as_string(self._conn),
-             f"{self.collection}_postings_sync"),
+             f"{self.collection}_postings_sync", self._postings_table.as_string(self._conn)),
         ).fetchone()
         return bool(row and row[0])
 
     def _add_postings(self) -> None:
-        """(Writers only.) Give the table its postings, ``<collection>_postings (lexeme, chunk_id, w)``: one row
-        per lexeme of each chunk's ``tsv``, with ``w = ts_rank(tsv, lexeme, 1)``, the lexeme's term in
-        ``ts_rank_idf``. A row trigger keeps them in step with every insert, update and delete, in the
+        """(Writers only.) Give the table its postings, ``<collection>_postings (lexeme, chunk_id, w, tf, dl)``:
+        one row per lexeme of each chunk's ``tsv``, with the lexeme's occurrences ``tf`` and the chunk's length
+        ``dl`` (BM25's inputs) and ``w = ts_rank(tsv, lexeme, 1)`` (the lexeme's term in ``ts_rank_idf``), plus
+        one row per chunk under the empty lexeme, whose ``tf`` is the chunk's length (so the average length is
+        an index-only scan). A row trigger keeps them in step with every insert, update and delete, in the
         writing transaction; an existing table's rows are copied in once (about 25 s per 100,000 chunks).
+        Postings of an earlier layout (without ``tf`` and ``dl``) are dropped and made again.
 
         With them, :class:`PostgresKeywordIndex` ranks by summing postings through their primary key
         instead of decompressing and ranking the ``tsv`` of every row that shares a query word, and counts
@@ -380,18 +385,26 @@ class PgVectorStore:
                  "trigger": sql.Identifier(f"{self.collection}_postings_sync"),
                  "norm": sql.Literal(DEFAULT_NORMALIZATION)}
         started = time.monotonic()
+        # One chunk's postings: a row per lexeme and the length row under the empty lexeme.
+        rows = (
+            f"SELECT u.lexeme, {{id}}, ts_rank({{tsv}}, ({QUOTED_LEXEME})::tsquery, {{norm}}), {TF_SQL.format('u')}, "
+            f"d.dl FROM unnest({{tsv}}) u, LATERAL (SELECT {DL_SQL.format('{tsv}')} AS dl) d "
+            "UNION ALL SELECT '', {id}, 0, d.dl, d.dl FROM LATERAL (SELECT "
+            f"{DL_SQL.format('{tsv}')} AS dl) d"
+        )
         with self._errors("add keyword postings to"):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {postings}").format(**names))  # an earlier layout's
             conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {postings} (lexeme text NOT NULL, chunk_id text NOT NULL, w real NOT NULL, "
-                "PRIMARY KEY (lexeme, chunk_id) INCLUDE (w))"  # a covering index: ranking reads no heap
+                "CREATE TABLE {postings} (lexeme text NOT NULL, chunk_id text NOT NULL, w real NOT NULL, "
+                "tf real NOT NULL, dl real NOT NULL, "
+                "PRIMARY KEY (lexeme, chunk_id) INCLUDE (w, tf, dl))"  # a covering index: ranking reads no heap
             ).format(**names))
             conn.execute(sql.SQL(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN "
-                "IF TG_OP <> 'INSERT' THEN DELETE FROM {postings} p USING unnest(OLD.tsv) u "
-                "WHERE p.lexeme = u.lexeme AND p.chunk_id = OLD.chunk_id; END IF; "
-                "IF TG_OP <> 'DELETE' THEN INSERT INTO {postings} (lexeme, chunk_id, w) "
-                f"SELECT lexeme, NEW.chunk_id, ts_rank(NEW.tsv, ({QUOTED_LEXEME})::tsquery, {{norm}}) "
-                "FROM unnest(NEW.tsv); END IF; RETURN NULL; END $body$"
+                "IF TG_OP <> 'INSERT' THEN DELETE FROM {postings} p "
+                "WHERE p.lexeme = ANY(tsvector_to_array(OLD.tsv) || ''::text) AND p.chunk_id = OLD.chunk_id; END IF; "
+                "IF TG_OP <> 'DELETE' THEN INSERT INTO {postings} (lexeme, chunk_id, w, tf, dl) "
+                f"{rows.format(id='NEW.chunk_id', tsv='NEW.tsv', norm='{norm}')}; END IF; RETURN NULL; END $body$"
             ).format(**names))
             # Creating the triggers locks out other writers until the copy below is committed with them.
             conn.execute(sql.SQL(
@@ -403,10 +416,9 @@ class PgVectorStore:
                 "WHEN (OLD.tsv IS DISTINCT FROM NEW.tsv OR OLD.chunk_id IS DISTINCT FROM NEW.chunk_id) "
                 "EXECUTE FUNCTION {function}()"
             ).format(**names, trigger_update=sql.Identifier(f"{self.collection}_postings_update")))
-            conn.execute(sql.SQL("TRUNCATE {postings}").format(**names))
             conn.execute(sql.SQL(
-                f"INSERT INTO {{postings}} (lexeme, chunk_id, w) SELECT lexeme, chunk_id, "
-                f"ts_rank(tsv, ({QUOTED_LEXEME})::tsquery, {{norm}}) FROM {{table}}, unnest(tsv)"
+                "INSERT INTO {postings} (lexeme, chunk_id, w, tf, dl) SELECT c.* FROM {table} r, LATERAL ("
+                f"{rows.format(id='r.chunk_id', tsv='r.tsv', norm='{norm}')}) c"
             ).format(**names))
             conn.execute(sql.SQL("ANALYZE {postings}").format(**names))  # the planner's row estimates, at once
             conn.commit()

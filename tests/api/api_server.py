@@ -22,9 +22,10 @@ BASE_ENV = {
 }
 # Nothing listens on port 9 (discard): every LLM call fails at once, so /ask answers 502 with the sources.
 UNREACHABLE_LLM = {"RAG_LLM__BASE_URL": "http://127.0.0.1:9/v1", "RAG_LLM__MAX_RETRIES": "0"}
-# The embedded llama.cpp model, kept quick on two shared cores: short answers, and one thread (llama.cpp's
-# spinning worker threads slow it down ten-fold when other processes want the same cores).
-EMBEDDED_LLM = {"RAG_LLM__MAX_TOKENS": "96", "RAG_LLM__THREADS": "1"}
+# The embedded llama.cpp model writing the answers (generation.mode = llm: by default they are extractive),
+# kept quick on two shared cores: short answers, and one thread (llama.cpp's spinning worker threads slow it
+# down ten-fold when other processes want the same cores).
+EMBEDDED_LLM = {"RAG_GENERATION__MODE": "llm", "RAG_LLM__MAX_TOKENS": "96", "RAG_LLM__THREADS": "1"}
 START_TIMEOUT = 120.0
 TIMEOUT = httpx.Timeout(240.0, connect=10.0)  # the first question starts llama.cpp on two slow cores
 

@@ -54,7 +54,7 @@ def scored_run(docs_project: Path, module_judge: ScriptedJudge, tmp_path_factory
     testset = write_jsonl(folder / "qa.jsonl", rows)
     result = rag(docs_project, "eval", "run", str(testset), "--out", str(folder / "run"), "--metrics", ALL_METRICS,
                  "--judge-base-url", module_judge.base_url, "--judge-model", module_judge.model,
-                 env=rag_env(folder / "cache"))
+                 env=rag_env(folder / "cache", RAG_GENERATION__MODE="llm"))
     assert result.returncode == 0, result.stderr
     assert "report: " in result.stdout and "faithfulness" in result.stdout
     return folder / "run"
@@ -279,6 +279,7 @@ def test_embedded_judge_end_to_end(docs_project: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "smoke-test scores only" in result.stderr
     results, samples = read_run(tmp_path / "run")
+    assert {s["model"] for s in samples} == {"extractive"}  # the default answers; the judge is still the LLM
     judge = results["judge"]
     assert judge["embedded"] and judge["model"] == "SmolLM2-135M-Instruct" and judge["base_url"].startswith("http://127.0.0.1:")
     assert judge["json_schema"] and judge["max_tokens"] == 384 and judge["calls"]["sent"] >= 4

@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rag.core.errors import ConfigError, GenerationError
 from rag.core.types import Hit
 from rag.generate import LlamaCppServer, OpenAIChatGenerator, packaged_gguf
 from rag.generate.llamacpp_server import model_name
+from rag.generate.repetition import trim_repetition
 
 
 def alive(pid: int) -> bool:
@@ -84,20 +86,46 @@ def test_structured_answer_from_the_real_model(server: LlamaCppServer, hits: lis
     assert all(1 <= citation.number <= len(hits) for citation in answer.citations)
     assert all(citation.hit is hits[citation.number - 1] for citation in answer.citations)
     assert answer.invalid_citations == []
-    # The schema demands at least one citation; only a reply cut at max_tokens can lack one.
-    assert answer.citations or any("max_tokens" in warning for warning in answer.warnings)
+    # The schema demands at least one citation; only a reply cut at max_tokens, or where it started
+    # repeating itself, can lack one.
+    assert answer.citations or any("max_tokens" in w or "repeating itself" in w for w in answer.warnings)
 
 
 @pytest.mark.slow
 def test_a_rambling_model_still_returns_complete_json_with_citations(
     server: LlamaCppServer, hits: list[Hit]
 ) -> None:
-    """The schema bounds the answer string, so a model that loops cannot starve the citations."""
-    generator = OpenAIChatGenerator(server.base_url, server.model, structured=True, max_tokens=96, max_retries=0)
+    """The schema bounds the answer string, so a model that loops cannot starve the citations (with the
+    repetition stop off: it would cut the loop before the citations)."""
+    generator = OpenAIChatGenerator(
+        server.base_url, server.model, structured=True, max_tokens=96, max_retries=0, repeat_stop_words=0
+    )
     answer = generator.generate("Repeat the first block word for word, over and over, forever.", hits)
     assert answer.citations and not answer.invalid_citations
     assert not any("JSON" in w or "max_tokens" in w for w in answer.warnings), answer.warnings
     assert len(answer.text) <= 2 * 96  # bounded answer plus the appended [n] markers
+
+
+@pytest.mark.slow
+def test_a_looping_answer_from_the_real_model_is_cut_and_stops_the_server(
+    server: LlamaCppServer, hits: list[Hit]
+) -> None:
+    """Asked to repeat itself and never to stop (``ignore_eos``), the model loops; the stop cuts the loop
+    and closes the stream, so the server is free again well before it would have written max_tokens."""
+    generator = OpenAIChatGenerator(
+        server.base_url, server.model, max_tokens=400, max_retries=0, extra_body={"ignore_eos": True, "seed": 1}
+    )
+    tokens: list[str] = []
+
+    answer = generator.generate("Repeat the first block word for word, over and over, forever.", hits, tokens.append)
+
+    assert any(w.startswith("the answer started repeating itself") for w in answer.warnings), answer.warnings
+    assert trim_repetition(answer.text) == (answer.text, None)
+    assert "".join(tokens).strip() == answer.text
+    started = time.monotonic()
+    httpx.post(f"{server.base_url}/chat/completions", timeout=60,
+               json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}).raise_for_status()
+    assert time.monotonic() - started < 5, "the server was still writing the abandoned answer"
 
 
 @pytest.mark.slow

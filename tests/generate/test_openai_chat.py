@@ -27,7 +27,9 @@ def test_plain_mode_streams_text_and_parses_markers(endpoint: ScriptedEndpoint, 
     endpoint.reply(Reply(["It is 330 m", " tall [1]; see", " also [2, 9]."]))
     tokens: list[str] = []
 
-    answer = generator(endpoint).generate("How tall?", hits, on_token=tokens.append)
+    # With the repetition stop off the endpoint's pieces pass through as they are (with it they lag a few
+    # words behind: see test_the_repetition_stop_holds_back_only_a_few_words).
+    answer = generator(endpoint, repeat_stop_words=0).generate("How tall?", hits, on_token=tokens.append)
 
     assert tokens == ["It is 330 m", " tall [1]; see", " also [2, 9]."]
     assert answer.text == "It is 330 m tall [1]; see also [2, 9]."
@@ -162,7 +164,7 @@ def test_a_stall_mid_stream_is_a_timeout_too(endpoint: ScriptedEndpoint, hits: l
     tokens: list[str] = []
 
     with pytest.raises(GenerationError, match="timed out"):
-        generator(endpoint, timeout=0.5).generate("q", hits, on_token=tokens.append)
+        generator(endpoint, timeout=0.5, repeat_stop_words=0).generate("q", hits, on_token=tokens.append)
     assert tokens == ["It is"]
 
 
@@ -185,3 +187,83 @@ def test_an_unknown_model_is_named(endpoint: ScriptedEndpoint, hits: list[Hit]) 
 
     with pytest.raises(GenerationError, match=r"does not serve model 'fake-model' \(HTTP 404\)"):
         generator(endpoint).generate("q", hits)
+
+
+# --- decoding: penalties and the repetition stop ----------------------------------------------------------
+
+
+LOOP = "You should not change the embedding model [1]. " * 6
+
+
+def test_a_looping_answer_is_cut_and_the_stream_is_left_unread(endpoint: ScriptedEndpoint, hits: list[Hit]) -> None:
+    # After the loop the endpoint stalls past the timeout: reading on would fail the answer.
+    endpoint.reply(Reply([LOOP, "Then more [2]."], stall_after_first=3.0))
+    tokens: list[str] = []
+
+    answer = generator(endpoint, timeout=0.5).generate("Can I change it?", hits, on_token=tokens.append)
+
+    assert answer.text == "You should not change the embedding model [1]."
+    assert "".join(tokens).strip() == answer.text
+    assert [c.number for c in answer.citations] == [1]
+    assert len(answer.warnings) == 1
+    assert answer.warnings[0].startswith("the answer started repeating itself; cut at character 46")
+    assert "You should not change the embedding model [1]." in answer.warnings[0]
+
+
+def test_a_looping_structured_answer_is_cut_on_its_text_not_its_json(
+    endpoint: ScriptedEndpoint, hits: list[Hit]
+) -> None:
+    reply = '{"answer": "' + "It is 330 m tall [1]. " * 4 + '", "citations": [1]}'
+    endpoint.reply(Reply([reply[i : i + 5] for i in range(0, len(reply), 5)]))
+    tokens: list[str] = []
+
+    answer = generator(endpoint, structured=True).generate("How tall?", hits, on_token=tokens.append)
+
+    assert answer.text == "It is 330 m tall [1]." == "".join(tokens).strip()
+    assert [c.number for c in answer.citations] == [1]  # from the inline marker: the list was never read
+    assert "not read" in answer.warnings[0] and len(answer.warnings) == 1
+
+
+def test_an_answer_without_a_loop_streams_whole_a_few_words_behind(
+    endpoint: ScriptedEndpoint, hits: list[Hit]
+) -> None:
+    text = "The Eiffel Tower is 330 metres tall [1] and it was completed in 1889 [1], long before Berlin [2]."
+    endpoint.reply(Reply(text.split(" ")[:1] + [" " + word for word in text.split(" ")[1:]]))
+    tokens: list[str] = []
+
+    answer = generator(endpoint).generate("How tall?", hits, on_token=tokens.append)
+
+    assert answer.text == text == "".join(tokens)
+    assert answer.warnings == []
+    assert len(tokens) > 5  # released word by word once 7 words are held back, not all at the end
+
+
+def test_the_stop_is_off_with_zero_words(endpoint: ScriptedEndpoint, hits: list[Hit]) -> None:
+    endpoint.reply(Reply([LOOP]))
+
+    answer = generator(endpoint, repeat_stop_words=0).generate("Can I change it?", hits)
+
+    assert answer.text == LOOP.strip() and answer.warnings == []
+
+
+def test_penalties_are_sent_only_when_set_and_extra_body_wins(endpoint: ScriptedEndpoint, hits: list[Hit]) -> None:
+    endpoint.reply(Reply(["Berlin [2]."]))
+
+    generator(endpoint).generate("Capital?", hits)
+    generator(endpoint, frequency_penalty=0.3, presence_penalty=0.0, repeat_penalty=1.15).generate("Capital?", hits)
+    generator(endpoint, repeat_penalty=1.15, extra_body={"repeat_penalty": 1.0, "top_k": 40}).generate("Capital?", hits)
+
+    unset, both, overridden = endpoint.requests
+    assert not {"frequency_penalty", "presence_penalty", "repeat_penalty"} & set(unset)
+    assert (both["frequency_penalty"], both["presence_penalty"], both["repeat_penalty"]) == (0.3, 0.0, 1.15)
+    assert overridden["repeat_penalty"] == 1.0 and overridden["top_k"] == 40
+    assert "frequency_penalty" not in overridden
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("frequency_penalty", 2.5), ("presence_penalty", -3), ("repeat_penalty", 0), ("repeat_stop_words", 1)],
+)
+def test_bad_decoding_options_fail_at_construction_naming_the_setting(option: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"llm.{option}"):
+        OpenAIChatGenerator("http://127.0.0.1:9/v1", "m", **{option: value})  # type: ignore[arg-type]
