@@ -154,22 +154,25 @@ def test_html_report_opens_offline_in_chromium_and_sorts(scored_run: Path) -> No
             page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
             page.on("request", lambda req: requests.append(req.url))
             page.goto((scored_run / "report.html").as_uri())
-            assert page.locator("#questions tbody tr").count() == 4
+            assert page.locator("#questions > tbody > tr[data-id]").count() == 4
             assert page.locator("#plot-metrics svg").count() == 1 and page.locator("#plot-latency svg").count() == 1
             assert page.evaluate("window.__pwned") is None
             column = page.locator("#questions th", has_text="mrr@10")
             index = int(column.get_attribute("data-col"))
 
             def values() -> list[float]:
-                cells = page.locator(f"#questions tbody tr td:nth-child({index + 1})")
+                cells = page.locator(f"#questions > tbody > tr[data-id] > td:nth-child({index + 1})")
                 return [float(v) for v in cells.evaluate_all("cs => cs.map(c => c.getAttribute('data-sort'))") if v]
 
             column.click()
             assert values() == sorted(values(), reverse=True)
             column.click()
             assert values() == sorted(values())
-            page.locator("#questions tbody tr").first.locator("summary").click()
-            assert page.locator("#questions tbody tr").first.locator("pre").first.is_visible()
+            # The first question's reasons and contexts are in the full-width row under it.
+            first = page.locator("#questions > tbody > tr").first.get_attribute("data-id")
+            detail = page.locator(f"#questions > tbody > tr.detail[data-for='{first}']")
+            detail.locator("summary").click()
+            assert detail.locator("pre").first.is_visible()
         finally:
             browser.close()
     assert errors == []
