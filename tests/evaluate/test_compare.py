@@ -155,3 +155,4 @@ def test_grid_parsing() -> None:
             parse_grid([bad])
     with pytest.raises(ConfigError, match="twice"):
         parse_grid(["retrieval.k=1", "retrieval.k=2"])
+
