@@ -202,7 +202,7 @@ def comparison_markdown(c: dict[str, Any]) -> str:
     lines += ["", "## Runs", "", "| run | overrides | judge | " + " | ".join(c["metrics"]) + " |",
               "|---|---|---|" + "---|" * len(c["metrics"])]
     for run in c["runs"]:
-        means = [fmt(run["summary"][m]["mean"]) for m in c["metrics"]]
+        means = [f"{fmt(run['summary'][m]['mean'])} (n={run['summary'][m]['n']})" for m in c["metrics"]]
         lines.append(f"| {_md(run['label'])} | `{_md(json.dumps(run['overrides'] or {}, sort_keys=True))}` | "
                      f"{_md(run['judge'])} | " + " | ".join(means) + " |")
     lines += ["", "## Deltas against the baseline", "", "| run | metric | n | baseline | run | delta | 95% CI | p |",
@@ -244,7 +244,8 @@ def comparison_html(c: dict[str, Any]) -> str:
                  f"<td data-sort=\"{esc(run['judge'])}\">{esc(run['judge'])}</td>"]
         for m in metrics:
             s = run["summary"][m]
-            ci = "" if s["mean"] is None else f"<br><small class=\"muted\">[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]</small>"
+            ci = "" if s.get("ci_low") is None else f"<br><small class=\"muted\">[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]</small>"
+            ci += f"<br><small class=\"muted\">n={s['n']}</small>"
             key = "" if s["mean"] is None else f"{s['mean']:.6f}"
             cells.append(f"<td class=\"num\" data-sort=\"{key}\">{fmt(s['mean'])}{ci}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

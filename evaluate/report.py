@@ -222,7 +222,7 @@ def run_markdown(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     for stage, s in results["latency"].items():
         lines.append(f"| {_md(stage)} | {s['mean_ms']:.1f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} |")
     timing = results["timing"]
-    lines += ["", f"{answering_text(timing).capitalize()}; judging {timing['judge_seconds']:.1f} s "
+    lines += ["", f"{answering_text(timing)[:1].upper()}{answering_text(timing)[1:]}; judging {timing['judge_seconds']:.1f} s "
               f"({timing['judge_seconds_per_question'] or 0:.1f} s per question); {timing['total_seconds']:.1f} s in all.", ""]
     metrics = results["metrics"]
     lines += ["## Questions", "", "| id | question | " + " | ".join(metrics) + " |",
