@@ -299,6 +299,8 @@ def test_embedded_judge_end_to_end(docs_project: Path, tmp_path: Path) -> None:
     rerun, rerun_samples = read_run(tmp_path / "run")
     assert rerun["judge"]["calls"]["sent"] == 0 and rerun["judge"]["calls"]["cached"] == judge["calls"]["sent"]
     assert rerun["timing"]["answer_seconds"] == 0  # answers came from the checkpoint
+    assert rerun["timing"]["answers_reused"] == 2 and "answers reused from the earlier run" in \
+        (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{name: (sc["value"], sc["missing"], sc["summary"]) for name, sc in row["scores"].items()} for row in rows]
 
@@ -352,6 +354,7 @@ def test_killed_run_resumes_without_repeating_judge_calls(docs_project: Path, tm
         assert results["judge"]["calls"]["cached"] >= len(first) - 1
         assert results["judge"]["calls"]["sent"] == len(second)
         assert results["timing"]["answer_seconds"] == 0  # no question answered twice
+        assert results["timing"]["answers_reused"] == 4 and results["timing"]["reused_answer_seconds"] > 0
         assert all(s["scores"]["faithfulness"]["value"] is not None for s in samples)
     finally:
         server.kill()
