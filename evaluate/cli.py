@@ -134,7 +134,7 @@ def _print_run(results: dict[str, Any], out: Path) -> None:
         cli_common.err.print(Text(f"note: {note}"))
     width = max(len(name) for name in results["summary"]) + 2
     for name, s in results["summary"].items():
-        ci = "" if s["mean"] is None else f"  [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
+        ci = "" if s.get("ci_low") is None else f"  [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
         missing = f"  {s['missing']} missing" if s["missing"] else ""
         cli_common.out.print(Text.assemble((name.ljust(width), "bold"), f"{fmt(s['mean'])}{ci}  n={s['n']}{missing}"))
     if judge:
@@ -203,6 +203,7 @@ def _judge_args(base_url: str | None, model: str | None, max_tokens: int | None,
 def _print_comparison(comparison: dict[str, Any], out: Path) -> None:
     from rich.text import Text
 
+    from rag.evaluate.compare import ALPHA
     from rag.evaluate.report import fmt
 
     for warning in comparison["warnings"]:
@@ -213,7 +214,8 @@ def _print_comparison(comparison: dict[str, Any], out: Path) -> None:
             if m["delta"] is None:
                 cli_common.out.print(Text(f"{cli_common.visible(comp['run'])}  {metric}: no questions scored in both runs"))
                 continue
-            mark = " (significant)" if m["significant"] else ""
+            mark = " (significant)" if m["significant"] else (" (too few questions to be significant)"
+                                                                  if m.get("min_p_value", 0) >= ALPHA else "")
             cli_common.out.print(Text(f"{cli_common.visible(comp['run'])}  {metric}: {fmt(m['baseline_mean'])} -> "
                                       f"{fmt(m['mean'])} ({m['delta']:+.3f}, p={m['p_value']:.4f}, n={m['n']}){mark}"))
     cli_common.out.print(Text(f"report: {cli_common.visible(str(out / 'report.html'))}"))

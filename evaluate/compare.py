@@ -4,7 +4,8 @@ that moved most.
 The first run is the baseline. Questions are paired by id, and a metric is compared on the questions
 scored in both runs (a missing score is never paired as 0). Per metric and run the comparison gives the mean
 of each side on those pairs, the mean difference with its bootstrap confidence interval, and the two-sided
-p-value of a paired randomization (sign-flip) test (:mod:`rag.evaluate.significance`). Runs on different
+p-value of a paired randomization (sign-flip) test (:mod:`rag.evaluate.significance`); where too few pairs
+differ for any p-value to fall below 0.05 (fewer than 6), the comparison says so. Runs on different
 test sets or with different judges are compared anyway, with a warning in the report: their scores may not
 be comparable.
 
@@ -23,7 +24,7 @@ from rag.core.errors import ConfigError
 from rag.evaluate import plots
 from rag.evaluate.report import _kv_table, _md, _write, esc, fmt, page
 from rag.evaluate.schema import SCHEMA_VERSION as RUN_SCHEMA_VERSION
-from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test
+from rag.evaluate.significance import paired_bootstrap_ci, paired_randomization_test, smallest_p_value
 
 SCHEMA_VERSION = 1  # of comparison.json; a run folder's files carry RUN_SCHEMA_VERSION
 TOP_MOVERS = 5
@@ -121,19 +122,39 @@ def _labels(names: list[str]) -> list[str]:
 
 
 def _judge_id(results: dict[str, Any]) -> str:
+    """Who judged and with which reply-shaping settings, as text; equal for runs whose judges are the same.
+
+    The embedded judge is its model file (name and size), never its URL: its port is random per run.
+    Threads, timeouts, retries and the cache file do not change replies and are left out.
+    """
     judge = results.get("judge")
-    return f"{judge['model']} at {judge['base_url']}" if judge else "no judge"
+    if not judge:
+        return "no judge"
+    identity = judge.get("identity")
+    if identity is None:  # a run written before the identity was recorded
+        return f"embedded {judge['model']}" if judge.get("embedded") else f"{judge['model']} at {judge['base_url']}"
+    if "gguf" in identity:
+        who = f"embedded {identity['model']} ({identity['gguf']}, {identity['gguf_bytes']} bytes)"
+    else:
+        who = f"{identity['model']} at {identity['base_url']}"
+    shown = ("max_tokens", "temperature", "json_schema", "schema_bounds", "n_ctx")
+    return who + " with " + ", ".join(f"{k} {identity[k]}" for k in shown if identity.get(k) is not None)
 
 
 def _paired(pairs: list[tuple[str, float, float]], base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     if not pairs:
         return {"n": 0, "baseline_mean": None, "mean": None, "delta": None, "ci_low": None, "ci_high": None,
-                "p_value": None, "significant": False, "improved": [], "regressed": []}
+                "p_value": None, "min_p_value": None, "significant": False, "note": None, "improved": [], "regressed": []}
     b = [p[1] for p in pairs]
     a = [p[2] for p in pairs]
     delta = statistics.fmean(a) - statistics.fmean(b)
     low, high = paired_bootstrap_ci(a, b)
     p_value = paired_randomization_test(a, b)
+    floor = smallest_p_value(a, b)
+    note = None
+    if floor >= ALPHA:
+        note = (f"{len(pairs)} paired questions ({sum(x != y for x, y in zip(a, b))} differing): the smallest p-value "
+                f"possible is {floor:.3g}, so no difference can be significant at {ALPHA}; compare more questions")
     moves = sorted(((p[2] - p[1], p[0]) for p in pairs), key=lambda m: m[0])
 
     def mover(diff: float, qid: str) -> dict[str, Any]:
@@ -143,7 +164,8 @@ def _paired(pairs: list[tuple[str, float, float]], base: dict[str, Any], other: 
     improved = [mover(d, q) for d, q in reversed(moves) if d > 0][:TOP_MOVERS]
     regressed = [mover(d, q) for d, q in moves if d < 0][:TOP_MOVERS]
     return {"n": len(pairs), "baseline_mean": statistics.fmean(b), "mean": statistics.fmean(a), "delta": delta,
-            "ci_low": low, "ci_high": high, "p_value": p_value, "significant": p_value < ALPHA,
+            "ci_low": low, "ci_high": high, "p_value": p_value, "min_p_value": floor, "significant": p_value < ALPHA,
+            "note": note,
             "improved": [{k: v for k, v in m.items() if k not in ("baseline", "run")} for m in improved],
             "regressed": [{k: v for k, v in m.items() if k not in ("baseline", "run")} for m in regressed]}
 
@@ -180,7 +202,7 @@ def comparison_markdown(c: dict[str, Any]) -> str:
     lines += ["", "## Runs", "", "| run | overrides | judge | " + " | ".join(c["metrics"]) + " |",
               "|---|---|---|" + "---|" * len(c["metrics"])]
     for run in c["runs"]:
-        means = [fmt(run["summary"][m]["mean"]) for m in c["metrics"]]
+        means = [f"{fmt(run['summary'][m]['mean'])} (n={run['summary'][m]['n']})" for m in c["metrics"]]
         lines.append(f"| {_md(run['label'])} | `{_md(json.dumps(run['overrides'] or {}, sort_keys=True))}` | "
                      f"{_md(run['judge'])} | " + " | ".join(means) + " |")
     lines += ["", "## Deltas against the baseline", "", "| run | metric | n | baseline | run | delta | 95% CI | p |",
@@ -190,6 +212,10 @@ def comparison_markdown(c: dict[str, Any]) -> str:
             lines.append(f"| {_md(comp['run'])} | {metric} | {m['n']} | {fmt(m['baseline_mean'])} | {fmt(m['mean'])} | "
                          f"{_signed(m['delta'])}{' *' if m['significant'] else ''} | "
                          f"{_delta_ci(m)} | {_p(m['p_value'])} |")
+    notes = [f"- {_md(comp['run'])} · {metric}: {_md(m['note'])}" for comp in c["comparisons"]
+             for metric, m in comp["metrics"].items() if m.get("note")]
+    if notes:
+        lines += ["", "Too few questions to tell:", "", *notes]
     lines += ["", "## Questions that moved most", ""]
     for comp in c["comparisons"]:
         for metric, m in comp["metrics"].items():
@@ -218,13 +244,14 @@ def comparison_html(c: dict[str, Any]) -> str:
                  f"<td data-sort=\"{esc(run['judge'])}\">{esc(run['judge'])}</td>"]
         for m in metrics:
             s = run["summary"][m]
-            ci = "" if s["mean"] is None else f"<br><small class=\"muted\">[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]</small>"
+            ci = "" if s.get("ci_low") is None else f"<br><small class=\"muted\">[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]</small>"
+            ci += f"<br><small class=\"muted\">n={s['n']}</small>"
             key = "" if s["mean"] is None else f"{s['mean']:.6f}"
             cells.append(f"<td class=\"num\" data-sort=\"{key}\">{fmt(s['mean'])}{ci}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
-    out.append("<div class=\"plots\" id=\"plot-means\">" + plots.metric_means(
-        metrics, {run["label"]: [run["summary"][m]["mean"] for m in metrics] for run in c["runs"]}) + "</div>")
+    out.append("<p class=\"muted\">Means over each run's own scored questions (n in the summary); the plot below "
+               "pairs questions.</p>")
     out.append("<h2>Deltas against the baseline</h2><table class=\"sortable\" id=\"deltas\"><thead><tr>"
                + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{esc(h)}</th>" for i, h in enumerate(
                    ["run", "metric", "n", "baseline", "run mean", "delta", "95% CI", "p"])) + "</tr></thead><tbody>")
@@ -241,6 +268,13 @@ def comparison_html(c: dict[str, Any]) -> str:
                 f"{' *' if m['significant'] else ''}</td><td class=\"num\" data-sort=\"\">{ci}</td>"
                 f"<td class=\"num\" data-sort=\"{'' if m['p_value'] is None else m['p_value']}\">{_p(m['p_value'])}</td></tr>")
     out.append("</tbody></table>")
+    for comp in c["comparisons"]:
+        for metric, m in comp["metrics"].items():
+            if m.get("note"):
+                out.append(f"<div class=\"note small-n\">{esc(comp['run'])} · {esc(metric)}: {esc(m['note'])}</div>")
+    out.append("<div class=\"plots\" id=\"plot-deltas\">" + plots.paired_deltas(
+        {comp["run"]: {metric: (m["delta"], m["ci_low"], m["ci_high"], m["n"]) for metric, m in comp["metrics"].items()}
+         for comp in c["comparisons"]}, baseline=c["baseline"]) + "</div>")
     out.append("<h2>Questions that moved most</h2>")
     for comp in c["comparisons"]:
         for metric, m in comp["metrics"].items():

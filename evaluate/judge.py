@@ -10,13 +10,16 @@ needs that RAGAS leaves out:
   was already judged. The n-th identical prompt within one metric of one question (answer relevancy asks
   the same prompt ``strictness`` times) is its own entry, so cached runs reproduce uncached ones;
 - failures that do not depend on luck (unparseable or truncated output) are cached too, so a re-run does not
-  pay for them again; timeouts and connection errors are not, and are retried by the next run;
+  pay for them again; timeouts and connection errors are not, and are retried by the next run; a reply cut
+  off at ``max_tokens`` is cached with that budget and asked again under a larger one;
 - a record of every call's parsed verdicts, which the report shows as the judge's reasons.
 
 With no ``base_url`` the judge is the packaged SmolLM2-135M in an embedded llama.cpp server, so ``rag eval``
-works offline. Its requests carry the RAGAS response model's JSON schema (with bounded lists and strings) as
-``response_format``, which llama.cpp enforces with a grammar: even a 135M model then returns well-formed
-verdicts. Such a judge gives smoke-test scores only; the report says so at the top.
+works offline. Its requests carry the RAGAS response model's JSON schema (with bounded lists and strings, and
+verdicts limited to 0 and 1) as ``response_format``, which llama.cpp enforces with a grammar: even a 135M model
+then returns well-formed verdicts. They also carry ``cache_prompt: false`` and a fixed ``seed``, so a reply does
+not depend on the request before it (llama.cpp's prompt cache) or on the sampler's luck: the same command gives
+the same scores. Such a judge gives smoke-test scores only; the report says so at the top.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ DEFAULT_RETRIES, EMBEDDED_RETRIES = 2, 0
 # Bounds written into the schema sent to a grammar-constrained judge (lists, strings), so a small model
 # cannot ramble or loop until the output budget runs out; tighter for the embedded 135M judge.
 SCHEMA_BOUNDS = {"embedded": (8, 200), "endpoint": (32, 1000)}
+# The integer fields of RAGAS's response models that are binary verdicts; the schema sent allows 0 and 1 only.
+BINARY_FIELDS = frozenset({"verdict", "attributed", "noncommittal"})
+# Sent to the embedded llama.cpp with every judge request: no reuse of the previous request's KV cache (which
+# made a reply depend on what was asked before it) and a fixed sampling seed.
+EMBEDDED_REQUEST = {"cache_prompt": False, "seed": 0}
+CUTOFF_REASON = "judge output cut off at max_tokens (raise --judge-max-tokens)"
 
 
 class JudgeUnavailable(GenerationError):  # noqa: N818 - a case of GenerationError, named like GenerationTimeout
@@ -91,7 +100,8 @@ class JudgeConfig:
         json_schema: send the response model's JSON schema as ``response_format`` (llama.cpp, vLLM and
             others enforce it); default on for the embedded judge only.
         cache_path: the SQLite cache file; default ``$RAG_CACHE_DIR/judge-cache.sqlite``.
-        gguf, threads, n_ctx: the embedded server's model file, CPU threads and context window.
+        gguf, threads, n_ctx: the embedded server's model file, CPU threads (default: half the CPUs this
+            process may use, at least 1, see :func:`default_judge_threads`) and context window.
     """
 
     base_url: str | None = None
@@ -149,8 +159,20 @@ class JudgeConfig:
         return self.max_tokens or (EMBEDDED_MAX_TOKENS if self.embedded else DEFAULT_MAX_TOKENS)
 
     @property
+    def effective_threads(self) -> int:
+        return self.threads or default_judge_threads()
+
+    @property
     def effective_json_schema(self) -> bool:
         return self.embedded if self.json_schema is None else self.json_schema
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that shape the judge's replies (for comparing runs); threads, timeouts, retries,
+        concurrency and the cache file do not."""
+        return {"max_tokens": self.effective_max_tokens, "temperature": self.temperature,
+                "json_schema": self.effective_json_schema,
+                "schema_bounds": list(self.schema_bounds) if self.effective_json_schema else None,
+                **({"n_ctx": self.n_ctx, **EMBEDDED_REQUEST} if self.embedded else {})}
 
     def resolved_cache_path(self) -> Path:
         if self.cache_path is not None:
@@ -158,6 +180,20 @@ class JudgeConfig:
         from rag.core.onnx_query import cache_dir
 
         return cache_dir() / "judge-cache.sqlite"
+
+
+def default_judge_threads() -> int:
+    """llama.cpp threads for the embedded judge: half the CPUs this process may use, at least 1, at most 8.
+
+    llama.cpp's own default takes every core; on a busy machine its threads then wait for each other (on a
+    2-core machine under load, 2 threads decoded 0.27 tokens/s where 1 thread decoded 10.6). Threads do
+    not change the replies, only their speed.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus // 2))
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -264,7 +300,8 @@ class JudgeStats:
 
 def bounded_schema(schema: dict[str, Any], max_items: int = 32, max_chars: int = 1000) -> dict[str, Any]:
     """A copy of a JSON schema with every list capped at ``max_items`` items, every string at ``max_chars``
-    characters, and no extra object properties, for grammar-constrained decoding."""
+    characters, the binary verdict fields (:data:`BINARY_FIELDS`) limited to 0 and 1, and no extra object
+    properties, for grammar-constrained decoding."""
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
@@ -276,6 +313,9 @@ def bounded_schema(schema: dict[str, Any], max_items: int = 32, max_chars: int =
                 node.setdefault("maxLength", max_chars)
             elif kind == "object" and "properties" in node:
                 node.setdefault("additionalProperties", False)
+                for name, prop in node["properties"].items():
+                    if name in BINARY_FIELDS and isinstance(prop, dict) and prop.get("type") == "integer":
+                        prop.setdefault("enum", [0, 1])  # a small judge writes "attributed: 2" otherwise
             return node
         if isinstance(node, list):
             return [walk(item) for item in node]
@@ -305,9 +345,26 @@ def _failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
         choices = getattr(completion, "choices", None) or []
         finish = getattr(choices[0], "finish_reason", None) if choices else None
         if item.__class__.__name__ == "IncompleteOutputException" or finish == "length":
-            return "judge output cut off at max_tokens (raise --judge-max-tokens)", True
+            return CUTOFF_REASON, True
     detail = " ".join(str(exc).split())[:200] or exc.__class__.__name__
     return f"judge output did not parse ({detail})", True
+
+
+def _cached_failure(status: str, payload: str, budget: int) -> str | None:
+    """The reason of a cached failure that still holds under the output ``budget``, or ``None`` to ask again.
+
+    A reply cut off at ``max_tokens`` holds only for budgets up to the one it was cut at; an entry written
+    before the budget was recorded (status ``error`` with the cut-off reason) is asked again.
+    """
+    if status == "error":
+        return None if payload == CUTOFF_REASON else payload
+    if status == "cutoff":
+        try:
+            cut_at = int(json.loads(payload)["max_tokens"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return CUTOFF_REASON if budget <= cut_at else None
+    return None
 
 
 def _ragas_base() -> type:
@@ -343,22 +400,24 @@ def make_judge_llm(inner: Any, *, model: str, cache: JudgeCache, stats: JudgeSta
                 occurrence = record.occurrences[(name, prompt)]
                 record.occurrences[(name, prompt)] += 1
             key = JudgeCache.key(model, messages, name, occurrence)
+            budget = config.effective_max_tokens
             hit = cache.get(key)
             if hit is not None:
-                stats.cached += 1
                 status, payload = hit
                 if status == "ok":
                     try:
                         result = response_model.model_validate_json(payload)
                     except ValueError:
-                        hit = None  # a cache entry from another RAGAS version: ask again
+                        pass  # a cache entry from another RAGAS version: ask again
                     else:
+                        stats.cached += 1
                         self._record(record, name, result, None, True, 0.0)
                         return result
-                if hit is not None:
-                    self._record(record, name, None, payload, True, 0.0)
-                    raise JudgeCallError(payload, cached=True)
-                stats.cached -= 1
+                reason = _cached_failure(status, payload, budget)
+                if reason is not None:
+                    stats.cached += 1
+                    self._record(record, name, None, reason, True, 0.0)
+                    raise JudgeCallError(reason, cached=True)
             async with self.semaphore:
                 started = time.perf_counter()
                 try:
@@ -372,7 +431,9 @@ def make_judge_llm(inner: Any, *, model: str, cache: JudgeCache, stats: JudgeSta
                     stats.seconds += seconds
                     reason, deterministic = _failure(exc, config.effective_timeout)
                     log.info("judge call failed: %s", reason, exc_info=True)
-                    if deterministic:
+                    if reason == CUTOFF_REASON:  # cut at this budget; a larger one asks again
+                        cache.put(key, model, "cutoff", json.dumps({"reason": reason, "max_tokens": budget}))
+                    elif deterministic:
                         cache.put(key, model, "error", reason)
                     self._record(record, name, None, reason, False, seconds)
                     raise JudgeCallError(reason) from exc
@@ -383,19 +444,26 @@ def make_judge_llm(inner: Any, *, model: str, cache: JudgeCache, stats: JudgeSta
             self._record(record, name, result, None, False, seconds)
             return result
 
-        async def _call(self, messages: list[dict[str, str]], response_model: Any) -> Any:
+        def request_options(self, response_model: Any) -> dict[str, Any]:
+            """The sampling options and extra JSON fields of a request for ``response_model``."""
             kwargs = dict(inner.model_args)
+            extra: dict[str, Any] = dict(EMBEDDED_REQUEST) if config.embedded else {}
             if config.effective_json_schema:
                 # Overrides the plain JSON mode instructor asks for: the endpoint enforces the schema.
                 schema = bounded_schema(response_model.model_json_schema(), *config.schema_bounds)
-                kwargs["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
+                extra["response_format"] = {"type": "json_object", "schema": schema}
+            if extra:
+                kwargs["extra_body"] = extra
+            return kwargs
+
+        async def _call(self, messages: list[dict[str, str]], response_model: Any) -> Any:
             return await inner.client.chat.completions.create(
                 model=model,
                 messages=messages,
                 response_model=response_model,
                 # Re-asking a grammar-constrained judge gets the same reply; a free one may fix its JSON.
                 max_retries=0 if config.effective_json_schema else 1,
-                **kwargs,
+                **self.request_options(response_model),
             )
 
         @staticmethod
@@ -435,6 +503,18 @@ def _minilm_embeddings_class() -> type:
     return MiniLMEmbeddings
 
 
+def _quiet_instructor() -> None:
+    """Keep instructor's ERROR line for every failed judge call off the console.
+
+    A failed call is already a missing score with its reason in the report, and logged here at INFO (shown
+    with ``rag -v``). Unless logging is verbose, instructor's own logger is raised above ERROR; a level set
+    on it explicitly is left alone.
+    """
+    quiet = logging.getLogger("instructor")
+    if quiet.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.INFO):
+        quiet.setLevel(logging.CRITICAL)
+
+
 class Judge:
     """The judge of one or more runs: the endpoint (or the embedded server), the cache and the counters.
 
@@ -455,6 +535,8 @@ class Judge:
         self.model = config.model
         self._embeddings: Any = None
         self.started = False
+        self.gguf: Path | None = None
+        _quiet_instructor()
 
     def __enter__(self) -> Judge:
         self.started = True
@@ -463,10 +545,12 @@ class Judge:
 
             server = self._stack.enter_context(
                 private_llm_server(
-                    self.config.gguf, n_ctx=self.config.n_ctx, threads=self.config.threads, log_name="judge-server.log"
+                    self.config.gguf, n_ctx=self.config.n_ctx, threads=self.config.effective_threads,
+                    log_name="judge-server.log",
                 )
             )
             self.base_url, self.model = server.base_url, server.model
+            self.gguf = Path(server.gguf)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -520,10 +604,20 @@ class Judge:
         """Who judged, for the report: model, endpoint, settings, the caveat for a weak judge, cache counts."""
         import ragas
 
+        gguf = None
+        if self.gguf is not None:
+            try:
+                gguf = {"file": str(self.gguf), "name": self.gguf.name, "bytes": self.gguf.stat().st_size}
+            except OSError:
+                gguf = {"file": str(self.gguf), "name": self.gguf.name, "bytes": None}
         return {
             "model": self.model,
             "base_url": self.base_url,
             "embedded": self.config.embedded,
+            "gguf": gguf,
+            "threads": self.config.effective_threads if self.config.embedded else None,
+            "identity": {"model": self.model, **({"gguf": gguf["name"], "gguf_bytes": gguf["bytes"]} if gguf else
+                         {"base_url": self.base_url}), **self.config.identity()},
             "caveat": EMBEDDED_CAVEAT if self.config.embedded else None,
             "ragas": ragas.__version__,
             "embeddings": "all-MiniLM-L6-v2 (packaged)",

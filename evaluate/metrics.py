@@ -18,6 +18,7 @@ RAGAS would score as 0 or NaN (no claims extracted, no question generated) gives
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from rag.evaluate.retrieval_metrics import mrr_at, ndcg_at, recall_at
 JUDGE_METRICS = ("faithfulness", "context_recall", "answer_relevancy", "context_precision")
 DEFAULT_JUDGE_METRICS = ("faithfulness", "context_recall")
 DEFAULT_CUTOFF = 10
+log = logging.getLogger(__name__)
 _RETRIEVAL = re.compile(r"^(ndcg|recall|mrr)(?:@(\d+))?$")
 # What each judge metric needs from a sample, besides the question.
 _NEEDS = {
@@ -53,16 +55,21 @@ class MetricSpec:
 class Score:
     """One metric on one question: ``value`` in [0, 1], or ``None`` with the ``missing`` reason.
 
-    ``summary`` is the judge's verdict in a line; ``details`` its itemised verdicts and reasons.
+    ``summary`` is the judge's verdict in a line; ``details`` its itemised verdicts and reasons. ``claims``
+    (faithfulness only) are the claims the judge extracted from the answer, which its verdicts are about.
     """
 
     value: float | None
     missing: str | None = None
     summary: str | None = None
     details: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "missing": self.missing, "summary": self.summary, "details": self.details}
+        data = {"value": self.value, "missing": self.missing, "summary": self.summary, "details": self.details}
+        if self.claims is not None:
+            data["claims"] = self.claims
+        return data
 
 
 def parse_metrics(names: Sequence[str] | None, *, has_references: bool, has_reference_docs: bool,
@@ -167,10 +174,10 @@ class JudgeMetrics:
             else:
                 result = await metric.ascore(user_input=question, reference=reference, retrieved_contexts=contexts)
         except JudgeCallError as exc:
-            return Score(None, exc.reason, details=_calls(record))
+            return Score(None, exc.reason, details=_calls(record), claims=_claims(name, record))
         except Exception as exc:  # noqa: BLE001 - RAGAS input checks and anything else become a reason
             return Score(None, f"RAGAS failed: {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}",
-                         details=_calls(record))
+                         details=_calls(record), claims=_claims(name, record))
         finally:
             stop_recording(token)
         value = result.value
@@ -185,6 +192,13 @@ def _outputs(record: Any, model: str) -> list[dict[str, Any]]:
     return [c.output for c in record.calls if c.response_model == model and c.output is not None]
 
 
+def _claims(name: str, record: Any) -> list[str] | None:
+    """The claims the judge extracted from the answer (faithfulness), ``None`` for other metrics."""
+    if name != "faithfulness":
+        return None
+    return [str(s) for out in _outputs(record, "StatementGeneratorOutput") for s in out.get("statements", [])]
+
+
 def _not_binary(items: list[dict[str, Any]], key: str) -> Any:
     """The first value of ``key`` that is not 0 or 1 (a small judge writes 2 or "yes"), or ``None``."""
     for item in items:
@@ -197,16 +211,17 @@ def _not_binary(items: list[dict[str, Any]], key: str) -> Any:
 def _explain(name: str, value: float | None, record: Any) -> Score:
     """The score with the judge's reasons, or a missing reason where RAGAS's number is not a real score."""
     nan = value is None or math.isnan(value)
+    claims = _claims(name, record)
     if name == "faithfulness":
-        statements = [s for out in _outputs(record, "StatementGeneratorOutput") for s in out.get("statements", [])]
+        statements = claims or []
         verdicts = [v for out in _outputs(record, "NLIStatementOutput") for v in out.get("statements", [])]
         if not statements:
-            return Score(None, "the judge extracted no claims from the answer")
+            return Score(None, "the judge extracted no claims from the answer", claims=claims)
         if not verdicts:
-            return Score(None, "the judge returned no verdicts for the claims")
+            return Score(None, "the judge returned no verdicts for the claims", claims=claims)
         bad = _not_binary(verdicts, "verdict")
         if bad is not None:
-            return Score(None, f"the judge returned a verdict of {bad!r}, not 0 or 1; no score")
+            return Score(None, f"the judge returned a verdict of {bad!r}, not 0 or 1; no score", claims=claims)
         supported = sum(1 for v in verdicts if v.get("verdict"))
         details = [{"item": v.get("statement"), "verdict": int(bool(v.get("verdict"))), "reason": v.get("reason")}
                    for v in verdicts]
@@ -243,5 +258,8 @@ def _explain(name: str, value: float | None, record: Any) -> Score:
                    for i, o in enumerate(outs, start=1)]
         summary = f"useful contexts: {', '.join(map(str, useful)) or 'none'} of {len(outs)}"
     if nan:
-        return Score(None, "RAGAS returned no score (NaN)", summary, details)
-    return Score(float(value), None, summary, details)
+        return Score(None, "RAGAS returned no score (NaN)", summary, details, claims)
+    if not -1e-9 <= value <= 1 + 1e-9:  # verdicts are checked above; this keeps every score in [0, 1]
+        log.warning("%s: RAGAS returned %r, outside [0, 1]; no score", name, value)
+        return Score(None, f"RAGAS returned {value:.4g}, outside [0, 1]; no score", summary, details, claims)
+    return Score(float(value), None, summary, details, claims)

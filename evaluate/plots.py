@@ -78,20 +78,29 @@ def latency(series: Mapping[str, Sequence[float]]) -> str:
     return _svg(fig)
 
 
-def metric_means(names: Sequence[str], runs: Mapping[str, Sequence[float | None]]) -> str:
-    """Grouped bars: each run's mean per metric (for comparisons)."""
-    if not names or not runs:
-        return _empty("nothing to compare")
+def paired_deltas(runs: Mapping[str, Mapping[str, tuple[float | None, float | None, float | None, int]]], *,
+                  baseline: str) -> str:
+    """Paired differences against the baseline (comparisons): per run and metric, the mean of run minus
+    baseline over the questions scored in both, its 95% bootstrap CI as an error bar, and the pair count n.
+
+    ``runs`` maps a run label to ``{metric: (delta, ci_low, ci_high, n)}``; a metric with no pairs is skipped.
+    """
+    bars = [(run, metric, *value) for run, metrics in runs.items() for metric, value in metrics.items()
+            if value[0] is not None]
+    if not bars:
+        return _empty("no questions scored in both runs: nothing to plot")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(min(2.5 + 1.2 * len(names) * max(1, len(runs)) * 0.5, 12), 3.0))
-    width = 0.8 / len(runs)
-    for index, (run, means) in enumerate(runs.items()):
-        xs = [m + index * width for m in range(len(names))]
-        ax.bar(xs, [v if v is not None else 0.0 for v in means], width=width, label=run,
-               color=_PALETTE[index % len(_PALETTE)])
-    ax.set_xticks([m + 0.4 - width / 2 for m in range(len(names))], list(names))
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("mean")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    labels = list(runs)
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(bars)))
+    ys = list(range(len(bars)))[::-1]
+    for y, (run, _metric, delta, low, high, n) in zip(ys, bars):
+        color = _PALETTE[labels.index(run) % len(_PALETTE)]
+        err = None if low is None else [[max(0.0, delta - low)], [max(0.0, high - delta)]]
+        ax.errorbar([delta], [y], xerr=err, fmt="o", color=color, capsize=3, markersize=4)
+        ax.annotate(f"n={n}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=8, color="#57606a")
+    ax.axvline(0.0, color="#1b1f24", linewidth=0.8)
+    ax.set_yticks(ys, [f"{metric} ({run})" if len(labels) > 1 else metric for run, metric, *_ in bars])
+    ax.set_xlabel(f"run minus {baseline}, paired by question (95% CI)")
     fig.tight_layout()
     return _svg(fig)

@@ -38,15 +38,22 @@ def versions() -> dict[str, str]:
     return found
 
 
+MIN_CI_N = 2
+"""Fewer scored questions than this get no confidence interval (one value has no spread to resample)."""
+
+
 def metric_summary(values: list[float | None], reasons: list[str | None]) -> dict[str, Any]:
-    """Mean, bootstrap CI, spread and the count of missing scores (with their reasons) of one metric."""
+    """Mean, bootstrap CI, spread and the count of missing scores (with their reasons) of one metric.
+
+    The CI is ``None`` with fewer than :data:`MIN_CI_N` scored questions.
+    """
     present = [v for v in values if v is not None]
     missing = Counter(r or "unknown" for v, r in zip(values, reasons) if v is None)
     summary: dict[str, Any] = {"n": len(present), "missing": len(values) - len(present),
                                "missing_reasons": dict(missing.most_common())}
     if present:
         mean = statistics.fmean(present)
-        low, high = bootstrap_mean_ci(present, confidence=CONFIDENCE) if len(present) > 1 else (mean, mean)
+        low, high = bootstrap_mean_ci(present, confidence=CONFIDENCE) if len(present) >= MIN_CI_N else (None, None)
         summary.update(mean=mean, ci_low=low, ci_high=high, median=statistics.median(present),
                        min=min(present), max=max(present))
     else:
@@ -78,8 +85,14 @@ def latency_series(samples: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[str, Any], *,
-              answer_seconds: float, judge_seconds: float, total_seconds: float) -> dict[str, Any]:
-    """The content of ``results.json`` for a run (see the module docstring of :mod:`rag.evaluate.run`)."""
+              answer_seconds: float, judge_seconds: float, total_seconds: float,
+              reused: set[str] | None = None) -> dict[str, Any]:
+    """The content of ``results.json`` for a run (see the module docstring of :mod:`rag.evaluate.run`).
+
+    ``reused`` are the ids of questions whose answers came from the checkpoint of an earlier, interrupted
+    or finished run in the same folder: ``answer_seconds`` does not include them, ``reused_answer_seconds``
+    is what they took when they were made.
+    """
     summary = {}
     for metric in spec.metrics:
         scores = [s["scores"][metric.name] for s in samples]
@@ -90,6 +103,8 @@ def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[
         for stage, ms in latency_series(samples).items() if ms
     }
     errors = sum(1 for s in samples if s.get("error"))
+    reused = reused or set()
+    reused_ms = sum((s.get("timings") or {}).get("total_ms", 0.0) for s in samples if s["id"] in reused)
     judge_info = None
     if judge is not None and spec.judge_metrics:
         judge_info = {**judge.describe(), "calls": calls}
@@ -109,6 +124,8 @@ def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[
         "latency": latency,
         "timing": {
             "answer_seconds": round(answer_seconds, 3),
+            "answers_reused": len(reused),
+            "reused_answer_seconds": round(reused_ms / 1000, 3),
             "judge_seconds": round(judge_seconds, 3),
             "total_seconds": round(total_seconds, 3),
             "judge_seconds_per_question": round(judge_seconds / len(samples), 3) if samples else None,
@@ -140,7 +157,30 @@ def fmt(value: float | None, digits: int = 3) -> str:
 def _ci(summary: dict[str, Any]) -> str:
     if summary.get("mean") is None:
         return "—"
+    if summary.get("ci_low") is None:
+        return f"— (n < {MIN_CI_N})"
     return f"[{fmt(summary['ci_low'])}, {fmt(summary['ci_high'])}]"
+
+
+def answering_text(timing: dict[str, Any]) -> str:
+    """How the answers came about: made now (seconds), reused from the earlier run in the folder, or both."""
+    reused = timing.get("answers_reused") or 0
+    seconds = timing["answer_seconds"]
+    if not reused:
+        return f"answering {seconds:.1f} s"
+    earlier = f"{timing.get('reused_answer_seconds') or 0:.1f} s when they were made"
+    if not seconds:
+        return f"answers reused from the earlier run ({reused} questions, {earlier})"
+    return f"answering {seconds:.1f} s, plus {reused} answers reused from the earlier run ({earlier})"
+
+
+def small_n_note(summary: dict[str, dict[str, Any]]) -> str | None:
+    """A note when a metric has too few scored questions for a confidence interval."""
+    few = [name for name, s in summary.items() if s.get("mean") is not None and s.get("ci_low") is None]
+    if not few:
+        return None
+    return (f"{', '.join(few)}: fewer than {MIN_CI_N} scored questions, so no confidence interval; "
+            "a mean of so few questions says little")
 
 
 # -- Markdown -----------------------------------------------------------------------------------------
@@ -169,6 +209,8 @@ def run_markdown(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
         lines += [f"Overrides: `{_md(json.dumps(results['overrides'], sort_keys=True))}`", ""]
     for note in results.get("notes", []):
         lines.append(f"- note: {_md(note)}")
+    if note := small_n_note(results["summary"]):
+        lines.append(f"- note: {_md(note)}")
     if results.get("generation_errors"):
         lines.append(f"- {results['generation_errors']} question(s) got no answer (generation failed)")
     lines += ["", "## Summary", "", "| metric | mean | 95% CI | scored | missing |", "|---|---|---|---|---|"]
@@ -180,8 +222,8 @@ def run_markdown(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     for stage, s in results["latency"].items():
         lines.append(f"| {_md(stage)} | {s['mean_ms']:.1f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} |")
     timing = results["timing"]
-    lines += ["", f"Answering took {timing['answer_seconds']:.1f} s, judging {timing['judge_seconds']:.1f} s "
-              f"({timing['judge_seconds_per_question'] or 0:.1f} s per question), {timing['total_seconds']:.1f} s in all.", ""]
+    lines += ["", f"{answering_text(timing)[:1].upper()}{answering_text(timing)[1:]}; judging {timing['judge_seconds']:.1f} s "
+              f"({timing['judge_seconds_per_question'] or 0:.1f} s per question); {timing['total_seconds']:.1f} s in all.", ""]
     metrics = results["metrics"]
     lines += ["## Questions", "", "| id | question | " + " | ".join(metrics) + " |",
               "|---|---|" + "---|" * len(metrics)]
@@ -209,7 +251,10 @@ th.asc:after{content:" \\2191";color:#1b1f24}th.desc:after{content:" \\2193";col
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.missing{color:#9a6700}
 .err{color:#cf222e}pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;background:#f6f8fa;padding:6px;border-radius:4px}
 .ok{color:#1a7f37}.bad{color:#cf222e}details summary{cursor:pointer;color:#0969da}.plots svg{max-width:100%;height:auto}
-#questions td.question{min-width:220px}#questions td.answer{min-width:260px}
+#questions td.question{min-width:200px}#questions td.answer{min-width:240px}
+#questions tr.detail>td{background:#fbfcfd;padding:2px 12px}.reasons{max-width:120ch}
+.reasons table.claims{width:auto;max-width:100%;margin:4px 0 8px}.reasons table.claims td{font-size:13px}
+.judged{color:#9a6700}
 .kv td:first-child{white-space:nowrap;font-weight:600;width:1%}.better{color:#1a7f37}.worse{color:#cf222e}
 """
 
@@ -218,19 +263,24 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('th.sortable').forEach(function (th, index) {
     th.addEventListener('click', function () {
       var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
+      // A row.detail (a question's reasons and contexts) moves with the row above it.
+      var groups = [];
+      Array.prototype.forEach.call(body.rows, function (row) {
+        if (row.classList.contains('detail') && groups.length) { groups[groups.length - 1].push(row); }
+        else { groups.push([row]); }
+      });
       var descending = !th.classList.contains('desc');
       table.querySelectorAll('th').forEach(function (h) { h.classList.remove('asc', 'desc'); });
       th.classList.add(descending ? 'desc' : 'asc');
       var column = parseInt(th.getAttribute('data-col'), 10);
-      rows.sort(function (a, b) {
-        var x = a.cells[column].getAttribute('data-sort'), y = b.cells[column].getAttribute('data-sort');
+      groups.sort(function (ga, gb) {
+        var x = ga[0].cells[column].getAttribute('data-sort'), y = gb[0].cells[column].getAttribute('data-sort');
         var nx = parseFloat(x), ny = parseFloat(y);
         if (x === '' || y === '') { return (x === '') - (y === ''); }
         var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
         return descending ? -order : order;
       });
-      rows.forEach(function (row) { body.appendChild(row); });
+      groups.forEach(function (group) { group.forEach(function (row) { body.appendChild(row); }); });
     });
   });
 });
@@ -260,20 +310,57 @@ def _score_cell(score: dict[str, Any]) -> str:
     return f"<td class=\"num\" data-sort=\"{score['value']:.6f}\">{fmt(score['value'])}</td>"
 
 
+def _verdict_mark(verdict: Any) -> str:
+    return "<span class=\"ok\">✓</span>" if verdict else "<span class=\"bad\">✗</span>"
+
+
+def _claims_table(score: dict[str, Any]) -> str:
+    """Faithfulness: each claim the judge extracted from the answer next to its verdict and reason.
+
+    The judge's n-th verdict is about its n-th claim; when the statement it judged is not that claim (a small
+    judge may copy the prompt's own examples), the statement is shown too.
+    """
+    claims = score.get("claims") or []
+    verdicts = [d for d in score.get("details") or [] if "verdict" in d]
+    rows = []
+    for index in range(max(len(claims), len(verdicts))):
+        claim = claims[index] if index < len(claims) else None
+        item = verdicts[index] if index < len(verdicts) else None
+        judged = ""
+        if item is not None and claim is not None and " ".join(str(item.get("item")).split()) != " ".join(claim.split()):
+            judged = f"<br><small class=\"judged\">judged as: {esc(item.get('item'))}</small>"
+        claim_cell = esc(claim) if claim is not None else "<span class=\"muted\">(no claim)</span>"
+        verdict_cell = _verdict_mark(item["verdict"]) if item is not None else "<span class=\"muted\">no verdict</span>"
+        reason = esc(item.get("reason")) if item is not None else ""
+        rows.append(f"<tr><td class=\"num\">{index + 1}</td><td>{claim_cell}</td><td>{verdict_cell}</td>"
+                    f"<td>{reason}{judged}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table class=\"claims\"><thead><tr><th>#</th><th>claim extracted from the answer</th><th>verdict</th>"
+            "<th>judge's reason</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
 def _reasons(sample: dict[str, Any]) -> str:
     parts = []
     for name, score in sample["scores"].items():
         if not score.get("summary") and not score.get("details") and score["value"] is not None:
             continue
+        headline = score.get("summary") or score.get("missing") or ""
+        if score.get("claims") is not None:
+            errors = "".join(f"<li class=\"missing\">{esc(item.get('call'))}: {esc(item['error'])}"
+                             f"{' (cached)' if item.get('cached') else ''}</li>"
+                             for item in score.get("details") or [] if item.get("error"))
+            parts.append(f"<p><b>{esc(name)}</b>: {esc(headline)}</p>" + _claims_table(score)
+                         + (f"<ul>{errors}</ul>" if errors else ""))
+            continue
         items = []
         for item in score.get("details") or []:
             if "verdict" in item:
-                mark = "<span class=\"ok\">✓</span>" if item["verdict"] else "<span class=\"bad\">✗</span>"
-                items.append(f"<li>{mark} {esc(item.get('item'))} <span class=\"muted\">— {esc(item.get('reason'))}</span></li>")
+                items.append(f"<li>{_verdict_mark(item['verdict'])} {esc(item.get('item'))} "
+                             f"<span class=\"muted\">— {esc(item.get('reason'))}</span></li>")
             elif item.get("error"):
                 items.append(f"<li class=\"missing\">{esc(item.get('call'))}: {esc(item['error'])}"
                              f"{' (cached)' if item.get('cached') else ''}</li>")
-        headline = score.get("summary") or score.get("missing") or ""
         parts.append(f"<p><b>{esc(name)}</b>: {esc(headline)}</p>" + (f"<ul>{''.join(items)}</ul>" if items else ""))
     return "".join(parts) or "<p class=\"muted\">no judge verdicts</p>"
 
@@ -298,17 +385,19 @@ def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
         out.append(f"<div class=\"caveat\" id=\"judge-caveat\"><b>Smoke-test scores only.</b> {esc(judge['caveat'])}</div>")
     for note in results.get("notes", []):
         out.append(f"<div class=\"note\">{esc(note)}</div>")
+    if note := small_n_note(results["summary"]):
+        out.append(f"<div class=\"note\" id=\"small-n\">{esc(note)}</div>")
     if results.get("generation_errors"):
         out.append(f"<div class=\"note err\">{results['generation_errors']} question(s) got no answer: generation failed.</div>")
     out.append(f"<h2>Summary</h2><table id=\"summary\"><thead><tr><th>metric</th><th>mean</th>"
                f"<th>{int(results['confidence'] * 100)}% CI (bootstrap)</th><th>scored</th><th>missing</th></tr></thead><tbody>")
     for name, s in results["summary"].items():
         reasons = "; ".join(f"{r} ({c})" for r, c in s["missing_reasons"].items())
-        out.append(f"<tr><td>{esc(name)}</td><td class=\"num\">{fmt(s['mean'])}</td><td class=\"num\">{_ci(s)}</td>"
+        out.append(f"<tr><td>{esc(name)}</td><td class=\"num\">{fmt(s['mean'])}</td><td class=\"num\">{esc(_ci(s))}</td>"
                    f"<td class=\"num\">{s['n']}</td><td>{s['missing']}{(': ' + esc(reasons)) if reasons else ''}</td></tr>")
     out.append("</tbody></table>")
     timing = results["timing"]
-    out.append(f"<p class=\"muted\">answering {timing['answer_seconds']:.1f} s · judging {timing['judge_seconds']:.1f} s "
+    out.append(f"<p class=\"muted\" id=\"timing\">{esc(answering_text(timing))} · judging {timing['judge_seconds']:.1f} s "
                f"({timing['judge_seconds_per_question'] or 0:.1f} s per question) · total {timing['total_seconds']:.1f} s</p>")
     distributions = {m: [s["scores"][m]["value"] for s in samples if s["scores"][m]["value"] is not None] for m in metrics}
     out.append("<h2>Distributions</h2><div class=\"plots\" id=\"plot-metrics\">" + plots.metric_distributions(distributions) + "</div>")
@@ -317,10 +406,13 @@ def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
                + "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{v['mean_ms']:.1f}</td><td class=\"num\">{v['p50_ms']:.1f}</td>"
                          f"<td class=\"num\">{v['p95_ms']:.1f}</td></tr>" for k, v in results["latency"].items())
                + "</tbody></table>")
-    headers = ["id", "question", "answer", *metrics, "ms", "contexts and judge's reasons"]
-    out.append("<h2>Questions</h2><p class=\"muted\">Click a column header to sort.</p>"
+    headers = ["id", "question", "answer", *metrics, "ms"]
+    # Metric names break after an underscore, so seven metric columns fit a 1280-px window; the judge's
+    # reasons and the contexts get a full-width row under each question instead of a squeezed column.
+    out.append("<h2>Questions</h2><p class=\"muted\">Click a column header to sort; the row under each question "
+               "holds the judge's reasons and the retrieved contexts.</p>"
                "<table class=\"sortable\" id=\"questions\"><thead><tr>"
-               + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{esc(h)}</th>" if i < len(headers) - 1 else f"<th>{esc(h)}</th>"
+               + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{esc(h).replace('_', '_<wbr>')}</th>"
                          for i, h in enumerate(headers)) + "</tr></thead><tbody>")
     for sample in samples:
         answer = (f"<span class=\"err\">generation failed: {esc(sample['error'])}</span>" if sample.get("error")
@@ -332,10 +424,12 @@ def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
                  + "</td>",
                  f"<td class=\"answer\" data-sort=\"{esc(sample.get('answer') or '')}\">{answer}</td>",
                  *(_score_cell(sample["scores"][m]) for m in metrics),
-                 f"<td class=\"num\" data-sort=\"{total or 0:.3f}\">{(total or 0):.0f}</td>",
-                 f"<td><details><summary>{len(sample.get('contexts') or [])} contexts, reasons</summary>"
-                 f"{_reasons(sample)}<h4>Retrieved contexts</h4>{_contexts(sample)}</details></td>"]
+                 f"<td class=\"num\" data-sort=\"{total or 0:.3f}\">{(total or 0):.0f}</td>"]
         out.append(f"<tr data-id=\"{esc(sample['id'])}\">" + "".join(cells) + "</tr>")
+        out.append(f"<tr class=\"detail\" data-for=\"{esc(sample['id'])}\"><td colspan=\"{len(headers)}\"><details>"
+                   f"<summary>judge's reasons and {len(sample.get('contexts') or [])} retrieved contexts</summary>"
+                   f"<div class=\"reasons\">{_reasons(sample)}</div><h4>Retrieved contexts</h4>{_contexts(sample)}"
+                   "</details></td></tr>")
     out.append("</tbody></table>")
     out.append("<h2>Judge</h2>")
     if judge:

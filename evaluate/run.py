@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 REPORT_FILES = ("results.json", "samples.jsonl", "report.md", "report.html")
 
+# Settings that do not change an answer, only its speed or how long it is waited for.
+RESULT_NEUTRAL = {"llm": ("threads", "timeout", "max_retries"), "retrieval": ("stage_timeout",)}
+
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phase is ``"answer"`` or ``"judge"``."""
 
@@ -91,9 +94,18 @@ class RunSpec:
     def max_cutoff(self) -> int:
         return max((m.cutoff or 0 for m in self.metrics if m.kind == "retrieval"), default=0)
 
-    def fingerprint(self) -> str:
-        """What makes two runs' answers interchangeable: settings, collection, test set, whether answers are made."""
+    def fingerprint(self, *, legacy: bool = False) -> str:
+        """What makes two runs' answers interchangeable: settings, collection, test set, whether answers are made.
+
+        Settings that change only how fast or how patiently answers are made (:data:`RESULT_NEUTRAL`: threads,
+        timeouts, retries) are left out, so a run that timed out can be resumed with other values.
+        ``legacy`` gives the fingerprint of earlier versions, which included them.
+        """
         settings = self.settings.model_dump(mode="json")
+        if not legacy:
+            for section, names in RESULT_NEUTRAL.items():
+                for name in names:
+                    settings.get(section, {}).pop(name, None)
         identity = {"settings": settings, "collection": self.collection, "testset": self.testset.sha256,
                     "answers": self.needs_answers, "cutoff": self.max_cutoff}
         if options := self.options.given():  # only when set, so runs made before options existed still resume
@@ -136,7 +148,7 @@ def _prepare_folder(spec: RunSpec) -> Path:
             recorded = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint")
         except (OSError, ValueError):
             recorded = None
-        if recorded != fingerprint:
+        if recorded not in (fingerprint, spec.fingerprint(legacy=True)):
             raise ConfigError(
                 f"{out} holds a run with other settings or another test set; choose another --out, "
                 "or pass --overwrite to replace it"
@@ -239,13 +251,28 @@ def answer_case(
     return record
 
 
-def _answer_all(spec: RunSpec, checkpoint: Path, progress: Progress | None) -> tuple[list[dict[str, Any]], float]:
+def _answering_settings(settings: Settings) -> Settings:
+    """The run's settings as the engine gets them: an embedded answering LLM is asked, like the judge, without
+    llama.cpp's prompt cache and with a fixed seed, so an answer does not depend on the question before it.
+    Fields the user set in ``llm.extra_body`` win."""
+    from rag.evaluate.judge import EMBEDDED_REQUEST
+
+    if settings.llm.base_url:
+        return settings
+    llm = settings.llm.model_copy(update={"extra_body": {**EMBEDDED_REQUEST, **settings.llm.extra_body}})
+    return settings.model_copy(update={"llm": llm})
+
+
+def _answer_all(spec: RunSpec, checkpoint: Path,
+                progress: Progress | None) -> tuple[list[dict[str, Any]], float, set[str]]:
+    """Every question's record, the seconds spent answering now, and the ids whose answers the checkpoint held."""
     from rag.engine import RagEngine
 
     done = _read_checkpoint(checkpoint)
     cases = spec.testset.cases
     todo = [case for case in cases if case.id not in done]
-    resumed = len(cases) - len(todo)
+    reused = {case.id for case in cases if case.id in done}
+    resumed = len(reused)
     if resumed:
         log.info("resuming %s: %d of %d questions answered already", spec.out, resumed, len(cases))
     seconds = 0.0
@@ -258,7 +285,7 @@ def _answer_all(spec: RunSpec, checkpoint: Path, progress: Progress | None) -> t
             except ConfigError as exc:
                 raise ConfigError(f"test case {case.id}: {exc}") from None
         started = time.perf_counter()
-        with RagEngine(spec.settings, project_root=spec.project_root) as engine, checkpoint.open("a", encoding="utf-8") as fh:
+        with RagEngine(_answering_settings(spec.settings), project_root=spec.project_root) as engine, checkpoint.open("a", encoding="utf-8") as fh:
             # Load the models (and start an embedded LLM) before the clock runs, so the first question's
             # latency is not the start-up time.
             engine.search(todo[0].question, k=1)
@@ -274,7 +301,7 @@ def _answer_all(spec: RunSpec, checkpoint: Path, progress: Progress | None) -> t
                 if progress:
                     progress("answer", number, len(cases))
         seconds = time.perf_counter() - started
-    return [done[case.id] for case in cases], seconds
+    return [done[case.id] for case in cases], seconds, reused
 
 
 # -- phase 2: scores ----------------------------------------------------------------------------------
@@ -344,14 +371,15 @@ def run_eval(spec: RunSpec, *, judge: Judge | None = None, progress: Progress | 
             stack.callback(judge.cache.close)
             if not spec.judge.embedded:
                 judge.check_reachable()  # before the answers, not after them
-        samples, answer_seconds = _answer_all(spec, checkpoint, progress)
+        samples, answer_seconds, reused = _answer_all(spec, checkpoint, progress)
         if spec.judge_metrics and judge is not None and not judge.started:
             stack.enter_context(judge)  # the embedded server starts once the answering LLM is gone
         before = judge.stats.to_dict() if judge is not None else {}
         judge_seconds = score_samples(spec, samples, judge, progress)
         calls = {key: round(value - before.get(key, 0), 3) for key, value in judge.stats.to_dict().items()} if judge else {}
         results = report.summarize(spec, samples, judge, calls, answer_seconds=answer_seconds,
-                                   judge_seconds=judge_seconds, total_seconds=time.perf_counter() - started)
+                                   judge_seconds=judge_seconds, total_seconds=time.perf_counter() - started,
+                                   reused=reused)
     report.write_run(spec.out, results, samples)
     return RunResult(spec.out, results, samples)
 

@@ -90,8 +90,8 @@ class ScriptedJudge:
 
     Attributes:
         replies: per kind, a function ``body -> reply object`` overriding :func:`default_reply`.
-        faults: per kind, ``"garbage"`` (text that is not JSON), ``"http500"``, or ``"stall"`` (sleeps
-            ``stall_seconds`` before answering).
+        faults: per kind, ``"garbage"`` (text that is not JSON), ``"http500"``, ``"stall"`` (sleeps
+            ``stall_seconds`` before answering), or ``"length"`` (half the reply, cut off at max_tokens).
         delay: seconds every request waits before its reply (to make a run slow enough to kill).
         requests: ``(kind, body)`` of every chat request received, in order.
     """
@@ -130,10 +130,13 @@ class ScriptedJudge:
                 content = "this is not JSON at all" if fault == "garbage" else json.dumps(
                     judge.replies.get(kind, lambda b: default_reply(kind, b))(body)
                 )
+                finish = "stop"
+                if fault == "length":
+                    content, finish = content[: len(content) // 2], "length"
                 self._send(200, {
                     "id": "chatcmpl-judge", "object": "chat.completion", "created": 0, "model": judge.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}],
+                                 "finish_reason": finish}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 

@@ -15,7 +15,7 @@ from rag.evaluate.sweep import combinations, nested, parse_grid
 
 
 def write_run(folder: Path, name: str, scores: dict[str, list[float | None]], *, judge: str = "judge-a",
-              sha: str = "s" * 64, caveat: str | None = None) -> Path:
+              sha: str = "s" * 64, caveat: str | None = None, judge_info: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     ids = [f"q{i}" for i in range(len(next(iter(scores.values()))))]
     samples = [{"id": qid, "question": f"question <{qid}>",
@@ -24,7 +24,7 @@ def write_run(folder: Path, name: str, scores: dict[str, list[float | None]], *,
     results = {
         "schema_version": 1, "kind": "rag-eval-run", "name": name, "metrics": list(scores),
         "testset": {"sha256": sha, "source": "qa.jsonl", "questions": len(ids), "format": "jsonl"},
-        "judge": {"model": judge, "base_url": "http://127.0.0.1:1/v1", "caveat": caveat},
+        "judge": judge_info or {"model": judge, "base_url": "http://127.0.0.1:1/v1", "caveat": caveat},
         "overrides": {"retrieval": {"alpha": name}},
         "summary": {m: metric_summary(v, [None if x is not None else "judge timed out" for x in v]) for m, v in scores.items()},
         "latency": {},
@@ -94,6 +94,54 @@ def test_summary_counts_missing_and_bounds_the_mean() -> None:
     assert summary["missing_reasons"] == {"timed out": 1, "did not parse": 1}
     assert summary["mean"] == pytest.approx(0.5) and summary["ci_low"] <= 0.5 <= summary["ci_high"]
     assert metric_summary([None], ["x"])["mean"] is None
+    # One scored question has no spread: no interval rather than [0.875, 0.875].
+    one = metric_summary([0.875, None], [None, "x"])
+    assert one["mean"] == 0.875 and one["ci_low"] is None and one["ci_high"] is None
+
+
+def embedded_judge(port: int, max_tokens: int = 768) -> dict:
+    identity = {"model": "SmolLM2-135M-Instruct", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf", "gguf_bytes": 94000000,
+                "max_tokens": max_tokens, "temperature": 0.01, "json_schema": True, "schema_bounds": [8, 200],
+                "n_ctx": 8192, "cache_prompt": False, "seed": 0}
+    return {"model": "SmolLM2-135M-Instruct", "base_url": f"http://127.0.0.1:{port}/v1", "embedded": True,
+            "caveat": "smoke-test scores only", "threads": port % 3 + 1, "timeout_s": 600.0 + port,
+            "identity": identity}
+
+
+def test_the_embedded_judge_is_its_model_file_not_its_port(tmp_path: Path) -> None:
+    scores = {"faithfulness": [0.5, 0.6]}
+    base = write_run(tmp_path / "a", "base", scores, judge_info=embedded_judge(41001))
+    other = write_run(tmp_path / "b", "new", scores, judge_info=embedded_judge(52002))  # other port, threads, timeout
+    c = compare_runs([base, other])
+    assert not any("judge scores may not be comparable" in w for w in c["warnings"])
+    assert c["runs"][0]["judge"] == c["runs"][1]["judge"]
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in c["runs"][0]["judge"] and "41001" not in c["runs"][0]["judge"]
+    # A setting that shapes the replies does make the judges differ.
+    longer = write_run(tmp_path / "c", "longer", scores, judge_info=embedded_judge(41001, max_tokens=1536))
+    warnings = compare_runs([base, longer])["warnings"]
+    assert any("max_tokens 1536" in w and "judge scores may not be comparable" in w for w in warnings)
+    # Runs written before the identity was recorded: the embedded judge is still not its URL.
+    old = [{k: v for k, v in embedded_judge(port).items() if k != "identity"} for port in (1, 2)]
+    first = write_run(tmp_path / "d", "d", scores, judge_info=old[0])
+    second = write_run(tmp_path / "e", "e", scores, judge_info=old[1])
+    assert not any("may not be comparable" in w for w in compare_runs([first, second])["warnings"])
+
+
+def test_too_few_pairs_are_said_to_be_unable_to_show_a_difference(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a", "base", {"faithfulness": [0.1, 0.2, 0.3, None, None, None], "mrr@10": [0.1] * 6})
+    other = write_run(tmp_path / "b", "new", {"faithfulness": [0.9, 0.9, 0.9, 0.5, 0.5, 0.5], "mrr@10": [0.9] * 6})
+    c = compare_runs([base, other])
+    few, six = c["comparisons"][0]["metrics"]["faithfulness"], c["comparisons"][0]["metrics"]["mrr@10"]
+    # Three pairs all moving up: the best a sign-flip test can say is p = 2/8.
+    assert few["p_value"] == few["min_p_value"] == 0.25 and not few["significant"]
+    assert "no difference can be significant" in few["note"] and "0.25" in few["note"]
+    assert six["min_p_value"] == 2 / 64 and six["note"] is None and six["significant"]
+    write_comparison(tmp_path / "cmp", c)
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "no difference can be significant" in html and "Too few questions" in (tmp_path / "cmp" / "report.md").read_text()
+    # The plot shows paired differences with their pair counts, not each run's unpaired mean.
+    plot = html[html.index('id="plot-deltas"'):]
+    assert "<svg" in plot[:200] and "n=3" in plot and "n=6" in plot and "paired by question" in plot
 
 
 def test_grid_parsing() -> None:
@@ -107,3 +155,4 @@ def test_grid_parsing() -> None:
             parse_grid([bad])
     with pytest.raises(ConfigError, match="twice"):
         parse_grid(["retrieval.k=1", "retrieval.k=2"])
+

@@ -154,22 +154,25 @@ def test_html_report_opens_offline_in_chromium_and_sorts(scored_run: Path) -> No
             page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
             page.on("request", lambda req: requests.append(req.url))
             page.goto((scored_run / "report.html").as_uri())
-            assert page.locator("#questions tbody tr").count() == 4
+            assert page.locator("#questions > tbody > tr[data-id]").count() == 4
             assert page.locator("#plot-metrics svg").count() == 1 and page.locator("#plot-latency svg").count() == 1
             assert page.evaluate("window.__pwned") is None
             column = page.locator("#questions th", has_text="mrr@10")
             index = int(column.get_attribute("data-col"))
 
             def values() -> list[float]:
-                cells = page.locator(f"#questions tbody tr td:nth-child({index + 1})")
+                cells = page.locator(f"#questions > tbody > tr[data-id] > td:nth-child({index + 1})")
                 return [float(v) for v in cells.evaluate_all("cs => cs.map(c => c.getAttribute('data-sort'))") if v]
 
             column.click()
             assert values() == sorted(values(), reverse=True)
             column.click()
             assert values() == sorted(values())
-            page.locator("#questions tbody tr").first.locator("summary").click()
-            assert page.locator("#questions tbody tr").first.locator("pre").first.is_visible()
+            # The first question's reasons and contexts are in the full-width row under it.
+            first = page.locator("#questions > tbody > tr").first.get_attribute("data-id")
+            detail = page.locator(f"#questions > tbody > tr.detail[data-for='{first}']")
+            detail.locator("summary").click()
+            assert detail.locator("pre").first.is_visible()
         finally:
             browser.close()
     assert errors == []
@@ -297,6 +300,8 @@ def test_embedded_judge_end_to_end(docs_project: Path, tmp_path: Path) -> None:
     rerun, rerun_samples = read_run(tmp_path / "run")
     assert rerun["judge"]["calls"]["sent"] == 0 and rerun["judge"]["calls"]["cached"] == judge["calls"]["sent"]
     assert rerun["timing"]["answer_seconds"] == 0  # answers came from the checkpoint
+    assert rerun["timing"]["answers_reused"] == 2 and "answers reused from the earlier run" in \
+        (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{name: (sc["value"], sc["missing"], sc["summary"]) for name, sc in row["scores"].items()} for row in rows]
 
@@ -350,6 +355,7 @@ def test_killed_run_resumes_without_repeating_judge_calls(docs_project: Path, tm
         assert results["judge"]["calls"]["cached"] >= len(first) - 1
         assert results["judge"]["calls"]["sent"] == len(second)
         assert results["timing"]["answer_seconds"] == 0  # no question answered twice
+        assert results["timing"]["answers_reused"] == 4 and results["timing"]["reused_answer_seconds"] > 0
         assert all(s["scores"]["faithfulness"]["value"] is not None for s in samples)
     finally:
         server.kill()

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from scripted_judge import ScriptedJudge
 
-from rag.evaluate.judge import Judge, JudgeConfig, JudgeUnavailable, bounded_schema
+from rag.evaluate.judge import (
+    CUTOFF_REASON,
+    Judge,
+    JudgeConfig,
+    JudgeUnavailable,
+    bounded_schema,
+    default_judge_threads,
+)
 from rag.evaluate.metrics import JudgeMetrics, Score
 
 QUESTION = "How big is a chunk?"
@@ -53,6 +63,8 @@ def test_faithfulness_is_supported_claims_over_all_claims(judge: ScriptedJudge, 
     assert result.summary == "5 of 7 claims supported by the contexts"
     assert [d["verdict"] for d in result.details] == verdicts
     assert result.details[2] == {"item": "it runs on Mars", "verdict": 0, "reason": "reason for it runs on Mars"}
+    # The claims the verdicts are about travel with the score, for the report to show next to them.
+    assert result.claims == statements and result.to_dict()["claims"] == statements
     assert judge.kinds() == ["StatementGeneratorOutput", "NLIStatementOutput"]
     # The NLI prompt carries the claims the judge extracted and the joined contexts.
     nli_prompt = judge.requests[1][1]["messages"][-1]["content"]
@@ -161,6 +173,11 @@ def test_schema_constrained_requests(judge: ScriptedJudge, tmp_path: Path) -> No
     assert body["max_tokens"] == 777 and body["model"] == judge.model
     plain = bounded_schema({"type": "object", "properties": {"a": {"type": "string", "enum": ["x"]}}})
     assert "maxLength" not in plain["properties"]["a"]
+    # A verdict can only be 0 or 1: the grammar cannot produce "attributed: 2".
+    attributed = re.findall(r'"attributed": (\{[^{}]*\})', json.dumps(schema))
+    assert attributed and all(json.loads(a)["enum"] == [0, 1] for a in attributed)
+    # An endpoint judge gets none of the llama.cpp-only fields the embedded judge sends.
+    assert "cache_prompt" not in body and "seed" not in body
     # Without json_schema the request is RAGAS's own JSON mode (no schema for the endpoint to enforce).
     score(config(judge, tmp_path / "plain", json_schema=False), "context_recall")
     assert "schema" not in judge.requests[-1][1].get("response_format", {})
@@ -202,3 +219,80 @@ def test_verdicts_outside_zero_and_one_are_missing_not_scores(judge: ScriptedJud
     judge.replies.update(claims(["x", "y"], [1, 3]))
     result, _ = score(config(judge, tmp_path / "f"), "faithfulness")
     assert result.value is None and result.missing == "the judge returned a verdict of 3, not 0 or 1; no score"
+
+
+def test_a_reply_cut_at_max_tokens_is_asked_again_under_a_larger_budget(judge: ScriptedJudge, tmp_path: Path) -> None:
+    judge.faults["ContextRecallOutput"] = "length"
+    first, _ = score(config(judge, tmp_path, max_tokens=50), "context_recall")
+    assert first.value is None and first.missing == CUTOFF_REASON
+    again, used = score(config(judge, tmp_path, max_tokens=50), "context_recall")  # same budget: from the cache
+    assert again.missing == CUTOFF_REASON and len(judge.requests) == 1 and used.stats.cached == 1
+    del judge.faults["ContextRecallOutput"]
+    raised, used = score(config(judge, tmp_path, max_tokens=100), "context_recall")  # as the reason advises
+    assert raised.value is not None and len(judge.requests) == 2 and used.stats.sent == 1
+    # An entry written before the budget was recorded is asked again too.
+    judge.faults["ContextRecallOutput"] = "length"
+    score(config(judge, tmp_path / "old", max_tokens=50), "context_recall")
+    with sqlite3.connect(tmp_path / "old" / "cache.sqlite") as db:
+        db.execute("UPDATE judge_calls SET status = 'error', payload = ?", (CUTOFF_REASON,))
+    del judge.faults["ContextRecallOutput"]
+    legacy, _ = score(config(judge, tmp_path / "old", max_tokens=50), "context_recall")
+    assert legacy.value is not None and len(judge.requests) == 4
+
+
+def test_instructor_error_lines_stay_off_the_console(judge: ScriptedJudge, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A failed call is a missing score with its reason; instructor's own ERROR line is not printed too."""
+    judge.faults["ContextRecallOutput"] = "http500"
+    quiet = logging.getLogger("instructor")
+    try:
+        quiet.setLevel(logging.ERROR)  # a level set on purpose is left alone: the line is logged
+        result, _ = score(config(judge, tmp_path, max_retries=0), "context_recall")
+        assert result.missing == "judge endpoint answered HTTP 500"
+        assert any(r.name.startswith("instructor") and r.levelno == logging.ERROR for r in caplog.records)
+        caplog.clear()
+        quiet.setLevel(logging.NOTSET)  # as in a fresh `rag eval` process
+        result, _ = score(config(judge, tmp_path / "q", max_retries=0), "context_recall")
+        assert result.missing == "judge endpoint answered HTTP 500"
+        assert [r for r in caplog.records if r.name.startswith("instructor")] == []
+    finally:
+        quiet.setLevel(logging.NOTSET)
+
+
+def test_default_judge_threads_leave_half_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cpus, threads in ((1, 1), (2, 1), (3, 1), (8, 4), (64, 8)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert default_judge_threads() == threads
+        assert JudgeConfig().effective_threads == threads and JudgeConfig(threads=2).effective_threads == 2
+
+
+@pytest.mark.slow
+def test_embedded_judge_replies_do_not_depend_on_the_request_before(tmp_path: Path) -> None:
+    """The real bundled llama.cpp, asked prompt A, then B, then A again, gives A the same reply both times (the
+    judge turns off llama.cpp's prompt cache and fixes the seed). Short RAGAS-style prompts with a shared
+    prefix, and a few tokens, keep it to seconds on a busy CPU."""
+    import httpx
+    from ragas.metrics.collections.context_recall.util import ContextRecallOutput
+
+    instruction = ("Given a context and an answer, analyze each sentence in the answer and classify if the sentence "
+                   "can be attributed to the given context or not. Use only 'Yes' (1) or 'No' (0) as a binary "
+                   "classification. Output json with reason.\n\n")
+    texts = [instruction + "context: A chunk is a window of 200 tokens. Consecutive windows share 40 tokens.\n"
+             "answer: 200 tokens, with 40 tokens of overlap.",
+             instruction + "context: rag ingest re-reads only the files whose content changed.\n"
+             "answer: Only the changed file is embedded again."]
+    with Judge(JudgeConfig(cache_path=tmp_path / "c.sqlite", max_tokens=32, threads=1)) as judge:
+        options = judge.llm().request_options(ContextRecallOutput)
+        assert options["extra_body"]["cache_prompt"] is False and "seed" in options["extra_body"]
+
+        def ask(text: str) -> str:
+            body = {"model": judge.model, "messages": [{"role": "user", "content": text}],
+                    **{k: v for k, v in options.items() if k != "extra_body"}, **options["extra_body"]}
+            reply = httpx.post(f"{judge.base_url}/chat/completions", json=body, timeout=300).json()
+            return reply["choices"][0]["message"]["content"]
+
+        first = ask(texts[0])
+        other = ask(texts[1])
+        again = ask(texts[0])
+    assert again == first and other != first
+    assert all(v in ("0", "1") for v in re.findall(r'"attributed":\s*(\d+)', first + other))
