@@ -54,7 +54,9 @@ def test_ask_streams_and_prints_numbered_sources(project: Path) -> None:
     out = result.stdout
     assert out.index("Answer") < out.index("Sources") < out.index("Retrieved chunks")
     assert "[1] docs/guide/troubleshoot.md § Troubleshooting > The widget is slow" in out
-    assert "[" in out.split("Sources")[0]  # the answer carries [n] markers
+    # The answer carries [n] markers; only an answer the repetition stop cut may lack them (its JSON reply
+    # never reached the citations list), and then the user is told so.
+    assert "[" in out.split("Sources")[0] or "started repeating itself" in result.stderr, result.stderr
 
 
 def test_the_default_answer_is_extractive_and_starts_no_llm(project: Path) -> None:
