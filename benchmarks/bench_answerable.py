@@ -113,18 +113,12 @@ def collect(name: str, limit: int | None, cached: bool) -> list[dict[str, Any]]:
     retrieval = engine.settings.retrieval
     depth = retrieval.candidates
     queries, qrels = judged_queries(name, limit)
-    rows_ = list(engine.catalog.iter_chunks())
-    ids = [cid for cid, _, _ in rows_]
-    position = {cid: i for i, cid in enumerate(ids)}
-    doc_of = np.array([meta["doc_id"] for _, _, meta in rows_])
-    vectors = engine.store.get_vectors(ids)
-    matrix = np.stack([vectors[cid] for cid in ids]).astype(np.float32)
-    analyzer = engine.bm25.analyzer
     started = time.perf_counter()
-    tokens = [analyzer(text) for _, text, _ in rows_]
+    ids, position, doc_of, matrix, tokens = index_arrays(engine)
+    analyzer = engine.bm25.analyzer
     full_bm25 = _bm25(ids, tokens, analyzer, retrieval)
     exact = ExactBM25(tokens, retrieval.bm25_k1, retrieval.bm25_b, retrieval.bm25_method)
-    print(f"[{name}] {len(ids)} chunks, {len(queries)} judged queries; analysed in "
+    print(f"[{name}] {len(ids)} chunks, {len(queries)} judged queries; loaded and analysed in "
           f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     everything = np.arange(len(ids))
     records: list[dict[str, Any]] = []
@@ -219,6 +213,21 @@ class ExactBM25:
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
             out[rows] += idf * tf / (tf + norm[rows])
         return out.astype(np.float32)
+
+
+def index_arrays(engine: Any) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray, list[list[str]]]:
+    """The whole index as arrays, one row per chunk in catalog order: ``(ids, position of each id,
+    doc_id of each row, the stored vectors as a float32 matrix, each chunk's BM25 terms)``."""
+    rows = list(engine.catalog.iter_chunks())
+    ids = [cid for cid, _, _ in rows]
+    vectors = engine.store.get_vectors(ids)
+    return (
+        ids,
+        {cid: i for i, cid in enumerate(ids)},
+        np.array([meta["doc_id"] for _, _, meta in rows]),
+        np.stack([vectors[cid] for cid in ids]).astype(np.float32),
+        [engine.bm25.analyzer(text) for _, text, _ in rows],
+    )
 
 
 def _bm25(ids: list[str], tokens: list[list[str]], analyzer: Any, retrieval: Any) -> BM25Index:

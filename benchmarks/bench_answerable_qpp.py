@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_answerable import ExactBM25, auroc, bootstrap, collect, fit_logistic, split, top
+from benchmarks.bench_answerable import ExactBM25, auroc, bootstrap, collect, fit_logistic, index_arrays, split, top
 from benchmarks.common import CACHE, add_quality_arguments, judged_queries, shipped_engine, table, write_result
 from rag.retrieve.answerable import FEATURE_OF, answerable_probability
 
@@ -106,14 +106,8 @@ def _collect(name: str, limit: int | None) -> list[dict[str, Any]]:
     retrieval = engine.settings.retrieval
     depth = retrieval.candidates
     queries, qrels = judged_queries(name, limit)
-    rows_ = list(engine.catalog.iter_chunks())
-    ids = [cid for cid, _, _ in rows_]
-    position = {cid: i for i, cid in enumerate(ids)}
-    doc_of = np.array([meta["doc_id"] for _, _, meta in rows_])
-    vectors = engine.store.get_vectors(ids)
-    matrix = np.stack([vectors[cid] for cid in ids]).astype(np.float32)
+    ids, position, doc_of, matrix, tokens = index_arrays(engine)
     analyzer = engine.bm25.analyzer
-    tokens = [analyzer(text) for _, text, _ in rows_]
     token_sets = [set(t) for t in tokens]
     exact = ExactBM25(tokens, retrieval.bm25_k1, retrieval.bm25_b, retrieval.bm25_method)
     started = time.perf_counter()
