@@ -330,6 +330,10 @@ class Catalog:
         rows = self._read("SELECT chunk_id, text, metadata FROM chunks WHERE doc_id = ? ORDER BY ord", (doc_id,))
         return [Chunk(cid, doc_id, text, json.loads(meta)) for cid, text, meta in rows]
 
+    def document_size(self, doc_id: str) -> int:
+        """How many chunks one document has (0 if the document is unknown)."""
+        return int(self._read("SELECT COUNT(*) FROM chunks WHERE doc_id = ?", (doc_id,))[0][0])
+
     def chunk_range(self, doc_id: str, first: int, last: int) -> list[Chunk]:
         """The chunks of one document at positions ``first`` to ``last`` (``chunk_index``, both included), in order."""
         rows = self._read(

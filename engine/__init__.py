@@ -279,6 +279,11 @@ class RagEngine:
         """One document with its chunks, or ``None`` if unknown."""
         return self._reading.document(doc_id)
 
+    def chunk(self, chunk_id: str, neighbours: int = 1) -> dict[str, Any] | None:
+        """One chunk with its offsets and up to ``neighbours`` adjacent chunks on each side, or ``None`` if
+        unknown; see :meth:`ReadingService.chunk <rag.engine.reading.ReadingService.chunk>`."""
+        return self._reading.chunk(chunk_id, neighbours)
+
     def status(self) -> dict[str, Any]:
         """Documents, chunks, model, store and size on disk, from the last committed state."""
         return self._reading.status()

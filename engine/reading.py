@@ -27,7 +27,7 @@ from rag.core.errors import (
 from rag.core.filters import Filter, parse_filter
 from rag.core.query import QueryOptions
 from rag.core.settings import Settings
-from rag.core.types import Hit
+from rag.core.types import Chunk, Hit
 from rag.engine.answerability import not_covered
 from rag.engine.expand import EXPAND_MODES, ExpandMode, expand_hits
 from rag.engine.index import CATALOG_NAME, LOCAL_FOLDERS, IndexFiles
@@ -287,6 +287,47 @@ class ReadingService:
         )
         summary["chunk_list"] = [{"chunk_id": c.chunk_id, "text": c.text, "metadata": c.metadata} for c in chunks]
         return summary
+
+    def chunk(self, chunk_id: str, neighbours: int = 1) -> dict[str, Any] | None:
+        """One chunk with its place in its document, or ``None`` if the catalog does not hold it.
+
+        Returns:
+            ``chunk_id``, ``doc_id``, ``source``, ``title``, ``text``, ``metadata`` (the chunk's own, offsets
+            included), ``start`` and ``end`` (character offsets in the document text, ``None`` when the
+            parser gave none), ``page``, ``chunk_index``, ``document_chunks`` (how many the document has),
+            and ``before`` / ``after``: up to ``neighbours`` adjacent chunks each (``chunk_id``, ``text``,
+            ``metadata``), nearest last and first respectively.
+        """
+        if neighbours < 0:
+            raise ConfigError(f"neighbours must be >= 0, got {neighbours}")
+        self._view.reopen_catalog_if_created()
+        catalog = self._view.catalog
+        chunk = catalog.get_chunks([chunk_id]).get(chunk_id)
+        if chunk is None:
+            return None
+        meta = chunk.metadata
+        index = int(meta.get("chunk_index", 0))
+        around = catalog.chunk_range(chunk.doc_id, max(0, index - neighbours), index + neighbours) if neighbours else []
+        total = catalog.document_size(chunk.doc_id)
+
+        def brief(c: Chunk) -> dict[str, Any]:
+            return {"chunk_id": c.chunk_id, "text": c.text, "metadata": c.metadata}
+
+        return {
+            "chunk_id": chunk.chunk_id,
+            "doc_id": chunk.doc_id,
+            "source": chunk.source,
+            "title": meta.get("title", chunk.doc_id),
+            "text": chunk.text,
+            "metadata": meta,
+            "start": meta.get("start"),
+            "end": meta.get("end"),
+            "page": meta.get("page"),
+            "chunk_index": index,
+            "document_chunks": total,
+            "before": [brief(c) for c in around if int(c.metadata.get("chunk_index", 0)) < index],
+            "after": [brief(c) for c in around if int(c.metadata.get("chunk_index", 0)) > index],
+        }
 
     def status(self) -> dict[str, Any]:
         """Documents, chunks, model, store and size on disk, from the last committed state."""

@@ -49,6 +49,28 @@ def test_in_memory_documents_are_incremental_and_filterable(make_engine) -> None
     assert all(h.chunk.doc_id != "kb-1" for h in engine.search("vacuum robot", 5))
 
 
+def test_a_chunk_comes_with_its_offsets_and_neighbours(make_engine) -> None:
+    engine = make_engine(chunking={"size": 24, "overlap": 0})
+    words = " ".join(f"word{i}" for i in range(200))
+    engine.ingest_documents([{"id": "long", "text": words, "metadata": {"team": "hw"}}])
+    chunks = engine.document("long")["chunk_list"]
+    assert len(chunks) >= 4
+
+    middle = engine.chunk(chunks[2]["chunk_id"], neighbours=1)
+    assert (middle["doc_id"], middle["chunk_index"], middle["document_chunks"]) == ("long", 2, len(chunks))
+    assert middle["text"] == chunks[2]["text"] and middle["metadata"]["team"] == "hw"
+    assert words[middle["start"] : middle["end"]].strip() == middle["text"].strip()
+    assert [c["chunk_id"] for c in middle["before"]] == [chunks[1]["chunk_id"]]
+    assert [c["chunk_id"] for c in middle["after"]] == [chunks[3]["chunk_id"]]
+
+    first = engine.chunk(chunks[0]["chunk_id"], neighbours=2)
+    assert first["before"] == [] and len(first["after"]) == 2
+    assert engine.chunk(chunks[0]["chunk_id"], neighbours=0)["after"] == []
+    assert engine.chunk("no-such-chunk") is None
+    with pytest.raises(ConfigError, match="neighbours"):
+        engine.chunk(chunks[0]["chunk_id"], neighbours=-1)
+
+
 def test_in_memory_documents_are_validated(make_engine, corpus: Path) -> None:
     engine = make_engine()
     engine.ingest([corpus])
