@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -105,6 +106,10 @@ def _global(
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the CLI draws its own progress
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx.obj = State({"data_dir": data_dir} if data_dir else {}, config)
+    if ctx.invoked_subcommand:
+        from opentelemetry import trace
+
+        trace.get_current_span().update_name(f"rag {ctx.invoked_subcommand}")  # main()'s root span (if traced)
 
 
 CollectionOpt = Annotated[
@@ -941,11 +946,34 @@ def _split_ray_value(argv: list[str]) -> list[str]:
     return split
 
 
+@contextlib.contextmanager
+def _traced_run() -> Iterator[None]:
+    """The command's root span (``rag search``: the callback names it), when ``OTEL_*`` variables ask for
+    traces (docs/integrations.md); the spans are exported when the process exits."""
+    from rag import __version__
+    from rag.core.tracing import span
+    from rag.core.tracing_setup import configure_tracing
+
+    if not configure_tracing(__version__):
+        yield
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    with span("rag") as root:
+        try:
+            yield
+        except SystemExit as exc:  # typer ends every command with one; only a non-zero code is a failure
+            if exc.code not in (None, 0):
+                root.set_status(Status(StatusCode.ERROR, f"exit code {exc.code}"))
+            raise
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn library errors into messages and exit codes."""
     sys.argv[1:] = _split_ray_value(_split_rerank_value(sys.argv[1:]))
     try:
-        app()
+        with _traced_run():
+            app()
     except RagError as exc:
         err.print(Text.assemble(("error:", "red"), f" {_visible(str(exc))}"))
         sys.exit(exc.exit_code)

@@ -28,6 +28,8 @@ from rag.api.metrics import Metrics
 from rag.api.routes import collections, documents, openai_compat, query, system
 from rag.api.uploads import UploadRunner
 from rag.core.settings import Settings, load_settings
+from rag.core.tracing import enabled as tracing_enabled
+from rag.core.tracing_setup import configure_tracing
 from rag.workspace import Workspace
 
 STATIC = Path(str(resources.files("rag.api") / "static"))
@@ -45,6 +47,7 @@ Every error is `{"error": {"type", "message"}}`."""
 def create_app(settings: Settings | None = None, *, project_root: Path | None = None) -> FastAPI:
     """Build the app over the data directory in ``settings`` (default: the environment's settings)."""
     settings = settings or load_settings()
+    configure_tracing(__version__)  # only when OTEL_* variables ask for traces (docs/integrations.md)
     metrics = Metrics()
     workspace = Workspace(settings, project_root=project_root)
     runner = UploadRunner(workspace)
@@ -95,6 +98,12 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
     for module in (system, collections, documents, query, openai_compat):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if tracing_enabled():
+        # A server span per request, parent of the engine's stage spans; not one per ASGI message sent
+        # (a streamed answer would make one per event).
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:

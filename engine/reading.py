@@ -27,6 +27,7 @@ from rag.core.errors import (
 from rag.core.filters import Filter, parse_filter
 from rag.core.query import QueryOptions
 from rag.core.settings import Settings
+from rag.core.tracing import set_attributes, span
 from rag.core.types import Chunk, Hit
 from rag.engine.answerability import not_covered
 from rag.engine.expand import EXPAND_MODES, ExpandMode, expand_hits
@@ -179,19 +180,24 @@ class ReadingService:
             rerank_score=resolved.rerank_score,
             rerank_blend_weight=resolved.rerank_blend_weight,
         )
-        reranker = self.reranker(resolved.rerank)
-        self.refresh()
-        return self._read_state().pipeline.run(
-            query,
-            resolved.k,
-            alpha=resolved.alpha,
-            fusion=resolved.fusion,
-            filter=resolved.filter,
-            post=PostFilter(resolved.min_score, resolved.max_per_doc),
-            options=stages,
-            history=resolved.history,
-            reranker=reranker,
-        )
+        with span("rag.retrieve", {"rag.k": resolved.k, "rag.alpha": resolved.alpha, "rag.fusion": resolved.fusion,
+                                   "rag.store": self.settings.store.kind}) as current:
+            reranker = self.reranker(resolved.rerank)
+            self.refresh()
+            retrieval = self._read_state().pipeline.run(
+                query,
+                resolved.k,
+                alpha=resolved.alpha,
+                fusion=resolved.fusion,
+                filter=resolved.filter,
+                post=PostFilter(resolved.min_score, resolved.max_per_doc),
+                options=stages,
+                history=resolved.history,
+                reranker=reranker,
+            )
+            set_attributes(current, {"rag.hits": len(retrieval.hits), "rag.answerable": retrieval.answerable,
+                                     "rag.warnings": len(retrieval.warnings)})
+        return retrieval
 
     def ask(
         self,
@@ -221,6 +227,19 @@ class ReadingService:
             AnswerError: the LLM endpoint failed; its ``hits`` are the retrieved sources.
             plus what :meth:`retrieve` raises.
         """
+        with span("rag.ask") as current:
+            answer = self._ask(question, options, on_sources, on_token)
+            set_attributes(current, {"rag.answer.model": answer.model, "rag.citations": len(answer.citations),
+                                     "rag.answerable": answer.answerable, "rag.warnings": len(answer.warnings)})
+        return answer
+
+    def _ask(
+        self,
+        question: str,
+        options: QueryOptions | None,
+        on_sources: Callable[[list[Hit]], None] | None,
+        on_token: Callable[[str], None] | None,
+    ) -> Answer:
         retrieval = self.retrieve(question, options)
         hits = retrieval.hits
         if on_sources is not None:

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from rag.core.completion import Completion
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
+from rag.core.tracing import genai_span, set_attributes, usage_attributes
 from rag.generate.openai_chat import openai_client
 from rag.generate.repetition import trim_repetition
 
@@ -159,13 +160,19 @@ class ChatCompleter:
         started = time.perf_counter()
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return Completion(hit, True, (time.perf_counter() - started) * 1000)
-        try:
-            extra = {"extra_body": self.extra_body} if self.extra_body else {}
-            reply = self._client.chat.completions.create(model=self.model, stream=False, **request, **extra)
-        except openai.APITimeoutError as exc:
-            raise GenerationTimeout(f"the LLM at {self.base_url} did not reply within {self.timeout:g} s") from exc
-        except (openai.APIError, httpx.HTTPError) as exc:
-            raise GenerationError(f"the LLM at {self.base_url} failed: {_reason(exc)}") from exc
+        with genai_span(self.model, self.base_url, max_tokens=max_tokens, temperature=temperature) as current:
+            try:
+                extra = {"extra_body": self.extra_body} if self.extra_body else {}
+                reply = self._client.chat.completions.create(model=self.model, stream=False, **request, **extra)
+            except openai.APITimeoutError as exc:
+                raise GenerationTimeout(f"the LLM at {self.base_url} did not reply within {self.timeout:g} s") from exc
+            except (openai.APIError, httpx.HTTPError) as exc:
+                raise GenerationError(f"the LLM at {self.base_url} failed: {_reason(exc)}") from exc
+            set_attributes(current, {
+                "gen_ai.response.model": reply.model or None,
+                "gen_ai.response.finish_reasons": [c.finish_reason for c in reply.choices if c.finish_reason] or None,
+                **usage_attributes(reply.usage.model_dump() if reply.usage is not None else None),
+            })
         text = (reply.choices[0].message.content or "").strip() if reply.choices else ""
         if response_format is None:  # free text: a small model's loop is cut (a JSON reply is left whole)
             text, repeat = trim_repetition(text)

@@ -27,6 +27,7 @@ import numpy as np
 from rag.core.analysis import Analyzer
 from rag.core.answers import NO_CONTEXT_ANSWER, Answer, Citation
 from rag.core.errors import ConfigError
+from rag.core.tracing import set_attributes, span
 from rag.core.types import Hit
 from rag.generate.prompt import _truncated_block, approx_token_count, build_messages, format_block
 
@@ -128,6 +129,13 @@ class ExtractiveGenerator:
             The answer; every sentence in it is a sentence of the block it cites. With no hits, or no
             sentence above the floor, the "no relevant context" answer with no citations.
         """
+        # Its own span, not a GenAI one: no model writes text here, so there are no tokens to count.
+        with span("rag.generate.extractive", {"rag.answer.mode": "extractive", "rag.hits": len(hits)}) as current:
+            answer = self._generate(question, hits, on_token)
+            set_attributes(current, {"rag.context.blocks": len(answer.used_hits), "rag.citations": len(answer.citations)})
+        return answer
+
+    def _generate(self, question: str, hits: list[Hit], on_token: Callable[[str], None] | None) -> Answer:
         if not hits:
             return self._no_context([], on_token)
         _, used = build_messages(question, hits, budget_tokens=self.context_tokens, count_tokens=self.count_tokens)

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from rag.core.answers import NO_CONTEXT_ANSWER, Answer, Citation, find_citations
 from rag.core.errors import ConfigError, GenerationError, GenerationTimeout
+from rag.core.tracing import genai_span, set_attributes, usage_attributes
 from rag.core.types import Hit
 from rag.generate.prompt import approx_token_count, build_messages
 from rag.generate.repetition import RepetitionGuard
@@ -313,7 +314,15 @@ class OpenAIChatGenerator:
         logger.debug("asking %s at %s with %d context blocks", self.model, self.base_url, len(used))
         decoder = AnswerStreamDecoder() if self.structured else None
         guard = RepetitionGuard(self.repeat_stop_words) if self.repeat_stop_words else None
-        reply, model, finish_reason, usage = self._stream(request, decoder, guard, on_token)
+        with genai_span(self.model, self.base_url, max_tokens=self.max_tokens, temperature=self.temperature) as current:
+            reply, model, finish_reason, usage = self._stream(request, decoder, guard, on_token)
+            set_attributes(current, {
+                "gen_ai.response.model": model,
+                "gen_ai.response.finish_reasons": [finish_reason] if finish_reason else None,
+                "gen_ai.output.type": "json" if self.structured else "text",
+                "rag.context.blocks": len(used),
+                **usage_attributes(usage),
+            })
 
         warnings: list[str] = []
         if guard is not None and guard.repeat is not None:

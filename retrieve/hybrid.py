@@ -43,6 +43,7 @@ import numpy as np
 from rag.core.errors import ConfigError
 from rag.core.filters import Filter
 from rag.core.query import Fusion  # defined once, with the query options; re-exported here
+from rag.core.tracing import span
 from rag.core.types import Chunk, Evidence, Hit, ScoredId
 from rag.retrieve.answerable import gather_evidence
 from rag.retrieve.keyword import KeywordIndex
@@ -281,6 +282,15 @@ class HybridRetriever:
             raise ConfigError(f"unknown fusion {fusion!r}; use 'linear' or 'rrf'")
         if not query.strip():
             raise ConfigError("query is empty")
+        with span("rag.retrieve.search", {"rag.k": k, "rag.alpha": alpha, "rag.fusion": fusion}) as current:
+            hits, evidence = self._search(query, k, alpha, fusion, filter, post, vector)
+            current.set_attribute("rag.hits", len(hits))
+        return hits, evidence
+
+    def _search(
+        self, query: str, k: int, alpha: float, fusion: Fusion, filter: Filter | None, post: PostFilter | None,
+        vector: np.ndarray | None,
+    ) -> tuple[list[Hit], Evidence | None]:
         depth = max(self.candidates, k)
         native = self.native_store(alpha, fusion)
         if native is not None:
@@ -288,30 +298,48 @@ class HybridRetriever:
             # as the local fusion ranks the union: fewer would cut recall after the post-filters and
             # orphans that `_finish` drops (measured: -0.013 recall@100 on NFCorpus with `depth` only).
             if vector is None:
-                vector = self.embed_query(query)
-            found = native.hybrid_search(query, vector, 2 * depth, alpha, filter, candidates=depth)
+                vector = self._embed(query)
+            with span("rag.retrieve.native_hybrid", {"rag.store": type(native).__name__, "rag.candidates": depth}) as s:
+                found = native.hybrid_search(query, vector, 2 * depth, alpha, filter, candidates=depth)
+                s.set_attribute("rag.results", len(found))
             fused = [FusedScore(s.chunk_id, s.score, None, None) for s in found]
             return self._finish(fused, k, post or PostFilter()), None
         use_dense, use_bm25 = alpha > 0 or fusion == "rrf", alpha < 1 or fusion == "rrf"
 
         if use_dense and vector is None:
-            vector = self.embed_query(query)
+            vector = self._embed(query)
         elif not use_dense:
             vector = None
-        dense = self.store.search(vector, depth, filter) if vector is not None else []
-        keyword = self.keyword.search(query, depth, filter) if use_bm25 else []
+        dense: list[ScoredId] = []
+        if vector is not None:
+            with span("rag.retrieve.dense", {"rag.store": type(self.store).__name__, "rag.candidates": depth}) as s:
+                dense = self.store.search(vector, depth, filter)
+                s.set_attribute("rag.results", len(dense))
+        keyword: list[ScoredId] = []
+        if use_bm25:
+            with span("rag.retrieve.keyword", {"rag.keyword": getattr(self.keyword, "name", None),
+                                               "rag.candidates": depth}) as s:
+                keyword = self.keyword.search(query, depth, filter)
+                s.set_attribute("rag.results", len(keyword))
 
-        if fusion == "rrf":
-            fused = rrf_fusion(dense, keyword, alpha, self.rrf_k)
-        else:
-            dense_map = {h.chunk_id: h.score for h in dense}
-            bm25_map = {h.chunk_id: h.score for h in keyword}
-            if use_dense and use_bm25:
-                alpha = confidence_alpha(alpha, dense, keyword, self.confidence_power)
-                self._complete_scores(query, vector, dense_map, bm25_map)
-            fused = linear_fusion(dense_map, bm25_map, alpha)
+        with span("rag.retrieve.fusion", {"rag.fusion": fusion, "rag.alpha": alpha}) as s:
+            if fusion == "rrf":
+                fused = rrf_fusion(dense, keyword, alpha, self.rrf_k)
+            else:
+                dense_map = {h.chunk_id: h.score for h in dense}
+                bm25_map = {h.chunk_id: h.score for h in keyword}
+                if use_dense and use_bm25:
+                    alpha = confidence_alpha(alpha, dense, keyword, self.confidence_power)
+                    self._complete_scores(query, vector, dense_map, bm25_map)
+                fused = linear_fusion(dense_map, bm25_map, alpha)
+                s.set_attribute("rag.alpha.effective", alpha)
+            s.set_attribute("rag.candidates", len(fused))
         evidence = self._evidence(query, dense if use_dense else None, keyword if use_bm25 else None)
         return self._finish(fused, k, post or PostFilter()), evidence
+
+    def _embed(self, query: str) -> np.ndarray:
+        with span("rag.retrieve.embed_query", {"rag.embed.texts": 1}):
+            return self.embed_query(query)
 
     def _evidence(self, query: str, dense: list[ScoredId] | None, keyword: list[ScoredId] | None) -> Evidence:
         """The answerability evidence; the terms come from a keyword side that can analyse text (the local one)."""

@@ -36,6 +36,7 @@ import numpy as np
 
 from rag.core.errors import ConfigError, GenerationError
 from rag.core.filters import Filter
+from rag.core.tracing import set_attributes, span, stage_failed
 from rag.core.types import Evidence, Hit
 from rag.retrieve.answerable import answerable_probability
 from rag.retrieve.hybrid import Fusion, HybridRetriever, PostFilter, apply_post_filter, min_max
@@ -231,7 +232,11 @@ class RetrievalPipeline:
         ]
         lists = [found for found, _ in searched]
         evidence = searched[0][1]  # the search query's own: variants are the LLM's words, not the user's
-        candidates = merge_ranked(lists) if len(lists) > 1 else lists[0]
+        if len(lists) > 1:
+            with span("rag.retrieve.merge", {"rag.queries": len(lists)}):
+                candidates = merge_ranked(lists)
+        else:
+            candidates = lists[0]
         trace.stage("search", started, queries=queries, hits=len(candidates), fused_in=fused_in,
                     merged=("rrf" if len(lists) > 1 else None))
         if reranker is not None:
@@ -249,7 +254,9 @@ class RetrievalPipeline:
             else:
                 candidates = candidates[:depth]
         started = time.perf_counter()
-        hits = apply_post_filter(candidates, post, k)
+        with span("rag.retrieve.post_filter", {"rag.candidates": len(candidates)}) as current:
+            hits = apply_post_filter(candidates, post, k)
+            current.set_attribute("rag.hits", len(hits))
         if post.min_score is not None or post.max_per_doc is not None:
             trace.stage("post_filter", started, kept=len(hits), of=len(candidates))
         return trace.result(query, queries, hits, evidence)
@@ -258,48 +265,61 @@ class RetrievalPipeline:
 
     def _condense(self, question: str, history: Sequence[Mapping[str, str]], trace: _Trace) -> str:
         started = time.perf_counter()
-        try:
-            standalone, reply = self._llm(trace).condense(question, history)
-        except GenerationError as exc:
-            fallback = heuristic_standalone(question, history)
-            trace.fallback("condense", started, exc, "searched with the previous question and the follow-up",
-                           output=fallback)
-            return fallback
+        with span("rag.retrieve.condense", {"rag.history.turns": len(history)}) as current:
+            try:
+                standalone, reply = self._llm(trace).condense(question, history)
+            except GenerationError as exc:
+                fallback = heuristic_standalone(question, history)
+                stage_failed(current, exc, "heuristic")
+                trace.fallback("condense", started, exc, "searched with the previous question and the follow-up",
+                               output=fallback)
+                return fallback
+            current.set_attribute("rag.cached", reply.cached)
         trace.stage("condense", started, output=standalone, cached=reply.cached)
         return standalone
 
     def _rewrite(self, query: str, trace: _Trace) -> str:
         started = time.perf_counter()
-        try:
-            rewritten, reply = self._llm(trace).rewrite(query)
-        except GenerationError as exc:
-            trace.fallback("rewrite", started, exc, "searched with the question as asked", output=query)
-            return query
+        with span("rag.retrieve.rewrite") as current:
+            try:
+                rewritten, reply = self._llm(trace).rewrite(query)
+            except GenerationError as exc:
+                stage_failed(current, exc, "question")
+                trace.fallback("rewrite", started, exc, "searched with the question as asked", output=query)
+                return query
+            current.set_attribute("rag.cached", reply.cached)
         trace.stage("rewrite", started, output=rewritten, cached=reply.cached)
         return rewritten
 
     def _variants(self, query: str, search_query: str, n: int, trace: _Trace) -> list[str]:
         started = time.perf_counter()
-        try:
-            variants, reply = self._llm(trace).variants(query, n)
-        except GenerationError as exc:
-            trace.fallback("multi_query", started, exc, "searched with the one query", output=[])
-            return []
-        variants = [v for v in variants if v.casefold() != search_query.casefold()]
+        with span("rag.retrieve.multi_query", {"rag.multi_query": n}) as current:
+            try:
+                variants, reply = self._llm(trace).variants(query, n)
+            except GenerationError as exc:
+                stage_failed(current, exc, "one query")
+                trace.fallback("multi_query", started, exc, "searched with the one query", output=[])
+                return []
+            variants = [v for v in variants if v.casefold() != search_query.casefold()]
+            set_attributes(current, {"rag.cached": reply.cached, "rag.queries": len(variants)})
         trace.stage("multi_query", started, output=variants, cached=reply.cached)
         return variants
 
     def _hyde(self, query: str, search_query: str, weight: float, trace: _Trace) -> np.ndarray | None:
         started = time.perf_counter()
-        try:
-            passage, reply = self._llm(trace).hyde(query)
-        except GenerationError as exc:
-            trace.fallback("hyde", started, exc, "the dense side searched with the query")
-            return None
-        vector = weight * np.asarray(self.embed_query(passage), dtype=np.float32)
-        if weight < 1.0:
-            vector = vector + (1.0 - weight) * np.asarray(self.embed_query(search_query), dtype=np.float32)
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        with span("rag.retrieve.hyde", {"rag.hyde.weight": weight}) as current:
+            try:
+                passage, reply = self._llm(trace).hyde(query)
+            except GenerationError as exc:
+                stage_failed(current, exc, "query")
+                trace.fallback("hyde", started, exc, "the dense side searched with the query")
+                return None
+            current.set_attribute("rag.cached", reply.cached)
+            with span("rag.retrieve.embed_query", {"rag.embed.texts": 1 if weight >= 1.0 else 2}):
+                vector = weight * np.asarray(self.embed_query(passage), dtype=np.float32)
+                if weight < 1.0:
+                    vector = vector + (1.0 - weight) * np.asarray(self.embed_query(search_query), dtype=np.float32)
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         trace.stage("hyde", started, output=passage, cached=reply.cached, weight=weight)
         return vector.astype(np.float32)
 
@@ -313,11 +333,14 @@ class RetrievalPipeline:
         if not candidates:
             trace.stage("rerank", started, model=reranker.name, ranks=[])
             return candidates
-        try:
-            scores = reranker.score(query, [hit.chunk.text for hit in candidates])
-        except GenerationError as exc:
-            trace.fallback("rerank", started, exc, "kept the fused order", model=reranker.name)
-            return None
+        with span("rag.retrieve.rerank", {"rag.rerank.model": reranker.name,
+                                          "rag.rerank.candidates": len(candidates)}) as current:
+            try:
+                scores = reranker.score(query, [hit.chunk.text for hit in candidates])
+            except GenerationError as exc:
+                stage_failed(current, exc, "fused order")
+                trace.fallback("rerank", started, exc, "kept the fused order", model=reranker.name)
+                return None
         if len(scores) != len(candidates):
             raise GenerationError(f"reranker {reranker.name} returned {len(scores)} scores for {len(candidates)}")
         reranked = rerank_hits(candidates, scores, options.rerank_score, options.rerank_blend_weight)
