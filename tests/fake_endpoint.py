@@ -16,6 +16,8 @@ class Reply:
     ``chat.completion`` with the pieces joined when the request did not ask to stream).
 
     ``delay`` stalls before the response starts; ``stall_after_first`` stalls after the first piece.
+    ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``) is sent in a last chunk of a
+    stream that asked for it (``stream_options.include_usage``), as OpenAI does.
     """
 
     pieces: list[str] = field(default_factory=list)
@@ -24,6 +26,7 @@ class Reply:
     finish_reason: str = "stop"
     delay: float = 0.0
     stall_after_first: float = 0.0
+    usage: dict[str, int] | None = None
 
 
 def _sse(model: str, delta: dict[str, Any], finish_reason: str | None) -> bytes:
@@ -85,6 +88,10 @@ class ScriptedEndpoint:
                     if index == 0:
                         time.sleep(reply.stall_after_first)
                 self.wfile.write(_sse(endpoint.model, {}, reply.finish_reason))
+                if reply.usage is not None and endpoint.requests[-1].get("stream_options", {}).get("include_usage"):
+                    chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                             "model": endpoint.model, "choices": [], "usage": reply.usage}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def _complete(self, reply: Reply) -> None:
