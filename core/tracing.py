@@ -15,6 +15,7 @@ Span names and attributes are listed in docs/integrations.md ("Traces (OpenTelem
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -42,10 +43,22 @@ class _State:
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | None
 
 
+def _provider_set() -> bool:
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+if hasattr(trace, "_TRACER_PROVIDER") and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+    # What get_tracer_provider() checks first, without the os.environ look-up it then makes on every call
+    # while no provider is set (1-2 µs, most of an unset hook's cost). That variable, the one other way a
+    # provider appears, is read once here.
+    def _provider_set() -> bool:
+        return trace._TRACER_PROVIDER is not None
+
+
 def enabled() -> bool:
     """Whether a tracer provider is set (by :mod:`rag.core.tracing_setup` or by an embedding application)."""
     if not _State.enabled:
-        _State.enabled = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        _State.enabled = _provider_set()
     return _State.enabled
 
 
