@@ -26,6 +26,7 @@ never ends the session.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -234,7 +235,16 @@ def build_server(backend: McpBackend) -> MCPServer:
     ))
     run, workspace = backend.run, backend.workspace
 
-    @server.tool(annotations=READ_ONLY, title="Search documents")
+    def tool(title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a read-only tool; its docstring, dedented, is the description the model reads."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=READ_ONLY)
+            return fn
+
+        return register
+
+    @tool("Search documents")
     async def search(
         ctx: Context,
         query: Annotated[str, Field(description="A question or keywords, in the documents' language.")],
@@ -257,7 +267,7 @@ def build_server(backend: McpBackend) -> MCPServer:
             collection=name, hits=[hit.to_dict() for hit in found.hits], answerable=found.answerable,
         )
 
-    @server.tool(annotations=READ_ONLY, title="Answer from documents")
+    @tool("Answer from documents")
     async def ask(
         ctx: Context,
         question: Annotated[str, Field(description="The question, standing alone (no 'it' or 'that' from earlier turns).")],
@@ -284,7 +294,7 @@ def build_server(backend: McpBackend) -> MCPServer:
             answerable=result["answerable"], model=result["model"], warnings=result["warnings"],
         )
 
-    @server.tool(annotations=READ_ONLY, title="List collections")
+    @tool("List collections")
     async def list_collections(ctx: Context) -> CollectionsResult:
         """List the document collections you may read, with their document and chunk counts and embedding model.
 
@@ -297,7 +307,7 @@ def build_server(backend: McpBackend) -> MCPServer:
             infos = [await run(collection_info, backend, n) for n in names]
         return CollectionsResult(collections=infos, default=backend.default_for(caller))
 
-    @server.tool(annotations=READ_ONLY, title="List documents")
+    @tool("List documents")
     async def list_documents(
         ctx: Context,
         collection: Collection = None,
@@ -312,7 +322,7 @@ def build_server(backend: McpBackend) -> MCPServer:
             total, page = await run(partial(engine.documents, offset=offset, limit=limit, filter=filters))
         return DocumentsResult(collection=name, total=total, offset=offset, documents=page)
 
-    @server.tool(annotations=READ_ONLY, title="Read a document")
+    @tool("Read a document")
     async def get_document(
         ctx: Context,
         doc_id: Annotated[str, Field(description="The document's id: a hit's or citation's `doc_id`.")],
@@ -333,7 +343,7 @@ def build_server(backend: McpBackend) -> MCPServer:
             collection=name, **document, chunk_offset=offset, chunk_list=chunks[offset : offset + limit],
         )
 
-    @server.tool(annotations=READ_ONLY, title="Read a chunk in context")
+    @tool("Read a chunk in context")
     async def get_chunk(
         ctx: Context,
         chunk_id: Annotated[str, Field(description="The chunk's id: a hit's or citation's `chunk_id`.")],

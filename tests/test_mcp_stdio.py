@@ -94,7 +94,7 @@ def test_an_agent_uses_every_tool_over_stdio(project: Path, tmp_path: Path) -> N
     tools = {tool.name: tool for tool in seen["tools"]}
     assert set(tools) == TOOLS
     for tool in tools.values():
-        assert len(tool.description) > 60 and tool.output_schema is not None, tool.name
+        assert len(tool.description) > 60 and "\n " not in tool.description and tool.output_schema, tool.name
         assert tool.annotations.read_only_hint is True
     search_schema = tools["search"].input_schema
     assert search_schema["required"] == ["query"]
