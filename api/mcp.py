@@ -467,7 +467,8 @@ class McpEndpoint:
                 self._manager = None
 
     def _origin_allowed(self, origin: str) -> bool:
-        return any(origin == allowed or origin.startswith(f"{allowed}:") for allowed in self.origins)
+        # "*" in api.cors_origins lets every page call the API, and so /mcp as well.
+        return any(allowed == "*" or origin == allowed or origin.startswith(f"{allowed}:") for allowed in self.origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         origin = Headers(scope=scope).get("origin")
