@@ -148,7 +148,7 @@ def _labels(samples: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> tup
             retrieved = {ctx.get("doc_id") for ctx in sample.get("contexts") or []}
             labels.append(int(bool(retrieved & relevant)))
         source = {"source": "qrels", "rule": "answerable when a relevant document of the test set is among the "
-                  "hits retrieved for the question (its top k contexts)"}
+                  "top k hits retrieved for the question"}
         return source, labels
     return None, []
 

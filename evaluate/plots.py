@@ -128,7 +128,7 @@ def calibration(bins: Sequence[Mapping[str, float]], probabilities: Sequence[flo
     left.set_xlabel("predicted probability answerable")
     left.set_ylabel("observed share labelled answerable")
     left.set_title(title)
-    left.legend(loc="upper left", fontsize=7, frameon=False)
+    left.legend(loc="lower right", fontsize=7, frameon=False)  # under the diagonal: the emptiest corner
     groups = [([p for p, y in zip(probabilities, labels) if y == 1], "labelled answerable", _PALETTE[1]),
               ([p for p, y in zip(probabilities, labels) if y == 0], "labelled unanswerable", _PALETTE[4])]
     shown = [(data, name, colour) for data, name, colour in groups if data]

@@ -193,7 +193,7 @@ def _declined_text(section: dict[str, Any]) -> str:
     declined = section["declined"]
     text = (f"{declined['count']} of {section['probabilities']} questions ({declined['share']:.0%}) are below "
             f"retrieval.answerable_threshold {section['threshold']:g}, which ask declines")
-    if "answerable" in declined:
+    if declined["count"] and "answerable" in declined:
         text += f"; of them {declined['answerable']} labelled answerable, {declined['unanswerable']} unanswerable"
     return text
 
