@@ -171,6 +171,8 @@ class LocalBackend:
         from rag.workspace import Workspace
 
         settings = load_settings(config=config_file, **({"data_dir": Path(data_dir)} if data_dir is not None else {}))
+        if not settings.data_dir.is_absolute():  # a long-lived retriever keeps its index when the cwd changes
+            settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
         self.collection = collection
         self._workspace = Workspace(settings)
         try:
