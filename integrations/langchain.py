@@ -37,9 +37,16 @@ except ImportError as exc:  # the extra is not installed
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from rag.core.query import QueryOptions
-from rag.integrations._client import DEFAULT_TIMEOUT, SearchBackend, build_options, hit_metadata, open_backend
+from rag.integrations._client import (
+    DEFAULT_TIMEOUT,
+    RemoteError,
+    SearchBackend,
+    build_options,
+    hit_metadata,
+    open_backend,
+)
 
-__all__ = ["RagRetriever"]
+__all__ = ["RagRetriever", "RemoteError"]
 
 
 class RagRetriever(BaseRetriever):

@@ -39,9 +39,9 @@ except ImportError as exc:  # the extra is not installed
 from pydantic import SecretStr
 
 from rag.core.query import QueryOptions
-from rag.integrations._client import DEFAULT_TIMEOUT, build_options, hit_metadata, open_backend
+from rag.integrations._client import DEFAULT_TIMEOUT, RemoteError, build_options, hit_metadata, open_backend
 
-__all__ = ["RagRetriever"]
+__all__ = ["RagRetriever", "RemoteError"]
 
 LLM_METADATA = ("citation",)
 """The metadata keys a LlamaIndex prompt shows with each passage (``source § section (p. N)``)."""

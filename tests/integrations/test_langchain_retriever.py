@@ -21,8 +21,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 
 from rag.core.errors import CollectionNotFoundError, ConfigError, FilterError
-from rag.integrations._client import RemoteError
-from rag.integrations.langchain import RagRetriever
+from rag.integrations.langchain import RagRetriever, RemoteError
 
 QUESTION = "How much does the team plan cost?"
 REPLY = "The team plan costs 45 euros a month [1]."
