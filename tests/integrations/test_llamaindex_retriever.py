@@ -58,7 +58,7 @@ def test_query_engine_answers_from_the_retrieved_nodes(retrievers: dict[str, Rag
     assert top.node.get_content(MetadataMode.EMBED) == top.node.get_content(MetadataMode.NONE)
 
 
-def test_options_local_and_http_agree(retrievers: dict[str, RagRetriever], deployment: Any) -> None:
+def test_options_local_and_http_agree(deployment: Any) -> None:
     options = QueryOptions(k=5, filter={"audience": {"eq": "admin"}}, alpha=0.7)
     with (
         RagRetriever(options=options, data_dir=deployment.data_dir) as local,
