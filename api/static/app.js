@@ -190,13 +190,20 @@ function answerParts(turn) {
   return parts;
 }
 
-function metaText(turn) {
+/** The model, tokens and filter of an answer, and its warnings (folded: they can be long). */
+function metaNode(turn) {
   const parts = [turn.model];
   if (turn.usage && turn.usage.total_tokens) parts.push(`${turn.usage.total_tokens} tokens`);
   if (turn.filters) parts.push(`filter ${JSON.stringify(turn.filters)}`);
-  if (turn.warnings && turn.warnings.length) parts.push(`warnings: ${turn.warnings.join("; ")}`);
   if (turn.stopped) parts.push("stopped");
-  return parts.filter(Boolean).join(" · ");
+  const node = el("div", { className: "meta answer-meta" }, parts.filter(Boolean).join(" · "));
+  const warnings = turn.warnings || [];
+  if (warnings.length) {
+    node.append(el("details", { className: "warnings" },
+      el("summary", {}, `${warnings.length} warning${warnings.length === 1 ? "" : "s"}`),
+      el("ul", {}, ...warnings.map((w) => el("li", {}, w)))));
+  }
+  return node;
 }
 
 function turnNode(turn, index, last) {
@@ -207,7 +214,7 @@ function turnNode(turn, index, last) {
       el("span", { className: "who" }, "Answer"),
       sourcesNode(turn, last),
       el("div", { className: "answer", "aria-busy": String(busy) }, ...answerParts(turn)),
-      el("p", { className: "meta answer-meta" }, metaText(turn))));
+      metaNode(turn)));
   if (turn.error) node.querySelector(".reply").append(el("p", { className: "turn-error", role: "alert" }, turn.error));
   return node;
 }
@@ -402,14 +409,14 @@ function renderDocuments() {
     el("th", { scope: "row" }, el("span", { className: "doc-title" }, file)),
     el("td", {}, "–"), el("td", { className: "status" }, status), el("td")));
   for (const doc of state.documents) {
-    const modified = doc.metadata && doc.metadata.modified ? ` · ${String(doc.metadata.modified).slice(0, 10)}` : "";
+    const modified = doc.metadata && doc.metadata.modified ? String(doc.metadata.modified).slice(0, 10) : "";
     rows.push(el("tr", {},
       el("th", { scope: "row" },
         el("button", { type: "button", className: "link doc-open", dataset: { doc: doc.doc_id },
           title: `Show the chunks of ${doc.source}` }, doc.title || doc.doc_id),
         el("small", { className: "doc-source" }, doc.source)),
       el("td", { className: "num" }, String(doc.chunks)),
-      el("td", { className: "status" }, `indexed${modified}`),
+      el("td", { className: "status" }, "indexed", modified ? el("small", {}, modified) : ""),
       el("td", {}, el("button", { type: "button", className: "secondary small doc-delete",
         dataset: { doc: doc.doc_id }, "aria-label": `Delete ${doc.source}` }, "Delete"))));
   }

@@ -29,8 +29,6 @@ from api_server import UNREACHABLE_LLM, ApiServer, upload_corpus, upload_files
 
 from rag.api.keys import KeyStore
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "api" / "static"
 CHROMIUM = os.environ.get("RAG_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -194,6 +192,7 @@ def _document_rows(page: Any) -> dict[str, str]:
       .map((row) => [row.querySelector(".doc-source").textContent, row.querySelector("td.num").textContent]))""")
 
 
+@pytest.mark.slow
 def test_web_app_flow(site: Site, browser: Any) -> None:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
@@ -238,6 +237,13 @@ def test_web_app_flow(site: Site, browser: Any) -> None:
     page.wait_for_function("() => document.querySelectorAll('#document-rows tr:not(.pending)').length === 5")
     assert _document_rows(page)[UPLOAD_NAME] == "1"
     assert "default (5 documents)" in page.locator("#collection option").all_text_contents()
+    # A document's chunks, with their offsets.
+    page.click(f"#document-rows button.doc-open[data-doc='{UPLOAD_NAME}']")
+    page.locator("#viewer li.chunk").first.wait_for()
+    assert page.locator("#viewer li.chunk").count() == 1
+    assert re.search(r"chunk 1 of 1 · characters 0–\d+", page.locator("#viewer li.chunk .meta").text_content())
+    assert "<script>" in page.locator("#viewer li.chunk .chunk-text").text_content()
+    page.keyboard.press("Escape")
 
     # Ask: the sources come first, then the streamed answer, with [n] markers as buttons.
     page.evaluate(ORDER_OBSERVER)
@@ -391,6 +397,7 @@ def _check_keyboard(page: Any) -> None:
     assert all(stop["visible"] for stop in stops), [stop for stop in stops if not stop["visible"]]
 
 
+@pytest.mark.slow
 def test_accessibility(site: Site, browser: Any) -> None:
     """axe-core finds no serious or critical violation: the chat with an answer, and the citation viewer."""
     if not AXE.is_file():
