@@ -5,9 +5,9 @@ corpus).
 
     python scripts/screenshots.py [--out docs/.images] [--chromium /usr/bin/chromium]
 
-Needs the dev extras (playwright) and a Chromium (Debian's ``/usr/bin/chromium``). The answers are
-extractive and the LLM endpoint is pointed at a closed port, so no LLM starts and a follow-up is made
-standalone without one: the pictures come out the same on any machine. Each PNG is reduced to a
+Needs the dev extras (playwright) and a Chromium (Debian's ``/usr/bin/chromium``). The shipped defaults:
+no LLM is configured, so answers are extractive, nothing starts an LLM, and a follow-up is searched with
+the question before it: the pictures come out the same on any machine. Each PNG is reduced to a
 256-colour palette to keep it small (well under 200 KB).
 """
 
@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-    "RAG_GENERATION__MODE": "extractive", "RAG_LLM__BASE_URL": "http://127.0.0.1:9/v1", "RAG_LLM__MAX_RETRIES": "0",
 }
 QUESTION = "How do I create an API key for one collection?"
 FOLLOW_UP = "Which roles can it have?"
