@@ -18,8 +18,8 @@ from fake_endpoint import Reply, ScriptedEndpoint
 from rag.core.errors import ConfigError
 from rag.core.settings import load_settings
 from rag.engine import RagEngine
-from rag.workspace import Workspace
 from rag.retrieve.transforms import CONDENSE_PROMPT, HYDE_PROMPT, MULTI_QUERY_PROMPT, REWRITE_PROMPT
+from rag.workspace import Workspace
 
 pytestmark = pytest.mark.slow  # loads the embedding model
 
