@@ -905,6 +905,40 @@ def serve(
     )
 
 
+_MCP_EPILOG = """\
+**Claude Desktop** (claude_desktop_config.json), **Cursor** (.cursor/mcp.json) and most MCP clients:
+
+    {"mcpServers": {"docs": {"command": "rag",
+        "args": ["--data-dir", "/path/to/project/.rag", "mcp", "--collection", "default"]}}}
+
+Give an absolute `--data-dir`: a client starts the server in a folder of its own choosing. Over HTTP,
+`rag serve` offers the same tools at `http://HOST:8000/mcp` (send the API key as `Authorization: Bearer KEY`).
+See docs/integrations.md.
+"""
+
+
+@app.command(epilog=_MCP_EPILOG)
+def mcp(
+    ctx: typer.Context,
+    collection: CollectionOpt = "default",
+) -> None:
+    """Serve the collections to an AI agent over MCP (the Model Context Protocol), on stdin/stdout.
+
+    An MCP client (Claude Desktop, Cursor, an agent framework) starts this command and calls its tools:
+    search (hits and the answerability probability), ask (a cited answer and the cited passages),
+    list_collections, list_documents, get_document and get_chunk (a chunk with its neighbours).
+    `--collection` is the one they read when a call names none. Only protocol goes to stdout; logs go to
+    stderr (`-v` for more). It reads the index and never writes it, so `rag ingest` may run meanwhile.
+
+    Try it by hand with the MCP inspector:
+
+        npx @modelcontextprotocol/inspector rag --data-dir "$PWD/.rag" mcp
+    """
+    from rag.api.mcp import serve_stdio
+
+    serve_stdio(ctx.obj.settings(), collection)
+
+
 def _split_rerank_value(argv: list[str]) -> list[str]:
     """``--rerank=MODEL`` as ``--rerank-model MODEL``: a flag that may carry a value, which typer cannot
     declare (a bare ``--rerank`` stays the flag)."""

@@ -24,6 +24,7 @@ from rag.api.deps import Services
 from rag.api.guard import RequestGuard
 from rag.api.jobs import JOBS_FOLDER, JobManager, JobStore
 from rag.api.keys import key_store
+from rag.api.mcp import McpEndpoint
 from rag.api.metrics import Metrics
 from rag.api.routes import collections, documents, openai_compat, query, system
 from rag.api.uploads import UploadRunner
@@ -36,7 +37,7 @@ STATIC = Path(str(resources.files("rag.api") / "static"))
 
 DESCRIPTION = """Question a folder of documents over HTTP: named collections, hybrid search, cited answers
 (JSON or Server-Sent Events), an OpenAI-compatible chat endpoint whose models are collections, and a web
-chat page at `/`.
+chat page at `/`. Agents connect to the MCP server at `/mcp` (streamable HTTP, the same keys and scopes).
 
 Authentication: when the server has API keys (`rag keys create`), send one as `Authorization: Bearer KEY`
 or `X-API-Key: KEY` (the key is checked before any of the body is read). Bodies are capped
@@ -68,10 +69,12 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
         runner=runner,
     )
     services.jobs.resume()  # uploads accepted before a restart (or a crash) finish now
+    mcp = McpEndpoint(services)  # the MCP server at /mcp (rag.api.mcp)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with mcp.running():
+            yield
         services.jobs.shutdown()
         services.workspace.close()
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
     for module in (system, collections, documents, query, openai_compat):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_route("/mcp", mcp, include_in_schema=False)  # behind the same guard: keys and scopes apply
     if tracing_enabled():
         # A server span per request, parent of the engine's stage spans; not one per ASGI message sent
         # (a streamed answer would make one per event).

@@ -188,6 +188,25 @@ class DocumentResponse(DocumentSummary):
     chunk_list: list[ChunkOut]
 
 
+class ChunkResponse(BaseModel):
+    """One chunk of a document (``?chunk=ID``), where it sits in the document, and its neighbours."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    start: int | None = Field(description="Character offset of the chunk's start in the document's text "
+                              "(null when the parser gave none).")
+    end: int | None = Field(description="Character offset just past the chunk's end in the document's text.")
+    page: int | None = Field(description="The 1-based page the chunk starts on, for paged formats.")
+    chunk_index: int = Field(description="The chunk's position in its document, from 0.")
+    document_chunks: int = Field(description="How many chunks the document has.")
+    before: list[ChunkOut] = Field(description="Up to `neighbours` chunks just before it, in document order.")
+    after: list[ChunkOut] = Field(description="Up to `neighbours` chunks just after it, in document order.")
+
+
 # -- search and ask ---------------------------------------------------------------------------------
 
 
@@ -287,6 +306,8 @@ class HitOut(BaseModel):
 
 class NumberedHit(HitOut):
     n: int = Field(description="The context block number the answer's [n] markers refer to.")
+    url: str | None = Field(None, description="The chunk's URL path (`/v1/collections/{c}/documents/{doc_id}"
+                            "?chunk={chunk_id}`): GET it for the chunk with its offsets.")
 
 
 class StageRecord(BaseModel):

@@ -153,6 +153,14 @@ class ReadingService:
         """
         return self.retrieve(query, options).hits
 
+    def _condense_with_llm(self) -> bool:
+        """Whether follow-ups are condensed by the LLM: yes with a configured endpoint or GGUF, or when
+        ``generation.mode`` is ``llm``; otherwise the LLM would be the bundled SmolLM2-135M, whose
+        standalone questions are wrong more often than not, so the previous question and the follow-up are
+        searched together instead (and nothing is started)."""
+        cfg = self.settings.llm
+        return bool(cfg.base_url or cfg.gguf) or self.settings.generation.mode == "llm"
+
     def retrieve(self, query: str, options: QueryOptions | None = None) -> Retrieval:
         """Search through the retrieval stages (see :mod:`rag.retrieve.pipeline`) and say what each did.
 
@@ -176,6 +184,7 @@ class ReadingService:
             rewrite=resolved.rewrite,
             multi_query=resolved.multi_query,
             condense=resolved.condense,
+            condense_llm=self._condense_with_llm(),
             rerank_top_n=resolved.rerank_top_n,
             rerank_score=resolved.rerank_score,
             rerank_blend_weight=resolved.rerank_blend_weight,

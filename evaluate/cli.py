@@ -137,6 +137,14 @@ def _print_run(results: dict[str, Any], out: Path) -> None:
         ci = "" if s.get("ci_low") is None else f"  [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
         missing = f"  {s['missing']} missing" if s["missing"] else ""
         cli_common.out.print(Text.assemble((name.ljust(width), "bold"), f"{fmt(s['mean'])}{ci}  n={s['n']}{missing}"))
+    if (section := results.get("calibration")) and section.get("label") and section.get("n"):
+        ci = section["auroc_ci"]
+        auroc = (f"AUROC {fmt(section['auroc'])}  [{fmt(ci[0])}, {fmt(ci[1])}]" if ci
+                 else "no AUROC (one label only)" if section["auroc"] is None else f"AUROC {fmt(section['auroc'])}")
+        few = f" (fewer than {section['min_n']}: too few to judge by)" if section["small_n"] else ""
+        cli_common.out.print(Text.assemble(("answerable".ljust(max(width, 12)), "bold"),
+                                           f"{auroc}  Brier {fmt(section['brier'])}  n={section['n']}{few}, "
+                                           f"label: {section['label']['source']}"))
     if judge:
         calls = judge["calls"]
         cli_common.out.print(Text(f"judge {cli_common.visible(str(judge['model']))}: {calls.get('sent', 0)} calls, "

@@ -104,3 +104,43 @@ def paired_deltas(runs: Mapping[str, Mapping[str, tuple[float | None, float | No
     ax.set_xlabel(f"run minus {baseline}, paired by question (95% CI)")
     fig.tight_layout()
     return _svg(fig)
+
+
+def calibration(bins: Sequence[Mapping[str, float]], probabilities: Sequence[float], labels: Sequence[int], *,
+                threshold: float, title: str) -> str:
+    """Answerability calibration: the reliability diagram (each bin's observed rate against its mean predicted
+    probability, marker area by count, the diagonal for perfect calibration) and, beside it, the predicted
+    probabilities of the questions labelled answerable and unanswerable; the threshold as a dashed line."""
+    if not bins:
+        return _empty("no labelled questions to plot")
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    left.plot([0, 1], [0, 1], color="#57606a", linestyle=":", linewidth=1, label="perfect calibration")
+    largest = max(b["count"] for b in bins)
+    left.plot([b["mean_predicted"] for b in bins], [b["observed_rate"] for b in bins], color=_PALETTE[0], linewidth=1)
+    left.scatter([b["mean_predicted"] for b in bins], [b["observed_rate"] for b in bins], color=_PALETTE[0], zorder=3,
+                 s=[20 + 100 * b["count"] / largest for b in bins], label="bins (area: questions)")
+    for b in bins:
+        left.annotate(str(b["count"]), (b["mean_predicted"], b["observed_rate"]), xytext=(5, -9),
+                      textcoords="offset points", fontsize=7, color="#57606a")
+    left.set_xlim(0, 1)
+    left.set_ylim(-0.03, 1.03)
+    left.set_xlabel("predicted probability answerable")
+    left.set_ylabel("observed share labelled answerable")
+    left.set_title(title)
+    left.legend(loc="lower right", fontsize=7, frameon=False)  # under the diagonal: the emptiest corner
+    groups = [([p for p, y in zip(probabilities, labels) if y == 1], "labelled answerable", _PALETTE[1]),
+              ([p for p, y in zip(probabilities, labels) if y == 0], "labelled unanswerable", _PALETTE[4])]
+    shown = [(data, name, colour) for data, name, colour in groups if data]
+    right.hist([d for d, _, _ in shown], bins=20, range=(0.0, 1.0), stacked=True, color=[c for _, _, c in shown],
+               label=[f"{name} (n={len(d)})" for d, name, _ in shown], edgecolor="white")
+    for axis in (left, right):
+        axis.axvline(threshold, color="#1b1f24", linestyle="--", linewidth=0.8)
+    right.annotate(f"threshold {threshold:g}", (threshold, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                   textcoords="offset points", fontsize=7)
+    right.set_xlim(0, 1)
+    right.set_xlabel("predicted probability answerable")
+    right.set_ylabel("questions")
+    right.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _svg(fig)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.evaluate import plots
+from rag.evaluate.calibration import calibration_notes, calibration_summary, labelled_probabilities
 from rag.evaluate.schema import SCHEMA_VERSION
 from rag.evaluate.significance import bootstrap_mean_ci
 
@@ -108,6 +109,10 @@ def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[
     judge_info = None
     if judge is not None and spec.judge_metrics:
         judge_info = {**judge.describe(), "calls": calls}
+    calibration = calibration_summary(
+        samples, metrics=[m.name for m in spec.metrics], threshold=spec.settings.retrieval.answerable_threshold,
+        k=spec.options.resolve(spec.settings).k, confidence=CONFIDENCE,
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "rag-eval-run",
@@ -131,6 +136,7 @@ def summarize(spec: Any, samples: list[dict[str, Any]], judge: Any, calls: dict[
             "judge_seconds_per_question": round(judge_seconds / len(samples), 3) if samples else None,
         },
         "generation_errors": errors,
+        "calibration": calibration,
         "notes": list(spec.notes),
         "confidence": CONFIDENCE,
     }
@@ -183,6 +189,44 @@ def small_n_note(summary: dict[str, dict[str, Any]]) -> str | None:
             "a mean of so few questions says little")
 
 
+def _declined_text(section: dict[str, Any]) -> str:
+    declined = section["declined"]
+    text = (f"{declined['count']} of {section['probabilities']} questions ({declined['share']:.0%}) are below "
+            f"retrieval.answerable_threshold {section['threshold']:g}, which ask declines")
+    if declined["count"] and "answerable" in declined:
+        text += f"; of them {declined['answerable']} labelled answerable, {declined['unanswerable']} unanswerable"
+    return text
+
+
+def calibration_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
+    """The calibration section's figures as (name, value) lines, the same in Markdown and HTML."""
+    rows = [("questions with a probability",
+             f"{section['probabilities']}" + (f" ({section['no_probability']} without: the store's native hybrid "
+                                             "search, or answers from an earlier version, give none)"
+                                             if section["no_probability"] else "")),
+            ("mean probability", fmt(section["mean_probability"])),
+            ("threshold", _declined_text(section))]
+    if not section.get("label"):
+        return rows
+    rows.append(("labelled questions", f"n = {section['n']}: {section['answerable']} answerable, "
+                 f"{section['unanswerable']} unanswerable" + (" (too few to judge by)" if section["small_n"] else "")))
+    if section.get("brier") is not None:
+        rows.append(("Brier score", f"{fmt(section['brier'])} (0 is perfect; always saying 0.5 scores 0.250)"))
+    if section.get("auroc") is not None:
+        ci = section.get("auroc_ci")
+        rows.append(("AUROC", fmt(section["auroc"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}] ({int(section['confidence'] * 100)}% "
+                                                     "stratified bootstrap)" if ci else "")))
+    return rows
+
+
+def _answerable(sample: dict[str, Any]) -> float | None:
+    return sample.get("answerable")
+
+
+def _has_answerable(samples: list[dict[str, Any]]) -> bool:
+    return any(_answerable(s) is not None for s in samples)
+
+
 # -- Markdown -----------------------------------------------------------------------------------------
 
 
@@ -224,14 +268,27 @@ def run_markdown(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     timing = results["timing"]
     lines += ["", f"{answering_text(timing)[:1].upper()}{answering_text(timing)[1:]}; judging {timing['judge_seconds']:.1f} s "
               f"({timing['judge_seconds_per_question'] or 0:.1f} s per question); {timing['total_seconds']:.1f} s in all.", ""]
+    if section := results.get("calibration"):
+        lines += ["## Answerability calibration", ""]
+        lines += [f"- note: {_md(note)}" for note in calibration_notes(section)]
+        lines += [f"- {name}: {_md(value)}" for name, value in calibration_rows(section)]
+        if section.get("bins"):
+            lines += ["", "| predicted probability | questions | mean predicted | observed rate |", "|---|---|---|---|"]
+            lines += [f"| {b['low']:.1f}–{b['high']:.1f} | {b['count']} | {fmt(b['mean_predicted'])} | "
+                      f"{fmt(b['observed_rate'])} |" for b in section["bins"]]
+        lines.append("")
     metrics = results["metrics"]
-    lines += ["## Questions", "", "| id | question | " + " | ".join(metrics) + " |",
-              "|---|---|" + "---|" * len(metrics)]
+    shown = _has_answerable(samples)
+    extra = " answerable |" if shown else ""
+    lines += ["## Questions", "", "| id | question | " + " | ".join(metrics) + f" |{extra}",
+              "|---|---|" + "---|" * (len(metrics) + shown)]
     for sample in samples:
         cells = []
         for name in metrics:
             score = sample["scores"][name]
             cells.append(fmt(score["value"]) if score["value"] is not None else f"— ({_md(score['missing'])})")
+        if shown:
+            cells.append(fmt(_answerable(sample)))
         lines.append(f"| {_md(sample['id'])} | {_md(sample['question'])} | " + " | ".join(cells) + " |")
     v = results["versions"]
     lines += ["", "## Versions", "", ", ".join(f"{k} {_md(val)}" for k, val in v.items()), ""]
@@ -254,7 +311,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.mi
 #questions td.question{min-width:200px}#questions td.answer{min-width:240px}
 #questions tr.detail>td{background:#fbfcfd;padding:2px 12px}.reasons{max-width:120ch}
 .reasons table.claims{width:auto;max-width:100%;margin:4px 0 8px}.reasons table.claims td{font-size:13px}
-.judged{color:#9a6700}
+.judged{color:#9a6700}#reliability{width:auto;min-width:480px;margin-top:8px}
 .kv td:first-child{white-space:nowrap;font-weight:600;width:1%}.better{color:#1a7f37}.worse{color:#cf222e}
 """
 
@@ -374,6 +431,37 @@ def _contexts(sample: dict[str, Any]) -> str:
     return "".join(blocks) or "<p class=\"muted\">nothing retrieved</p>"
 
 
+def _header(name: str) -> str:
+    """A questions-table header that may break (after an underscore or an @, or "answer-able" with a hyphen), so
+    the table of seven metrics and the answerable probability fits a 1280-px window."""
+    return "answer&shy;able" if name == "answerable" else esc(name).replace("_", "_<wbr>").replace("@", "@<wbr>")
+
+
+def _probability_cell(value: float | None) -> str:
+    if value is None:
+        return "<td class=\"num missing\" data-sort=\"\">—</td>"
+    return f"<td class=\"num\" data-sort=\"{value:.6f}\">{fmt(value)}</td>"
+
+
+def _calibration_html(section: dict[str, Any], samples: list[dict[str, Any]], metrics: list[str]) -> str:
+    """The answerability calibration section: notes, figures, the reliability table and its plot."""
+    out = ["<h2 id=\"calibration\">Answerability calibration</h2>"]
+    out += [f"<div class=\"note\">{esc(note)}</div>" for note in calibration_notes(section)]
+    out.append(_kv_table(calibration_rows(section)))
+    if section.get("bins"):
+        out.append("<table id=\"reliability\"><thead><tr><th>predicted probability</th><th>questions</th>"
+                   "<th>mean predicted</th><th>observed rate</th></tr></thead><tbody>"
+                   + "".join(f"<tr><td>{b['low']:.1f}–{b['high']:.1f}</td><td class=\"num\">{b['count']}</td>"
+                             f"<td class=\"num\">{fmt(b['mean_predicted'])}</td>"
+                             f"<td class=\"num\">{fmt(b['observed_rate'])}</td></tr>" for b in section["bins"])
+                   + "</tbody></table>")
+        probabilities, labels = labelled_probabilities(samples, metrics)
+        title = f"n={section['n']}" + (f", AUROC {section['auroc']:.3f}" if section.get("auroc") is not None else "")
+        out.append("<div class=\"plots\" id=\"plot-calibration\">" + plots.calibration(
+            section["bins"], probabilities, labels, threshold=section["threshold"], title=title) + "</div>")
+    return "".join(out)
+
+
 def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     metrics = results["metrics"]
     judge = results.get("judge")
@@ -406,13 +494,16 @@ def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
                + "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{v['mean_ms']:.1f}</td><td class=\"num\">{v['p50_ms']:.1f}</td>"
                          f"<td class=\"num\">{v['p95_ms']:.1f}</td></tr>" for k, v in results["latency"].items())
                + "</tbody></table>")
-    headers = ["id", "question", "answer", *metrics, "ms"]
+    if section := results.get("calibration"):
+        out.append(_calibration_html(section, samples, metrics))
+    shown = _has_answerable(samples)
+    headers = ["id", "question", "answer", *metrics, *(["answerable"] if shown else []), "ms"]
     # Metric names break after an underscore, so seven metric columns fit a 1280-px window; the judge's
     # reasons and the contexts get a full-width row under each question instead of a squeezed column.
     out.append("<h2>Questions</h2><p class=\"muted\">Click a column header to sort; the row under each question "
                "holds the judge's reasons and the retrieved contexts.</p>"
                "<table class=\"sortable\" id=\"questions\"><thead><tr>"
-               + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{esc(h).replace('_', '_<wbr>')}</th>"
+               + "".join(f"<th class=\"sortable\" data-col=\"{i}\">{_header(h)}</th>"
                          for i, h in enumerate(headers)) + "</tr></thead><tbody>")
     for sample in samples:
         answer = (f"<span class=\"err\">generation failed: {esc(sample['error'])}</span>" if sample.get("error")
@@ -424,6 +515,7 @@ def run_html(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
                  + "</td>",
                  f"<td class=\"answer\" data-sort=\"{esc(sample.get('answer') or '')}\">{answer}</td>",
                  *(_score_cell(sample["scores"][m]) for m in metrics),
+                 *([_probability_cell(_answerable(sample))] if shown else []),
                  f"<td class=\"num\" data-sort=\"{total or 0:.3f}\">{(total or 0):.0f}</td>"]
         out.append(f"<tr data-id=\"{esc(sample['id'])}\">" + "".join(cells) + "</tr>")
         out.append(f"<tr class=\"detail\" data-for=\"{esc(sample['id'])}\"><td colspan=\"{len(headers)}\"><details>"

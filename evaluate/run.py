@@ -216,7 +216,7 @@ def answer_case(
     asked = case_options(options or QueryOptions(), case)
 
     record: dict[str, Any] = {**case.to_dict(), "answer": None, "error": None, "model": None, "warnings": [],
-                              "usage": None, "contexts": [], "ranked_doc_ids": [], "timings": {}}
+                              "usage": None, "contexts": [], "ranked_doc_ids": [], "timings": {}, "answerable": None}
     started = time.perf_counter()
     sources_at: list[float] = []
     hits: list[Any] = []
@@ -239,9 +239,12 @@ def answer_case(
         split = sources_at[0] if sources_at else ended
         record["timings"] = {"retrieval_ms": (split - started) * 1000, "generation_ms": (ended - split) * 1000}
     else:
-        hits = list(engine.search(case.question, options=asked))
+        retrieval = engine.retrieve(case.question, options=asked)
+        hits = list(retrieval.hits)
         record["timings"] = {"retrieval_ms": (time.perf_counter() - started) * 1000}
     record["timings"]["stages"] = _stages(retrieval)
+    # The probability of the retrieval the hits (and the answer) came from: no second retrieval for it.
+    record["answerable"] = getattr(retrieval, "answerable", None)
     record["contexts"] = [_context(n, hit) for n, hit in enumerate(hits, start=1)]
     if cutoff:
         # A document ranking for the retrieval metrics: one hit per document, best first.

@@ -122,17 +122,32 @@ def paired_bootstrap_ci(
             ``confidence`` is not in (0, 1) or ``trials`` is not positive.
     """
     diffs = _differences(a, b)
-    _check_trials(trials)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+    check_bootstrap(confidence, trials)
     rng = np.random.default_rng(seed)
     n = len(diffs)
     means = np.empty(trials)
-    for start in range(0, trials, _BLOCK):
-        size = min(_BLOCK, trials - start)
+    for start, size in bootstrap_blocks(trials):
         means[start : start + size] = diffs[rng.integers(0, n, size=(size, n))].mean(axis=1)
+    return percentile_interval(means, confidence)
+
+
+def check_bootstrap(confidence: float, trials: int) -> None:
+    """Raise ``ValueError`` unless ``confidence`` is in (0, 1) and ``trials`` is positive."""
+    _check_trials(trials)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+
+
+def bootstrap_blocks(trials: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of the blocks ``trials`` resamples are drawn in, so no resample matrix grows unbounded."""
+    return [(start, min(_BLOCK, trials - start)) for start in range(0, trials, _BLOCK)]
+
+
+def percentile_interval(statistics: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The percentile bootstrap interval of resampled ``statistics``: their ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` quantiles."""
     tail = (1.0 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1.0 - tail])
+    low, high = np.quantile(statistics, [tail, 1.0 - tail])
     return float(low), float(high)
 
 

@@ -4,7 +4,9 @@ Every stage is optional and off by default; with all of them off this is exactly
 :meth:`HybridRetriever.search`. The stages, in order:
 
 1. **condense** (when earlier turns are given): the LLM rewrites a follow-up ("and how do I undo it?")
-   into a standalone question. It is what gets searched, reranked against, and answered.
+   into a standalone question. It is what gets searched, reranked against, and answered. Where the only
+   LLM would be the bundled one (``condense_llm`` false), the previous question and the follow-up are
+   searched together instead, without asking it.
 2. **rewrite**: the LLM turns the question into a keyword search query; both retrievers search it.
 3. **multi-query** (N): the LLM writes N more variants; each is searched and the lists are merged by
    reciprocal-rank fusion, deduplicated by chunk.
@@ -57,6 +59,9 @@ class StageOptions:
     rewrite: bool = False
     multi_query: int = 0
     condense: bool = True
+    # False: condense without the LLM (the previous question and the follow-up, quietly), for setups whose
+    # only LLM would be the bundled one, which writes wrong standalone questions.
+    condense_llm: bool = True
     rerank_top_n: int = 20
     rerank_score: Literal["rerank", "blend"] = "rerank"
     rerank_blend_weight: float = 0.7
@@ -206,7 +211,10 @@ class RetrievalPipeline:
         post = post or PostFilter()
         trace = _Trace(question)
 
-        query = self._condense(question, history, trace) if history and options.condense else question
+        query = (
+            self._condense(question, history, trace, llm=options.condense_llm)
+            if history and options.condense else question
+        )
         search_query = self._rewrite(query, trace) if options.rewrite else query
         queries = [search_query]
         if options.multi_query:
@@ -263,9 +271,15 @@ class RetrievalPipeline:
 
     # -- transforms -------------------------------------------------------------------------------
 
-    def _condense(self, question: str, history: Sequence[Mapping[str, str]], trace: _Trace) -> str:
+    def _condense(
+        self, question: str, history: Sequence[Mapping[str, str]], trace: _Trace, *, llm: bool = True
+    ) -> str:
         started = time.perf_counter()
-        with span("rag.retrieve.condense", {"rag.history.turns": len(history)}) as current:
+        with span("rag.retrieve.condense", {"rag.history.turns": len(history), "rag.llm": llm}) as current:
+            if not llm:
+                standalone = heuristic_standalone(question, history)
+                trace.stage("condense", started, output=standalone, method="heuristic")
+                return standalone
             try:
                 standalone, reply = self._llm(trace).condense(question, history)
             except GenerationError as exc:

@@ -18,6 +18,7 @@ from rag.api.errors import ApiError
 from rag.api.jobs import report_dict
 from rag.api.responses import errors
 from rag.api.schemas import (
+    ChunkResponse,
     DocumentListResponse,
     DocumentResponse,
     DocumentsRequest,
@@ -198,15 +199,44 @@ async def list_documents(
     return {"total": total, "offset": offset, "limit": limit, "documents": page}
 
 
-@router.get("/{doc_id:path}", response_model=DocumentResponse, responses=errors(401, 403, 404, 422))
-async def get_document(name: str, doc_id: str, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    """One document with its chunks."""
+@router.get(
+    "/{doc_id:path}",
+    response_model=DocumentResponse | ChunkResponse,
+    responses={200: {"description": "The document with its chunks; with `chunk`, that chunk (ChunkResponse)."},
+               **errors(401, 403, 404, 422)},
+)
+async def get_document(
+    name: str,
+    doc_id: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    chunk: Annotated[str | None, Query(
+        min_length=1, max_length=200,
+        description="A chunk of this document (a `chunk_id`): return that chunk with its character offsets "
+        "in the document, its page and its neighbours, instead of the whole document. Citation URLs "
+        "(`sources[].url`, `annotations[].url_citation.url`) point here.",
+    )] = None,
+    neighbours: Annotated[int | None, Query(
+        ge=0, le=10, description="With `chunk`: how many adjacent chunks to include on each side [default: 1].",
+    )] = None,
+) -> dict[str, Any]:
+    """One document with its chunks; with ``?chunk=ID``, one chunk of it with its offsets and neighbours."""
     caller.require(name, "read")
     _check_id(doc_id)
-    document = await services.run(services.workspace.engine(name).document, doc_id)
-    if document is None:
-        raise ApiError(404, "document_not_found", f"no document {doc_id!r} in collection {name!r}")
-    return document
+    engine = services.workspace.engine(name)
+    if chunk is None:
+        if neighbours is not None:
+            raise ApiError(422, "validation_error", "neighbours: applies to a chunk; add ?chunk=CHUNK_ID")
+        document = await services.run(engine.document, doc_id)
+        if document is None:
+            raise ApiError(404, "document_not_found", f"no document {doc_id!r} in collection {name!r}")
+        return document
+    if (problem := hidden_characters(chunk)) is not None:
+        raise ApiError(422, "validation_error", f"chunk: {problem}")
+    found = await services.run(engine.chunk, chunk, 1 if neighbours is None else neighbours)
+    if found is None or found["doc_id"] != doc_id:
+        raise ApiError(404, "chunk_not_found", f"no chunk {chunk!r} in document {doc_id!r} of collection {name!r}")
+    return {**found, "title": str(found["title"])}  # a title from user metadata may be any JSON value
 
 
 @router.delete("/{doc_id:path}", status_code=204, responses=errors(401, 403, 404, 409, 422, 503))

@@ -6,6 +6,10 @@ Any OpenAI client (the official SDK, LangChain's ``ChatOpenAI``, Open WebUI) can
 so clients that ignore unknown fields keep working and those that read it can show citations. The last
 user message is the question; the user and assistant turns before it are the conversation, so a
 follow-up is rewritten into a standalone question before retrieval (``retrieval.condense``).
+
+The citations also travel in OpenAI's own shape, which chat clients render: ``annotations`` on the message
+(and, streamed, on the delta of one chunk after the text), a ``url_citation`` per ``[n]`` marker whose URL
+fetches the cited chunk (:mod:`rag.api.citations`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from rag.api.citations import numbered_sources, url_citations
 from rag.api.deps import CallerDep, ServicesDep
 from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import MAX_QUESTION_CHARS, ChatCompletionRequest, ModelListResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.core.answers import Answer, numbered_hits
+from rag.core.answers import Answer
 from rag.core.query import QueryOptions
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -35,7 +40,8 @@ _CHAT_DOC = {
             "schema": {
                 "type": "object",
                 "description": "OpenAI's chat.completion object, plus `sources`: the numbered hits the "
-                "answer's [n] markers refer to.",
+                "answer's [n] markers refer to, each with the `url` of its chunk. The message's `annotations` "
+                "hold a `url_citation` per [n] marker: its span in `content` and the chunk's absolute URL.",
             }
         },
         # ``itemSchema`` (OpenAPI 3.2): each event, not the whole body (see rag.api.routes.query).
@@ -43,8 +49,9 @@ _CHAT_DOC = {
             "itemSchema": {
                 "type": "object",
                 "required": ["data"],
-                "properties": {"data": {"type": "string", "description": "A chat.completion.chunk as JSON (the last "
-                                        "one carries `sources`), an `error` object, then `[DONE]`."}},
+                "properties": {"data": {"type": "string", "description": "A chat.completion.chunk as JSON (after the "
+                                        "text, one whose delta carries `annotations`; the last one carries `sources`), "
+                                        "an `error` object, then `[DONE]`."}},
             },
         },
     },
@@ -76,10 +83,6 @@ def _question(body: ChatCompletionRequest) -> tuple[str, list[dict[str, str]]]:
     raise ApiError(422, "validation_error", "messages: no user message with text to answer")
 
 
-def _sources(answer_hits: list) -> list[dict[str, Any]]:
-    return numbered_hits(answer_hits, "n")
-
-
 @router.get("/models", response_model=ModelListResponse, responses=errors(401))
 async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """The collections this key may read, as OpenAI models."""
@@ -99,6 +102,7 @@ async def chat_completions(
     call = partial(engine.ask, question, options=QueryOptions(history=history))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    base_url = str(request.base_url)
     if not body.stream:
         cancel = Cancel()
         answer: Answer = await run_until_gone(
@@ -111,22 +115,28 @@ async def chat_completions(
             "model": body.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
+                "message": {
+                    "role": "assistant",
+                    "content": answer.text,
+                    "annotations": url_citations(answer.text, answer.used_hits, body.model, base_url),
+                },
                 "finish_reason": "length" if any("cut off" in w for w in answer.warnings) else "stop",
             }],
             "usage": answer.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            "sources": _sources(answer.used_hits),
+            "sources": numbered_sources(answer.used_hits, body.model),
             "system_fingerprint": answer.model,
         }
     events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
     return StreamingResponse(
-        _chunks(events, completion_id, created, body.model),
+        _chunks(events, completion_id, created, body.model, base_url),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _chunks(events: AsyncIterator[Event], completion_id: str, created: int, model: str) -> AsyncIterator[str]:
+async def _chunks(
+    events: AsyncIterator[Event], completion_id: str, created: int, model: str, base_url: str
+) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         return sse(None, {
             "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -135,13 +145,20 @@ async def _chunks(events: AsyncIterator[Event], completion_id: str, created: int
 
     yield chunk({"role": "assistant", "content": ""})
 
+    content: list[str] = []  # what the client has accumulated: the annotations' offsets point into it
     async for event in events:
         if event.kind == "delta":
+            content.append(event.value)
             yield chunk({"content": event.value})
         elif event.kind == "answer":
             answer: Answer = event.value
+            # All at once, in one delta after the text, as OpenAI sends them: the SDK's stream accumulator
+            # (ChatCompletionStreamState) merges a second list of annotations only by an ``index`` key,
+            # which url_citation objects do not have.
+            if annotations := url_citations("".join(content), answer.used_hits, model, base_url):
+                yield chunk({"annotations": annotations})
             finish = "length" if any("cut off" in w for w in answer.warnings) else "stop"
-            yield chunk({}, finish, sources=_sources(answer.used_hits), usage=answer.usage)
+            yield chunk({}, finish, sources=numbered_sources(answer.used_hits, model), usage=answer.usage)
         elif event.kind == "error":
             status, kind = classify(event.value)
             yield sse(None, {"error": {"type": kind, "message": public_message(str(event.value)), "code": status}})

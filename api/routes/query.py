@@ -9,12 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from rag.api.citations import numbered_sources
 from rag.api.deps import CallerDep, ServicesDep
 from rag.api.errors import ApiError, classify, public_message
 from rag.api.responses import errors
 from rag.api.schemas import AskRequest, AskResponse, SearchOptions, SearchRequest, SearchResponse
 from rag.api.streaming import Cancel, Event, ask_events, run_until_gone, sse
-from rag.core.answers import Answer, AnswerError, numbered_hits
+from rag.core.answers import Answer, AnswerError
 from rag.core.query import QueryOptions
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
@@ -102,7 +103,8 @@ async def search(name: str, body: SearchRequest, services: ServicesDep, caller: 
     }
 
 
-def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
+def answer_body(answer: Answer, collection: str, explain: bool = False) -> dict[str, Any]:
+    """``/ask``'s JSON body for ``answer`` from ``collection`` (each hit with its chunk's ``url``)."""
     return {
         "answer": answer.text,
         "citations": [
@@ -110,7 +112,7 @@ def answer_body(answer: Answer, explain: bool = False) -> dict[str, Any]:
              "source": c.hit.chunk.source, "section": c.hit.chunk.section}
             for c in answer.citations
         ],
-        "hits": numbered_hits(answer.used_hits, "n"),
+        "hits": numbered_sources(answer.used_hits, collection),
         "model": answer.model,
         "usage": answer.usage,
         "warnings": list(answer.warnings),
@@ -139,22 +141,22 @@ async def ask(name: str, body: AskRequest, request: Request, services: ServicesD
         answer = await run_until_gone(
             request, cancel, partial(call, on_sources=cancel.check, on_token=cancel.check), services.limiter
         )
-        return answer_body(answer, body.explain)
+        return answer_body(answer, name, body.explain)
     events = await ask_events(lambda on_sources, on_token: call(on_sources=on_sources, on_token=on_token), services.limiter)
-    return StreamingResponse(_ask_stream(events, body.explain), media_type="text/event-stream", headers=_NO_BUFFERING)
+    return StreamingResponse(_ask_stream(events, name, body.explain), media_type="text/event-stream", headers=_NO_BUFFERING)
 
 
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _ask_stream(events: AsyncIterator[Event], explain: bool = False) -> AsyncIterator[str]:
+async def _ask_stream(events: AsyncIterator[Event], collection: str, explain: bool = False) -> AsyncIterator[str]:
     async for event in events:
         if event.kind == "sources":
-            yield sse("sources", {"hits": numbered_hits(event.value, "n")})
+            yield sse("sources", {"hits": numbered_sources(event.value, collection)})
         elif event.kind == "delta":
             yield sse("delta", {"text": event.value})
         elif event.kind == "answer":
-            body = answer_body(event.value, explain)
+            body = answer_body(event.value, collection, explain)
             yield sse("citations", {"citations": body["citations"]})
             done = {"model": body["model"], "usage": body["usage"], "warnings": body["warnings"],
                     "answerable": body["answerable"], "evidence": body["evidence"]}

@@ -128,3 +128,22 @@ def sse_events(text: str) -> list[tuple[str | None, str]]:
                 data.append(line[len("data:"):].lstrip())
         events.append((kind, "\n".join(data)))
     return events
+
+
+def expected_citations(content: str, sources: list[dict[str, Any]], base_url: str) -> list[tuple[int, int, str]]:
+    """``(start_index, end_index, url)`` of the ``url_citation`` each ``[n]`` marker in ``content`` should get,
+    in text order: ``[n]`` spans its whole marker, each number of ``[n, m]`` its own digits; a number with no
+    source gets none. ``sources``: the response's numbered ``sources`` (each with its chunk's ``url`` path)."""
+    expected = []
+    for marker in re.finditer(r"\[(\d+(?:\s*,\s*\d+)*)\]", content):
+        numbers = list(re.finditer(r"\d+", marker.group(1)))
+        for number in numbers:
+            n = int(number.group())
+            if not 1 <= n <= len(sources):
+                continue
+            if len(numbers) == 1:
+                start, end = marker.span()
+            else:
+                start, end = marker.start(1) + number.start(), marker.start(1) + number.end()
+            expected.append((start, end, base_url.rstrip("/") + sources[n - 1]["url"]))
+    return expected

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api_server import ApiServer
+from api_server import ApiServer, upload_corpus
+from fake_endpoint import ScriptedEndpoint
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +31,26 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         server.stop()
 
 
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[ScriptedEndpoint]:
+    """A scripted OpenAI-compatible endpoint (it stands in for the LLM so a test knows what it was asked)."""
+    with ScriptedEndpoint() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scripted_server(
+    start_server: Callable[..., ApiServer], tmp_path_factory: pytest.TempPathFactory,
+    corpus_writer: Callable[[Path], Path], endpoint: ScriptedEndpoint,
+) -> ApiServer:
+    """An API process over the test corpus (uploaded to ``default``) whose LLM is :func:`endpoint`."""
+    root = tmp_path_factory.mktemp("scripted-api")
+    api = start_server(
+        root / "data", RAG_LLM__BASE_URL=endpoint.base_url, RAG_LLM__MODEL=endpoint.model,
+        RAG_LLM__MAX_RETRIES="0", RAG_CACHE_DIR=str(root / "cache"),
+    )
+    with api.client() as client:
+        upload_corpus(client, "default", corpus_writer(root))
+    return api

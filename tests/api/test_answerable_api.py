@@ -5,11 +5,9 @@ process; its LLM is the scripted endpoint, so the test knows whether generation 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from api_server import ApiServer, sse_events, upload_corpus
+from api_server import ApiServer, sse_events
 from fake_endpoint import Reply, ScriptedEndpoint
 
 from rag.engine.answerability import NOT_COVERED
@@ -24,29 +22,8 @@ EVIDENCE_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[ScriptedEndpoint]:
-    with ScriptedEndpoint() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def server(
-    start_server: Callable[..., ApiServer], tmp_path_factory: pytest.TempPathFactory,
-    corpus_writer: Callable[[Path], Path], endpoint: ScriptedEndpoint,
-) -> ApiServer:
-    root = tmp_path_factory.mktemp("answerable-api")
-    api = start_server(
-        root / "data", RAG_LLM__BASE_URL=endpoint.base_url, RAG_LLM__MODEL=endpoint.model,
-        RAG_LLM__MAX_RETRIES="0", RAG_CACHE_DIR=str(root / "cache"),
-    )
-    with api.client() as client:
-        upload_corpus(client, "default", corpus_writer(root))
-    return api
-
-
-def test_search_bodies_carry_answerability(server: ApiServer) -> None:
-    with server.client() as client:
+def test_search_bodies_carry_answerability(scripted_server: ApiServer) -> None:
+    with scripted_server.client() as client:
         covered = client.post("/v1/collections/default/search", json={"query": COVERED, "explain": True}).json()
         off_topic = client.post("/v1/collections/default/search", json={"query": OFF_TOPIC}).json()
     assert set(covered) == {"hits", "answerable", "evidence", "explain"}
@@ -57,11 +34,11 @@ def test_search_bodies_carry_answerability(server: ApiServer) -> None:
     assert off_topic["hits"]
 
 
-def test_ask_generates_when_covered_and_says_so_when_not(server: ApiServer, endpoint: ScriptedEndpoint) -> None:
+def test_ask_generates_when_covered_and_says_so_when_not(scripted_server: ApiServer, endpoint: ScriptedEndpoint) -> None:
     endpoint.script.clear()
     endpoint.requests.clear()
     endpoint.reply(Reply(pieces=["Refunds are granted within 30 days of purchase [1]."]))
-    with server.client() as client:
+    with scripted_server.client() as client:
         covered = client.post("/v1/collections/default/ask", json={"question": COVERED})
         assert covered.status_code == 200, covered.text
         assert len(endpoint.requests) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from api_server import EMBEDDED_LLM, UNREACHABLE_LLM, ApiServer, upload_corpus, upload_files
+from api_server import EMBEDDED_LLM, UNREACHABLE_LLM, ApiServer, expected_citations, upload_corpus, upload_files
 from langchain_openai import ChatOpenAI
 
 from rag.api.keys import KeyStore
@@ -44,7 +44,7 @@ def sdk(server: ApiServer) -> Iterator[openai.OpenAI]:
         yield client
 
 
-def test_sdk_completion_has_content_and_sources(sdk: openai.OpenAI) -> None:
+def test_sdk_completion_has_content_and_sources(sdk: openai.OpenAI, server: ApiServer) -> None:
     raw = sdk.chat.completions.with_raw_response.create(
         model="default", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
     )
@@ -61,9 +61,13 @@ def test_sdk_completion_has_content_and_sources(sdk: openai.OpenAI) -> None:
     assert {"chunk_id", "doc_id", "text", "score"} <= set(sources[0])
     assert "pricing.html" in {s["doc_id"] for s in sources}
     assert completion.model_extra["sources"] == sources  # the parsed object keeps the extra field too
+    # The LLM's [n] markers (test_citations.py has the extractive answers' and follows the URLs).
+    annotations = [a.url_citation for a in choice.message.annotations]
+    assert [(a.start_index, a.end_index, a.url) for a in annotations] == expected_citations(
+        choice.message.content, sources, server.url)
 
 
-def test_sdk_stream_ends_with_a_chunk_carrying_sources(sdk: openai.OpenAI) -> None:
+def test_sdk_stream_ends_with_a_chunk_carrying_sources(sdk: openai.OpenAI, server: ApiServer) -> None:
     stream = sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": QUESTION}], stream=True)
     chunks = list(stream)
     assert len(chunks) >= 3
@@ -78,6 +82,9 @@ def test_sdk_stream_ends_with_a_chunk_carrying_sources(sdk: openai.OpenAI) -> No
     sources = last.model_extra["sources"]
     assert sources and sources[0]["n"] == 1 and sources[0]["chunk_id"]
     assert all("sources" not in (c.model_extra or {}) for c in chunks[:-1])
+    annotations = [a for c in chunks for a in (c.choices[0].delta.model_extra or {}).get("annotations", [])]
+    assert [(a["url_citation"]["start_index"], a["url_citation"]["end_index"], a["url_citation"]["url"])
+            for a in annotations] == expected_citations(text, sources, server.url)
 
 
 def test_raw_stream_is_openai_framed_and_ends_with_done(server: ApiServer) -> None:

@@ -5,35 +5,13 @@ so each test knows what the stage was told and what it replied."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api_server import ApiServer, sse_events, upload_corpus
+from api_server import ApiServer, sse_events
 from fake_endpoint import Reply, ScriptedEndpoint
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[ScriptedEndpoint]:
-    with ScriptedEndpoint() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def server(
-    start_server: Callable[..., ApiServer], tmp_path_factory: pytest.TempPathFactory,
-    corpus_writer: Callable[[Path], Path], endpoint: ScriptedEndpoint,
-) -> ApiServer:
-    root = tmp_path_factory.mktemp("stages-api")
-    api = start_server(
-        root / "data", RAG_LLM__BASE_URL=endpoint.base_url, RAG_LLM__MODEL=endpoint.model,
-        RAG_LLM__MAX_RETRIES="0", RAG_CACHE_DIR=str(root / "cache"),
-    )
-    with api.client() as client:
-        upload_corpus(client, "default", corpus_writer(root))
-    return api
 
 
 @pytest.fixture
@@ -43,9 +21,9 @@ def script(endpoint: ScriptedEndpoint) -> ScriptedEndpoint:
     return endpoint
 
 
-def test_search_with_stages_and_explain(server: ApiServer, script: ScriptedEndpoint) -> None:
+def test_search_with_stages_and_explain(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
     script.reply(Reply(pieces=["refunds granted within days of purchase"]), Reply(pieces=["pricing refunds\nwidget price"]))
-    with server.client() as client:
+    with scripted_server.client() as client:
         response = client.post("/v1/collections/default/search", json={
             "query": "money back?", "k": 2, "rewrite": True, "multi_query": 2, "explain": True,
         })
@@ -57,35 +35,35 @@ def test_search_with_stages_and_explain(server: ApiServer, script: ScriptedEndpo
     assert body["hits"][0]["doc_id"] == "pricing.html" and "rerank_score" in body["hits"][0]
 
 
-def test_search_without_explain_has_none(server: ApiServer, script: ScriptedEndpoint) -> None:
-    with server.client() as client:
+def test_search_without_explain_has_none(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
+    with scripted_server.client() as client:
         body = client.post("/v1/collections/default/search", json={"query": "refunds", "k": 1}).json()
     assert body["explain"] is None and script.requests == []
 
 
-def test_a_failing_llm_never_fails_the_search(server: ApiServer, script: ScriptedEndpoint) -> None:
+def test_a_failing_llm_never_fails_the_search(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
     script.reply(Reply(status=500, body="{}"))
-    with server.client() as client:
+    with scripted_server.client() as client:
         response = client.post("/v1/collections/default/search", json={"query": "refund days", "hyde": True, "explain": True})
     assert response.status_code == 200
     assert response.json()["explain"]["warnings"][0].startswith("hyde failed")
 
 
-def test_rerank_without_a_model_is_a_client_error(server: ApiServer) -> None:
-    with server.client() as client:
+def test_rerank_without_a_model_is_a_client_error(scripted_server: ApiServer) -> None:
+    with scripted_server.client() as client:
         response = client.post("/v1/collections/default/search", json={"query": "refunds", "rerank": True})
     assert response.status_code == 422 and "rerank.model" in response.text
 
 
-def test_a_client_cannot_make_the_server_load_a_model(server: ApiServer, tmp_path: Path) -> None:
-    with server.client() as client:
+def test_a_client_cannot_make_the_server_load_a_model(scripted_server: ApiServer, tmp_path: Path) -> None:
+    with scripted_server.client() as client:
         response = client.post("/v1/collections/default/search", json={"query": "refunds", "rerank": str(tmp_path)})
     assert response.status_code == 422 and "configured model" in response.text
 
 
-def test_ask_history_condenses_the_follow_up(server: ApiServer, script: ScriptedEndpoint) -> None:
+def test_ask_history_condenses_the_follow_up(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
     script.reply(Reply(pieces=["Within how many days are refunds granted?"]), Reply(pieces=["Within 30 days [1]."]))
-    with server.client() as client:
+    with scripted_server.client() as client:
         response = client.post("/v1/collections/default/ask", json={
             "question": "and refunds?", "explain": True, "stream": True,
             "history": [{"role": "user", "content": "What does the team plan cost?"},
@@ -98,9 +76,9 @@ def test_ask_history_condenses_the_follow_up(server: ApiServer, script: Scripted
     assert "What does the team plan cost?" in script.requests[0]["messages"][1]["content"]
 
 
-def test_chat_completions_use_the_earlier_turns(server: ApiServer, script: ScriptedEndpoint) -> None:
+def test_chat_completions_use_the_earlier_turns(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
     script.reply(Reply(pieces=["Within how many days are refunds granted?"]), Reply(pieces=["Within 30 days [1]."]))
-    with server.client() as client:
+    with scripted_server.client() as client:
         response = client.post("/v1/chat/completions", json={"model": "default", "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "What does the team plan cost?"},
@@ -114,7 +92,7 @@ def test_chat_completions_use_the_earlier_turns(server: ApiServer, script: Scrip
     assert "Refunds" in response.json()["sources"][0]["text"]
 
 
-def test_request_options_reach_the_engine(server: ApiServer, script: ScriptedEndpoint) -> None:
+def test_request_options_reach_the_engine(scripted_server: ApiServer, script: ScriptedEndpoint) -> None:
     """The body's fields travel as one QueryOptions: the dense weight and the per-document cap shape the hits,
     of a search and of an answer's sources."""
     def hits(**fields: object) -> list[dict]:
@@ -122,7 +100,7 @@ def test_request_options_reach_the_engine(server: ApiServer, script: ScriptedEnd
         assert response.status_code == 200, response.text
         return response.json()["hits"]
 
-    with server.client() as client:
+    with scripted_server.client() as client:
         keyword_only, dense_only = hits(alpha=0), hits(alpha=1)
         uncapped, capped = [h["doc_id"] for h in hits()], [h["doc_id"] for h in hits(max_per_doc=1)]
         script.reply(Reply(pieces=["A widget [1]."]))

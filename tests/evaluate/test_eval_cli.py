@@ -17,6 +17,7 @@ import pytest
 from eval_helpers import QA, rag, rag_env, run_concurrently, start_rag
 from scripted_judge import ScriptedJudge
 
+from rag.engine.answerability import NOT_COVERED_MODEL
 from rag.evaluate.retrieval_metrics import mrr_at, ndcg_at, recall_at
 
 ALL_METRICS = "faithfulness,context_recall,answer_relevancy,context_precision,ndcg@10,recall@10,mrr"
@@ -94,6 +95,21 @@ def test_run_writes_every_report_with_consistent_scores(scored_run: Path, module
     assert results["judge"]["calls"]["sent"] == len(module_judge.requests)
     markdown = (scored_run / "report.md").read_text(encoding="utf-8")
     assert all(f"| {qid} |" in markdown for qid in ("q01", "q02", "q03", "hostile"))
+    # Answerability: each question's probability is the one its answer's retrieval gave (the gate declined
+    # exactly those below the threshold), and the calibration section labels by context recall >= 0.5.
+    threshold = results["config"]["retrieval"]["answerable_threshold"]
+    for sample in samples:
+        assert 0.0 <= sample["answerable"] <= 1.0
+        assert (sample["model"] == NOT_COVERED_MODEL) == (sample["answerable"] < threshold)
+    calibration = results["calibration"]
+    recalls = {s["id"]: s["scores"]["context_recall"]["value"] for s in samples}
+    labelled = [qid for qid, value in recalls.items() if value is not None]
+    assert calibration["label"]["source"] == "context_recall" and calibration["probabilities"] == 4
+    assert calibration["n"] == len(labelled) and calibration["small_n"]
+    assert calibration["answerable"] == sum(recalls[qid] >= 0.5 for qid in labelled)
+    assert sum(b["count"] for b in calibration["bins"]) == calibration["n"]
+    assert calibration["declined"]["count"] == sum(s["answerable"] < threshold for s in samples)
+    assert "## Answerability calibration" in markdown and f"only {calibration['n']} labelled questions" in markdown
 
 
 class _Report(HTMLParser):
@@ -226,6 +242,13 @@ def test_beir_folder_runs_retrieval_only(docs_project: Path, tmp_path: Path) -> 
     assert results["summary"]["recall@10"]["mean"] > 0.5 and results["summary"]["ndcg@10"]["missing"] == 0
     _, samples = read_run(tmp_path / "run")
     assert all(s["answer"] is None and s["contexts"] for s in samples)  # retrieved, not answered
+    # No judge: calibration labels a question answerable when a qrels document is among its k hits.
+    calibration = results["calibration"]
+    assert calibration["label"]["source"] == "qrels" and calibration["label"]["k"] == 5
+    assert calibration["n"] == 12 and calibration["small_n"] and all(0 <= s["answerable"] <= 1 for s in samples)
+    found = [bool({c["doc_id"] for c in s["contexts"]} & set(s["reference_doc_ids"])) for s in samples]
+    assert calibration["answerable"] == sum(found)
+    assert 'id="calibration"' in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ def test_reasons_are_readable_in_a_1280_px_window(tmp_path: Path) -> None:
     playwright_api = pytest.importorskip("playwright.sync_api")
     score = faithfulness(["A chunk has 200 tokens.", "Windows overlap by 40 tokens."], ["A chunk has 200 tokens.",
                          "Windows overlap by 40 tokens."], [1, 0])
-    samples = [sample(f"q{i}", {"faithfulness": score}) for i in range(3)]
+    samples = [{**sample(f"q{i}", {"faithfulness": score}), "answerable": 0.5} for i in range(3)]  # a 12th column
     (tmp_path / "report.html").write_text(run_html(results(samples), samples), encoding="utf-8")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])

@@ -19,6 +19,7 @@ from rag.core.errors import ConfigError
 from rag.core.settings import load_settings
 from rag.engine import RagEngine
 from rag.retrieve.transforms import CONDENSE_PROMPT, HYDE_PROMPT, MULTI_QUERY_PROMPT, REWRITE_PROMPT
+from rag.workspace import Workspace
 
 pytestmark = pytest.mark.slow  # loads the embedding model
 
@@ -195,6 +196,21 @@ def test_a_failed_condense_searches_the_previous_question_with_the_follow_up(
     found = engine_for().retrieve("how many days?", 2, history=history)
     assert found.query == "Tell me about refunds how many days?"
     assert "Refunds" in found.hits[0].chunk.text and found.warnings[0].startswith("condense failed")
+
+
+def test_without_a_configured_llm_a_follow_up_is_condensed_without_one(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled model is not started to condense: the previous question joins the follow-up, quietly."""
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path))
+    history = [{"role": "user", "content": "Tell me about refunds"}, {"role": "assistant", "content": "Sure [1]."}]
+    with Workspace(load_settings(data_dir=data_dir), project_root=data_dir.parent) as workspace:
+        answer = workspace.engine("default").ask("how many days?", 2, history=history)
+        assert workspace.llm_servers.running() == 0
+    assert answer.retrieval.query == "Tell me about refunds how many days?" and answer.warnings == []
+    stage = answer.retrieval.explain["stages"][0]
+    assert (stage["stage"], stage["method"]) == ("condense", "heuristic") and "fallback" not in stage
+    assert "Refunds" in answer.used_hits[0].chunk.text and answer.model == "extractive"
 
 
 def test_an_unreachable_llm_never_fails_a_search(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
