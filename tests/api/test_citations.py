@@ -5,11 +5,13 @@
 returns the cited chunk with its offsets in the document. The official ``openai`` SDK reads them (a plain
 completion, a raw stream, and the SDK's own stream accumulator); LangChain's ``ChatOpenAI`` (0.3) keeps only
 the content of a Chat Completions reply, so for it the test shows that the content, markers included, is
-the same text the annotations' offsets index. Answers are extractive (the default): no LLM is started.
+the same text the annotations' offsets index. The OpenAI Agents SDK turns them into its own citation objects.
+Answers are extractive (the default): no LLM is started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -144,6 +146,35 @@ def test_langchain_chat_openai_keeps_the_content_the_offsets_index(sdk: openai.O
         assert content == plain.content
         assert [content[start:end] for start, end, _ in spans(plain.annotations)] == re.findall(r"\[\d+\]", content)
     assert invoked.response_metadata["finish_reason"] == "stop"
+
+
+def test_openai_agents_sdk_turns_the_annotations_into_its_own_citations(sdk: openai.OpenAI, server: ApiServer) -> None:
+    """The OpenAI Agents SDK, a client we do not control, reads Chat Completions annotations into its
+    ``AnnotationURLCitation`` objects, from a plain completion and from a stream (its own accumulator)."""
+    from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+    from agents.items import MessageOutputItem
+
+    set_tracing_disabled(True)  # it would export its traces to OpenAI otherwise
+    plain = sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": QUESTION}]).choices[0].message
+    expected = [(start, end, url, a.url_citation.title) for (start, end, url), a in zip(spans(plain.annotations), plain.annotations)]
+
+    def agent() -> Agent:  # an async client per event loop
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=server.key, max_retries=0, timeout=120)
+        return Agent(name="docs", instructions="Answer from the documents.",
+                     model=OpenAIChatCompletionsModel(model="default", openai_client=client))
+
+    async def runs() -> list[Any]:
+        ran = await Runner.run(agent(), QUESTION)
+        streamed = Runner.run_streamed(agent(), QUESTION)
+        async for _ in streamed.stream_events():
+            pass
+        return [ran, streamed]
+
+    for run in asyncio.run(runs()):
+        [message] = [item.raw_item for item in run.new_items if isinstance(item, MessageOutputItem)]
+        [part] = message.content
+        assert part.text == plain.content
+        assert [(a.start_index, a.end_index, a.url, a.title) for a in part.annotations] == expected
 
 
 def test_chunk_url_offsets_neighbours_scopes_and_errors(
