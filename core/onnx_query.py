@@ -7,8 +7,9 @@ sentence-transformers, which cost seconds before the first query.
 
 Where torch is loaded anyway (ingest, or the first query for a model not exported yet) the transformer
 body is exported once to a cache folder, together with everything needed to run it without torch: the
-tokenizer as ``tokenizer.json`` (read by the ``tokenizers`` package) and a ``manifest.json`` with the
-pooling, normalisation, maximum length and dimension. The folder is named by the model's identity: its
+tokenizer as ``tokenizer.json`` (read by the ``tokenizers`` package), a ``manifest.json`` with the
+pooling, normalisation, maximum length and dimension, and the graph as ONNX Runtime optimised it (so a
+query process does not redo that work). The folder is named by the model's identity: its
 path and a content fingerprint of every file in the model folder, so a changed model never reuses a
 stale export. A model folder that already ships ``onnx/model.onnx`` next to its ``tokenizer.json`` is used
 as it is, without any export. Vectors match the PyTorch path within 1e-5 (tested), so queries and the
@@ -159,7 +160,7 @@ class OnnxQueryEncoder:
                 return None
             if (folder / _MANIFEST).exists():
                 manifest = _read_manifest(folder / _MANIFEST)
-                onnx_file, tokenizer_file = folder / "model.onnx", folder / "tokenizer.json"
+                onnx_file, tokenizer_file = _optimized_or_plain(folder), folder / "tokenizer.json"
             else:
                 model_dir = local_model_dir(model_path)
                 manifest = _shipped_manifest(model_dir, folder.name) if model_dir else None
@@ -261,6 +262,28 @@ def _dimension(model: SentenceTransformer) -> int:
     return int(getter())
 
 
+def _optimized_or_plain(folder: Path) -> Path:
+    """The graph ONNX Runtime optimised at export (loads ~70 ms faster) when this onnxruntime wrote it;
+    else the plain export (the fused operators of another version might not load)."""
+    import onnxruntime as ort
+
+    stamp = folder / "optimized.txt"
+    if stamp.is_file() and stamp.read_text().strip() == ort.__version__:
+        return folder / "model.opt.onnx"
+    return folder / "model.onnx"
+
+
+def _save_optimized(folder: Path) -> None:
+    """Save ``model.onnx`` after ONNX Runtime's extended (hardware-independent) graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / "model.opt.onnx")
+    ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    (folder / "optimized.txt").write_text(ort.__version__)
+
+
 def _session(onnx_file: Path) -> Any:
     import onnxruntime as ort
 
@@ -345,6 +368,7 @@ def _export(model: SentenceTransformer, folder: Path, manifest: EncoderManifest)
             )
         # The tokenizer exactly as transformers runs it (added tokens, normaliser), for the tokenizers package.
         model.tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        _save_optimized(tmp)
         data = asdict(manifest) | {"inputs": names}
         (tmp / _MANIFEST).write_text(json.dumps(data, indent=2))
         try:

@@ -49,7 +49,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_onnx_queries_equal_pytorch(exported: Path) -> None:
     folder = export_folder(resolve_model_path("all-MiniLM-L6-v2"))
     assert folder is not None and folder.parent == exported / "onnx"
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", "manifest.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "model.onnx", "model.opt.onnx", "optimized.txt", "tokenizer.json", "manifest.json"}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest | {"model_path": "", "fingerprint": ""} == {
         "model_path": "", "fingerprint": "", "max_length": 256, "dimension": 384, "normalize": True,
