@@ -290,6 +290,10 @@ def _session(onnx_file: Path) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+    # One short query, then idle: worker threads that spin-wait for the next operator only burn CPU the
+    # rest of the process (and, on a small machine, everything else) needs. Measured on 2 busy cores:
+    # 19 ms a query instead of 31-35 ms, and half the CPU seconds.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
 
 
