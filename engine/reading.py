@@ -78,7 +78,7 @@ class ReadingService:
         self.reranker = reranker
         self.generator = generator
         self._lock = lock
-        self._count_tokens = count_tokens or (lambda text: len(embedder().tokenizer.encode(text, add_special_tokens=False)))
+        self._count_tokens = count_tokens or (lambda text: embedder().count_tokens(text))
 
     # -- read state -------------------------------------------------------------------------------
 

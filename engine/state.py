@@ -45,8 +45,9 @@ class EmbedderProvider:
         self._embedder = embedder
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` in the embedding tokenizer: the budget unit for prompt packing."""
-        return len(self().tokenizer.encode(text, add_special_tokens=False))
+        """Tokens of ``text`` in the embedding tokenizer: the budget unit for prompt packing (torch-free
+        when the query encoder is; see :meth:`SentenceEmbedder.count_tokens`)."""
+        return self().count_tokens(text)
 
 
 @dataclass(frozen=True, slots=True)
