@@ -28,8 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from rag.core.errors import ConfigError, GenerationError
 from rag.core.logs import log_tail
 
@@ -222,6 +220,8 @@ class LlamaCppServer:
     def _wait_until_ready(self, log_offset: int) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
+        import httpx  # here, not at the top: every query process imports this module, few start a server
+
         health = f"http://{HOST}:{self.port}/health"
         while True:
             code = self._process.poll()
