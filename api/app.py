@@ -96,7 +96,10 @@ def create_app(settings: Settings | None = None, *, project_root: Path | None = 
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            # The MCP headers let a browser-based MCP client on an allowed origin use /mcp.
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Mcp-Protocol-Version", "Mcp-Session-Id",
+                           "Last-Event-ID"],
+            expose_headers=["Mcp-Session-Id"],
         )
     for module in (system, collections, documents, query, openai_compat):
         app.include_router(module.router)

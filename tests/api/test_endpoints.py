@@ -442,5 +442,7 @@ def test_cors_origins_are_configurable(tmp_path) -> None:
         assert ok.headers.get("access-control-allow-origin") == allowed
         other = client.options("/v1/collections/default/search", headers={"Origin": "http://evil.example", **preflight})
         assert "access-control-allow-origin" not in other.headers
+        mcp = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "mcp-protocol-version"}
+        assert client.options("/mcp", headers={"Origin": allowed, **mcp}).status_code == 200  # a browser MCP client
     with TestClient(create_app(load_settings(data_dir=tmp_path / ".rag"))) as client:  # none by default
         assert "access-control-allow-origin" not in client.get("/healthz", headers={"Origin": allowed}).headers
