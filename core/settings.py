@@ -246,6 +246,12 @@ class LLMSettings(BaseModel):
             raise ValueError("must be 0 (off) or at least 2: single words repeat in any answer")
         return value
 
+    @property
+    def chosen(self) -> bool:
+        """Whether the user chose an LLM (an endpoint or a GGUF file) rather than leaving the bundled
+        SmolLM2-135M, which cannot write answers or standalone questions worth reading."""
+        return bool(self.base_url or self.gguf)
+
 
 class GenerationSettings(BaseModel):
     """How an answer is written from the retrieved hits (``llm`` says which endpoint writes it)."""

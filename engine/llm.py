@@ -71,8 +71,7 @@ class LLMServices:
         """
         mode = self.settings.generation.mode
         if mode == "auto":
-            cfg = self.settings.llm
-            return "llm" if cfg.base_url or cfg.gguf else "extractive"
+            return "llm" if self.settings.llm.chosen else "extractive"
         return mode
 
     def generator(self) -> Any:

@@ -158,8 +158,7 @@ class ReadingService:
         ``generation.mode`` is ``llm``; otherwise the LLM would be the bundled SmolLM2-135M, whose
         standalone questions are wrong more often than not, so the previous question and the follow-up are
         searched together instead (and nothing is started)."""
-        cfg = self.settings.llm
-        return bool(cfg.base_url or cfg.gguf) or self.settings.generation.mode == "llm"
+        return self.settings.llm.chosen or self.settings.generation.mode == "llm"
 
     def retrieve(self, query: str, options: QueryOptions | None = None) -> Retrieval:
         """Search through the retrieval stages (see :mod:`rag.retrieve.pipeline`) and say what each did.
